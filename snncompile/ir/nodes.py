@@ -1,0 +1,340 @@
+"""Typed IR ops: frozen, keyword-only dataclasses whose docstrings state their math.
+
+Shapes exclude the batch axis: an image tensor is ``(C, H, W)``, a vector ``(N,)``.
+Every op knows how to compute its output shape from its inputs' shapes (``out_shape``) and
+reports local problems through ``check``; the verifier collects them all.
+
+ANN form and spiking form share the op types. A *layer* (``Conv2d``, ``Dense``, ``Add``,
+``ReLU``) may carry an ``act`` (the ANN activation fused into it) and, after conversion, a
+``neuron`` (the spiking neuron that replaces the activation). A layer with a neuron emits
+``θ·s(t)`` (spikes scaled by its threshold) at every timestep; an op without a neuron is
+linear and passes currents through unchanged at every timestep.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import numpy as np
+
+Shape = tuple[int, ...]
+
+#: every concrete op class by its name, filled in by ``Node.__init_subclass__`` (used by the
+#: serializer; nobody keeps this list by hand).
+OP_TYPES: dict[str, type[Node]] = {}
+
+
+def _freeze_arrays(obj: Any) -> None:
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        if isinstance(v, np.ndarray):
+            v.flags.writeable = False
+
+
+def _bad_values(name: str, arr: np.ndarray | None) -> Iterator[str]:
+    if arr is not None and arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        n_nan = int(np.isnan(arr).sum())
+        n_inf = int(np.isinf(arr).sum())
+        yield f"{name} has {n_nan} NaN and {n_inf} Inf values"
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Activation:
+    """ANN activation fused into a layer.
+
+    ``hi is None``: y = max(x, 0) (ReLU). ``hi`` set: y = clip(x, 0, hi) (Clip / ReLU6: ``hi``
+    is the layer's threshold hint). ``levels`` set (quantized, QCFS-style, needs ``hi``):
+    y = hi · clip(floor(x·L/hi + shift) / L, 0, 1).
+    """
+
+    hi: float | None = None
+    levels: int | None = None
+    shift: float = 0.5
+
+    def check(self) -> Iterator[str]:
+        if self.hi is not None and not (math.isfinite(self.hi) and self.hi > 0):
+            yield f"activation upper bound {self.hi} must be a finite positive number"
+        if self.levels is not None and (self.hi is None or self.levels < 1):
+            yield "a quantized activation needs levels >= 1 and an upper bound"
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Neuron:
+    """Spiking neuron of a layer (DESIGN.md, neuron semantics). Per output channel c:
+
+    v(t) = v(t-1) + I(t);  s(t) = 1 if v(t) >= θ_c else 0;  v(t) -= s(t)·θ_c  (model "if");
+    v(0) = α·θ_c. The output sent downstream is θ_c·s(t). ``model`` selects the variant; each
+    backend has one table entry per model name, not branches spread through the code.
+    ``members`` is the group size of group neurons (model "gn").
+    """
+
+    model: str = "if"
+    threshold: np.ndarray  # (C_out,) float32, > 0
+    alpha: float = 0.5
+    members: int = 1
+
+    def __post_init__(self) -> None:
+        _freeze_arrays(self)
+
+    def check(self) -> Iterator[str]:
+        yield from _bad_values("threshold", self.threshold)
+        if self.threshold.ndim != 1:
+            yield f"threshold must be 1-D (per channel), got shape {self.threshold.shape}"
+        elif np.any(self.threshold <= 0):
+            yield f"threshold must be > 0, min is {float(self.threshold.min()):g}"
+        if self.members < 1:
+            yield f"members must be >= 1, got {self.members}"
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class QuantSpec:
+    """Weights were quantized: ``weight == scale[c] · q`` exactly, q integer, |q| <= 2^(bits-1)-1.
+
+    ``weight`` in the op keeps the (exactly representable) dequantized floats, so every backend
+    runs the quantized network unchanged; the integer mantissas are ``round(weight / scale)``.
+    ``scale`` has one entry per output channel (per-channel) or one entry (per-layer).
+    ``exponent`` is set by the Loihi scheme (mantissa · 2^exponent).
+    """
+
+    bits: int
+    scale: np.ndarray
+    scheme: str = "symmetric"
+    exponent: int | None = None
+
+    def __post_init__(self) -> None:
+        _freeze_arrays(self)
+
+    def check(self) -> Iterator[str]:
+        yield from _bad_values("quant scale", self.scale)
+        if not 2 <= self.bits <= 16:
+            yield f"weight bits {self.bits} outside 2..16"
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Node:
+    """Base of all IR ops. Identity is the op's name in the Graph, not its value."""
+
+    origin: str = ""  # "Conv_7 (Conv)": the ONNX node(s) this op came from
+
+    #: (min, max) number of inputs; max None = any
+    arity: ClassVar[tuple[int, int | None]] = (1, 1)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        OP_TYPES[cls.__name__] = cls
+
+    def __post_init__(self) -> None:
+        _freeze_arrays(self)  # the frontend hands over fresh arrays
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {f.name: v for f in fields(self) if isinstance(v := getattr(self, f.name), np.ndarray)}
+
+    def check(self) -> Iterator[str]:
+        for name, arr in self.arrays().items():
+            yield from _bad_values(name, arr)
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, (Activation, Neuron, QuantSpec)):
+                yield from v.check()
+
+    def out_shape(self, in_shapes: list[Shape]) -> Shape:
+        raise NotImplementedError(type(self).__name__)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Layer(Node):
+    """An op that may carry a fused activation (ANN form) and a spiking neuron (SNN form)."""
+
+    act: Activation | None = None
+    neuron: Neuron | None = None
+
+    @property
+    def spiking(self) -> bool:
+        return self.neuron is not None
+
+
+# ------------------------------------------------------------------------------ graph ends
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Input(Node):
+    """The network input, ``shape`` without the batch axis. Direct coding feeds x every step."""
+
+    shape: Shape
+    arity: ClassVar[tuple[int, int | None]] = (0, 0)
+
+    def out_shape(self, in_shapes: list[Shape]) -> Shape:
+        return tuple(self.shape)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Output(Node):
+    """Marks the network output. The op feeding it integrates (never spikes): the prediction at
+    t is the argmax of its accumulated potential."""
+
+    def out_shape(self, in_shapes: list[Shape]) -> Shape:
+        return in_shapes[0]
+
+
+# ------------------------------------------------------------------------------ layers
+def _conv_out(n: int, k: int, s: int, p0: int, p1: int, d: int) -> int:
+    return (n + p0 + p1 - d * (k - 1) - 1) // s + 1
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Conv2d(Layer):
+    """y[o] = b[o] + Σ_i W[o, i] ⋆ x[g(o)·C_in/g + i]  (cross-correlation, as torch and ONNX).
+
+    ``weight`` (C_out, C_in/groups, kH, kW); ``padding`` (top, left, bottom, right).
+    """
+
+    weight: np.ndarray
+    bias: np.ndarray | None = None
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int, int, int] = (0, 0, 0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+    quant: QuantSpec | None = None
+
+    def out_shape(self, in_shapes: list[Shape]) -> Shape:
+        c, h, w = in_shapes[0]
+        co, ci, kh, kw = self.weight.shape
+        oh = _conv_out(h, kh, self.stride[0], self.padding[0], self.padding[2], self.dilation[0])
+        ow = _conv_out(w, kw, self.stride[1], self.padding[1], self.padding[3], self.dilation[1])
+        return (co, oh, ow)
+
+    def check(self) -> Iterator[str]:
+        yield from super().check()
+        if self.weight.ndim != 4:
+            yield f"conv weight must be 4-D, got shape {self.weight.shape}"
+        elif self.bias is not None and self.bias.shape != (self.weight.shape[0],):
+            yield f"bias shape {self.bias.shape} does not match {self.weight.shape[0]} channels"
+        if self.groups < 1 or self.weight.shape[0] % self.groups:
+            yield f"groups={self.groups} does not divide {self.weight.shape[0]} output channels"
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Dense(Layer):
+    """y = W x + b, ``weight`` (out, in)."""
+
+    weight: np.ndarray
+    bias: np.ndarray | None = None
+    quant: QuantSpec | None = None
+
+    def out_shape(self, in_shapes: list[Shape]) -> Shape:
+        return (self.weight.shape[0],)
+
+    def check(self) -> Iterator[str]:
+        yield from super().check()
+        if self.weight.ndim != 2:
+            yield f"dense weight must be 2-D, got shape {self.weight.shape}"
+        elif self.bias is not None and self.bias.shape != (self.weight.shape[0],):
+            yield f"bias shape {self.bias.shape} does not match {self.weight.shape[0]} outputs"
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Add(Layer):
+    """y = Σ_k x_k (residual join); a fused ReLU makes it a spiking layer of its own."""
+
+    arity: ClassVar[tuple[int, int | None]] = (2, None)
+
+    def out_shape(self, in_shapes: list[Shape]) -> Shape:
+        return in_shapes[0]
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class ReLU(Layer):
+    """A standalone activation that could not be fused into a preceding layer: y = act(x).
+
+    In spiking form it is a neuron population fed through identity synapses."""
+
+    def out_shape(self, in_shapes: list[Shape]) -> Shape:
+        return in_shapes[0]
+
+
+# ------------------------------------------------------------------------------ linear ops
+@dataclass(frozen=True, eq=False, kw_only=True)
+class BatchNorm(Node):
+    """y[c] = (x[c] − mean[c]) / sqrt(var[c] + eps) · scale[c] + bias[c] (inference form)."""
+
+    scale: np.ndarray
+    bias: np.ndarray
+    mean: np.ndarray
+    var: np.ndarray
+    eps: float = 1e-5
+
+    def out_shape(self, in_shapes: list[Shape]) -> Shape:
+        return in_shapes[0]
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class AvgPool2d(Node):
+    """y = mean of each kernel window (zero padding counted when ``count_include_pad``)."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int, int, int] = (0, 0, 0, 0)
+    count_include_pad: bool = True
+
+    def out_shape(self, in_shapes: list[Shape]) -> Shape:
+        c, h, w = in_shapes[0]
+        p = self.padding
+        return (c, _conv_out(h, self.kernel[0], self.stride[0], p[0], p[2], 1),
+                _conv_out(w, self.kernel[1], self.stride[1], p[1], p[3], 1))
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class MaxPool2d(Node):
+    """y = max of each kernel window (padding is −∞).
+
+    Spiking form: a gate that passes, per window, the input unit with the highest spike count
+    so far (ties: the first in the window)."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int, int, int] = (0, 0, 0, 0)
+    dilation: tuple[int, int] = (1, 1)
+
+    def out_shape(self, in_shapes: list[Shape]) -> Shape:
+        c, h, w = in_shapes[0]
+        p, d = self.padding, self.dilation
+        return (c, _conv_out(h, self.kernel[0], self.stride[0], p[0], p[2], d[0]),
+                _conv_out(w, self.kernel[1], self.stride[1], p[1], p[3], d[1]))
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Flatten(Node):
+    """y = x reshaped to one axis, C-order (channel-major, as torch.flatten)."""
+
+    def out_shape(self, in_shapes: list[Shape]) -> Shape:
+        return (int(np.prod(in_shapes[0])),)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Concat(Node):
+    """y = concatenation of the inputs along ``axis`` (0 = channels; batch axis excluded)."""
+
+    axis: int = 0
+    arity: ClassVar[tuple[int, int | None]] = (2, None)
+
+    def out_shape(self, in_shapes: list[Shape]) -> Shape:
+        out = list(in_shapes[0])
+        out[self.axis] = sum(s[self.axis] for s in in_shapes)
+        return tuple(out)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Identity(Node):
+    """y = x for ONNX Identity and Dropout (inference); y = softmax(x) / log_softmax(x) for a
+    final Softmax / LogSoftmax. The readout is argmax, which none of them changes, so
+    ``remove-identity`` drops them all; until then ANN mode computes them (to match ONNX)."""
+
+    onnx_op: str = "Identity"
+
+    def out_shape(self, in_shapes: list[Shape]) -> Shape:
+        return in_shapes[0]
+
+
+LAYER_TYPES = (Conv2d, Dense, Add, ReLU)
+WEIGHTED_TYPES = (Conv2d, Dense)

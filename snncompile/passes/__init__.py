@@ -1,0 +1,28 @@
+"""Passes: the registry, the pass manager, and the built-in passes (registered on import)."""
+
+from __future__ import annotations
+
+from snncompile.passes.registry import (
+    FunctionPass,
+    Pass,
+    PassContext,
+    doc_line,
+    get_pass,
+    load_plugins,
+    pass_spec,
+    register_pass,
+    registered,
+    split_pipeline,
+    unregister_pass,
+)
+from snncompile.passes.manager import PassManager
+
+# built-in passes register themselves on import
+from snncompile.passes import fold_batchnorm as _fold_batchnorm  # noqa: E402,F401
+from snncompile.passes import fuse_activations as _fuse_activations  # noqa: E402,F401
+from snncompile.passes import remove_identity as _remove_identity  # noqa: E402,F401
+
+__all__ = [
+    "FunctionPass", "Pass", "PassContext", "PassManager", "doc_line", "get_pass", "load_plugins",
+    "pass_spec", "register_pass", "registered", "split_pipeline", "unregister_pass",
+]

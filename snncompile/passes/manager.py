@@ -1,0 +1,57 @@
+"""The pass manager: runs a pipeline, verifies between passes, dumps IR on request."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from snncompile.ir.diagnostics import CompileError, PassError
+from snncompile.ir.graph import Graph
+from snncompile.ir.serialize import save
+from snncompile.ir.verify import verify
+from snncompile.passes.registry import PassContext, get_pass, pass_spec, split_pipeline
+
+
+@dataclass
+class PassManager:
+    passes: Sequence[Any]
+    verify: bool = True
+    dump_dir: Path | None = None
+    dump_after: set[str] = field(default_factory=set)  # pass names, or {"all"}
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_specs(cls, specs: Sequence[str] | str, **kw: Any) -> PassManager:
+        if isinstance(specs, str):
+            specs = split_pipeline(specs)
+        return cls([get_pass(s) if isinstance(s, str) else s for s in specs], **kw)
+
+    def run(self, graph: Graph, ctx: PassContext | None = None) -> Graph:
+        ctx = ctx or PassContext()
+        verify(graph, stage="on the frontend output")
+        for i, p in enumerate(self.passes):
+            t0 = time.perf_counter()
+            try:
+                out = p.run(graph, ctx)
+            except CompileError as e:
+                ran = ", ".join(q.name for q in self.passes[:i]) or "none"
+                e.headline = f"{e.headline} (in pass '{p.name}'; ran: {ran})"
+                raise
+            except Exception as e:
+                raise PassError(p.name, after=[q.name for q in self.passes[:i]]) from e
+            graph = out
+            self.timings[p.name] = time.perf_counter() - t0
+            ctx.log.info("pass %-22s %.3f s", p.name, self.timings[p.name])
+            if self.verify:
+                ran = ", ".join(q.name for q in self.passes[:i])
+                verify(graph, stage=f"after '{p.name}'" + (f" (ran: {ran})" if ran else ""))
+            if self.dump_dir is not None and (p.name in self.dump_after or "all" in self.dump_after):
+                save(graph, self.dump_dir / f"{i + 1:02d}-{p.name}")
+        return graph
+
+    def spec(self) -> str:
+        """The pipeline as one replayable string: ``a,b{k=v},c``."""
+        return ",".join(pass_spec(p) for p in self.passes)

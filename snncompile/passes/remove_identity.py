@@ -1,0 +1,21 @@
+"""remove-identity: drop Identity, inference Dropout and a final Softmax/LogSoftmax.
+
+All three leave the argmax readout unchanged: y = x for Identity/Dropout, and softmax is
+monotonic per sample. The frontend only accepts Softmax/LogSoftmax right before the output.
+"""
+
+from __future__ import annotations
+
+from snncompile.ir.graph import Graph
+from snncompile.ir.nodes import Identity
+from snncompile.passes.registry import PassContext, register_pass
+
+
+@register_pass("remove-identity")
+def remove_identity(graph: Graph, ctx: PassContext) -> Graph:
+    """Drop Identity, Dropout and a final Softmax/LogSoftmax (argmax is unchanged)."""
+    g = graph.copy()
+    for name, op in list(g.topo()):
+        if isinstance(op, Identity):
+            g.bypass(name)
+    return g

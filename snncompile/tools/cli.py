@@ -1,0 +1,246 @@
+"""`snn-compile`: ONNX model in, spiking network + report out.
+
+Exit codes (DESIGN.md): 0 ok; 1 internal error (traceback) or a failed ``--check``; 2 bad usage or
+bad input (one line on stderr, no traceback, nothing half-written in ``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from snncompile.ir.diagnostics import CompileError, Diagnostic
+from snncompile.options import NEURONS, NORMS, TARGETS, CompileOptions
+
+log = logging.getLogger("snncompile")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="snn-compile",
+        description="Convert a trained ANN (ONNX) into a spiking network for Lava/Loihi 2 or a "
+                    "fast PyTorch simulator, and measure accuracy at every timestep.")
+    p.add_argument("model", nargs="?", help="the ONNX model")
+    p.add_argument("--target", choices=TARGETS, default="gpu",
+                   help="ir: write the IR only; gpu: torch simulator; loihi: Lava (default gpu)")
+    p.add_argument("--out", type=Path, default=None, help="output directory (default: out/<model>)")
+    p.add_argument("--timesteps", "-T", type=int, default=32)
+    data = p.add_argument_group("data")
+    data.add_argument("--dataset", choices=("digits",), help="bundled dataset for calib + eval")
+    data.add_argument("--calibration", type=Path, help="calibration .npz (x, optional y)")
+    data.add_argument("--eval", type=Path, help="evaluation .npz (x, y)")
+    data.add_argument("--calibration-samples", type=int, default=512)
+    data.add_argument("--eval-samples", type=int, default=None)
+    conv = p.add_argument_group("conversion")
+    conv.add_argument("--norm", choices=NORMS, default="p99.9", help="threshold balancing")
+    conv.add_argument("--channelwise", action="store_true", help="one threshold per channel")
+    conv.add_argument("--alpha", type=float, default=0.5, help="initial potential v(0) = α·θ")
+    conv.add_argument("--neuron", choices=NEURONS, default="if")
+    conv.add_argument("--gn-members", type=int, default=4, help="members per group neuron")
+    conv.add_argument("--weight-bits", type=int, default=None, help="quantize weights (2..16)")
+    conv.add_argument("--weight-granularity", choices=("layer", "channel"), default="layer")
+    conv.add_argument("--fold-thresholds", action="store_true",
+                      help="weight normalisation: fold thresholds into the weights")
+    conv.add_argument("--sync-shortcuts", action="store_true",
+                      help="BSNN synchronous neurons on residual shortcuts")
+    sim = p.add_argument_group("simulation")
+    sim.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    sim.add_argument("--batch-size", type=int, default=256)
+    sim.add_argument("--encoding", choices=("direct", "poisson"), default="direct")
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--lava-mode", choices=("float", "fixed"), default="fixed")
+    sim.add_argument("--export", choices=("netx",), default=None)
+    pm = p.add_argument_group("passes")
+    pm.add_argument("--pass", dest="extra_passes", action="append", default=[], metavar="SPEC",
+                    help="append a pass: name, name{k=v}, or my_module:my_pass (repeatable)")
+    pm.add_argument("--pipeline", default=None, help="replace the whole pipeline (comma list)")
+    pm.add_argument("--print-pipeline", action="store_true", help="print the pipeline and exit")
+    pm.add_argument("--list-passes", action="store_true", help="list registered passes and exit")
+    pm.add_argument("--dump-ir-after", action="append", default=[], metavar="PASS",
+                    help="write the IR after PASS (or 'all') under OUT/ir-after/")
+    p.add_argument("--check", action="store_true",
+                   help="compare the IR's ANN mode with onnxruntime and exit (1 if it fails)")
+    p.add_argument("--data", type=Path, default=None, help="input .npz for --check")
+    p.add_argument("--report", type=Path, default=None, help="also write report.json here")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    return p
+
+
+def options_from_args(a: argparse.Namespace) -> CompileOptions:
+    return CompileOptions(
+        timesteps=a.timesteps, norm=a.norm, channelwise=a.channelwise,
+        calibration_samples=a.calibration_samples, alpha=a.alpha, neuron=a.neuron,
+        gn_members=a.gn_members, weight_bits=a.weight_bits,
+        weight_granularity=a.weight_granularity, fold_thresholds=a.fold_thresholds,
+        sync_shortcuts=a.sync_shortcuts, device=a.device, batch_size=a.batch_size,
+        encoding=a.encoding, seed=a.seed, lava_mode=a.lava_mode, eval_samples=a.eval_samples,
+        export=a.export)
+
+
+class Output:
+    """Write into a temporary directory; move the files into ``--out`` only on success."""
+
+    def __init__(self, final: Path) -> None:
+        self.final = final
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+
+    def commit(self) -> None:
+        self.final.mkdir(parents=True, exist_ok=True)
+        for item in sorted(self.tmp.iterdir()):
+            dest = self.final / item.name
+            if dest.is_dir():
+                shutil.rmtree(dest)
+            elif dest.exists():
+                dest.unlink()
+            item.rename(dest)
+        self.discard()
+
+    def discard(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _datasets(a: argparse.Namespace, opts: CompileOptions):
+    from snncompile.tools import data
+
+    if a.dataset and (a.calibration or a.eval):
+        raise CompileError("bad usage", [Diagnostic("give --dataset or --calibration/--eval, not both")])
+    if a.dataset == "digits":
+        calib = data.digits("train", seed=opts.seed).take(opts.calibration_samples)
+        ev = data.digits("test", seed=opts.seed)
+    else:
+        calib = data.load_npz(a.calibration).take(opts.calibration_samples) if a.calibration else None
+        ev = data.load_npz(a.eval, need_labels=True) if a.eval else None
+        if calib is None and ev is not None:
+            calib = ev.take(opts.calibration_samples)
+    if ev is not None and opts.eval_samples is not None:
+        ev = ev.take(opts.eval_samples)
+    return calib, ev
+
+
+def run(a: argparse.Namespace) -> int:
+    import snncompile
+    from snncompile import passes
+    from snncompile.ir import save
+
+    if a.list_passes:
+        for name, obj in passes.registered().items():
+            print(f"{name:<24} {passes.doc_line(obj)}")
+        return 0
+    opts = options_from_args(a)
+    specs = snncompile.pipeline_for(a.target, opts, a.pipeline, a.extra_passes)
+    pm = passes.PassManager.from_specs(specs)
+    if a.print_pipeline:
+        print(pm.spec())
+        for p in pm.passes:
+            print(f"  {p.name:<24} {passes.doc_line(p)}")
+        return 0
+    if not a.model:
+        raise CompileError("bad usage", [Diagnostic("no model given", hint="snn-compile MODEL.onnx ...")])
+    model = Path(a.model)
+    if a.check:
+        return _check(model, a)
+
+    t0 = time.perf_counter()
+    from snncompile.frontend import load_onnx
+
+    graph = load_onnx(model)
+    calib, ev = _datasets(a, opts)
+    from snncompile.ir.execute import check_input
+
+    for ds, what in ((calib, "calibration data"), (ev, "evaluation data")):
+        if ds is not None:
+            check_input(graph, ds.x, f"{what} ({ds.source})")
+    out = Output(a.out or Path("out") / model.stem)
+    try:
+        if a.dump_ir_after:
+            pm.dump_dir = out.tmp / "ir-after"
+            pm.dump_after = set(x.replace("_", "-") for x in a.dump_ir_after)
+        ctx = passes.PassContext(calibration=None if calib is None else calib.x,
+                                 labels=None if calib is None else calib.y, seed=opts.seed)
+        snn = pm.run(graph, ctx)
+        save(snn, out.tmp)
+        if a.target == "ir":
+            print(snn.summary())
+            report: dict[str, Any] | None = None
+        else:
+            report = snncompile.evaluate_target(a.target, snn, graph, ev, opts, out.tmp,
+                                                model=str(model), pipeline=pm, ctx=ctx)
+        if report is not None:
+            report["seconds_total"] = time.perf_counter() - t0
+            text = json.dumps(report, indent=1, default=_jsonable) + "\n"
+            (out.tmp / "report.json").write_text(text)
+            if a.report:
+                a.report.parent.mkdir(parents=True, exist_ok=True)
+                a.report.write_text(text)
+        out.commit()
+    except BaseException:
+        out.discard()
+        raise
+    print(f"wrote {out.final}/")
+    return 0
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, Path):
+        return str(v)
+    raise TypeError(type(v).__name__)
+
+
+def _check(model: Path, a: argparse.Namespace) -> int:
+    """IR ANN mode vs onnxruntime on ``--data`` (or seeded random input in [0, 1])."""
+    from snncompile.frontend import load_onnx, run_onnxruntime
+    from snncompile.ir.execute import check_input, run_ann
+    from snncompile.tools import data
+
+    graph = load_onnx(model)
+    if a.data is not None:
+        x = data.load_npz(a.data).x[:256]
+    elif a.dataset == "digits":
+        x = data.digits("test").x[:256]
+    else:
+        shape = graph.shape(graph.input_name)
+        x = np.random.default_rng(a.seed).random((16, *shape), dtype=np.float32)
+    check_input(graph, x)
+    ours = run_ann(graph, x)
+    ref = run_onnxruntime(model, x)
+    err = np.abs(ours - ref).max() / max(float(np.abs(ref).max()), 1e-12)
+    agree = float(np.mean(ours.reshape(len(x), -1).argmax(1) == ref.reshape(len(x), -1).argmax(1)))
+    ok = err <= 1e-4
+    print(f"check {model.name}: {len(x)} samples, max relative error {err:.3g} "
+          f"(limit 1e-4), argmax agreement {agree:.4f}: {'OK' if ok else 'FAILED'}")
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING - 10 * min(a.verbose, 2),
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return run(a)
+    except CompileError as e:
+        print(f"snn-compile: error: {e.one_line()}", file=sys.stderr)
+        for d in e.diagnostics[1:] if a.verbose else ():
+            print(f"  {d}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("snn-compile: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
