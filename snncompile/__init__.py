@@ -41,7 +41,7 @@ __all__ = [
 BACKENDS = {"gpu": "snncompile.backends.gpu:compile", "loihi": "snncompile.backends.loihi:compile"}
 #: target -> "module:function" that evaluates a spiking IR and returns report.json's dict
 EVALUATORS = {"gpu": "snncompile.tools.evaluate:evaluate_gpu",
-              "loihi": "snncompile.tools.evaluate:evaluate_loihi"}
+              "loihi": "snncompile.tools.evaluate_loihi:evaluate_loihi"}
 
 
 def load_onnx(path: str | Path) -> Graph:

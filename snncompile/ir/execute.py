@@ -36,7 +36,8 @@ Tensor = torch.Tensor
 
 
 def _t(a: np.ndarray | None, dtype: torch.dtype) -> Tensor | None:
-    return None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(dtype)
+    # copy: IR arrays are read-only and torch warns about non-writable buffers
+    return None if a is None else torch.from_numpy(np.array(a)).to(dtype)
 
 
 def pad2d(x: Tensor, padding: tuple[int, int, int, int], value: float = 0.0) -> Tensor:

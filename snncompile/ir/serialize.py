@@ -8,6 +8,7 @@ Neuron, QuantSpec) as objects with a ``$type``.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from snncompile.ir.nodes import OP_TYPES, Activation, Neuron, QuantSpec
 
 FORMAT = "snncompile-ir"
 VERSION = 1
+_SHORT_LIST = re.compile(r"\[((?:\s*(?:-?[\d.e+-]+|\"[^\"\n]*\"|true|false|null)\s*,)*"
+                         r"\s*(?:-?[\d.e+-]+|\"[^\"\n]*\"|true|false|null)\s*)\]")
 _NESTED = {c.__name__: c for c in (Activation, Neuron, QuantSpec)}
 
 
@@ -31,8 +34,8 @@ def _encode(value: Any, key: str, arrays: dict[str, np.ndarray]) -> Any:
         return {"$type": type(value).__name__,
                 **{f.name: _encode(getattr(value, f.name), f"{key}.{f.name}", arrays)
                    for f in fields(value)}}
-    if isinstance(value, tuple):
-        return {"$tuple": [_encode(v, f"{key}.{i}", arrays) for i, v in enumerate(value)]}
+    if isinstance(value, tuple):  # no IR field is a list, so lists decode back to tuples
+        return [_encode(v, f"{key}.{i}", arrays) for i, v in enumerate(value)]
     if isinstance(value, (np.integer, np.floating)):
         return value.item()
     return value
@@ -42,11 +45,11 @@ def _decode(value: Any, arrays: Any) -> Any:
     if isinstance(value, dict):
         if "$array" in value:
             return np.array(arrays[value["$array"]])
-        if "$tuple" in value:
-            return tuple(_decode(v, arrays) for v in value["$tuple"])
         if "$type" in value:
             cls = _NESTED[value["$type"]]
             return cls(**{k: _decode(v, arrays) for k, v in value.items() if k != "$type"})
+    if isinstance(value, list):
+        return tuple(_decode(v, arrays) for v in value)
     return value
 
 
@@ -65,7 +68,11 @@ def save(graph: Graph, directory: str | Path) -> None:
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     doc, arrays = to_dicts(graph)
-    (d / "ir.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+    text = json.dumps(doc, indent=1, ensure_ascii=False)
+    # keep short lists of numbers and names on one line: shapes, strides, inputs
+    text = _SHORT_LIST.sub(lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]",
+                           text)
+    (d / "ir.json").write_text(text + "\n")
     np.savez(d / "ir.npz", **arrays)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import networkx as nx
 
 from snncompile.ir.diagnostics import CompileError, Diagnostic
@@ -81,7 +83,9 @@ def _where(graph: Graph, name: str) -> dict[str, str]:
     return {"node": name, "origin": graph.op(name).origin or None}
 
 
-def _shape_problems(op: object, in_shapes: list[tuple[int, ...]]):
+def _shape_problems(op: object, in_shapes: list[tuple[int, ...]]) -> Iterator[str]:
+    if not in_shapes:
+        return
     s0 = in_shapes[0]
     if isinstance(op, Conv2d):
         if len(s0) != 3:
