@@ -28,7 +28,9 @@ test: venv
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 bench: venv
+	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) benchmarks/gpu_sim.py
+	$(PY) benchmarks/vs_spikingjelly.py
 	$(PY) benchmarks/lava_sim.py
 
 clean:
