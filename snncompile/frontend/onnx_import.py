@@ -1,0 +1,299 @@
+"""ONNX model -> IR (ANN form). The only module that imports ``onnx``.
+
+Steps: read (every failure a one-line ``CompileError``), ``onnx.checker``, shape inference,
+then one walk over the nodes in their (topological) order:
+
+1. A node whose inputs are all constants is evaluated now, exactly, with ONNX's reference
+   evaluator; ``Shape`` of an activation yields the IR shape with the batch axis prepended. Every
+   constant is evaluated in two worlds that differ only in the batch size, so a value derived
+   from the batch size (``Shape -> Gather -> Unsqueeze -> Concat`` before ``Reshape``) is told
+   apart from a true constant.
+2. Any other node goes through its converter in ``op_table``. Unsupported ops (and supported ops
+   used in unsupported ways) are collected, not raised one at a time; nodes downstream of one are
+   skipped.
+
+The IR shapes are cross-checked against ONNX shape inference, and the result is verified.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import numpy_helper
+
+from snncompile.frontend.op_table import (
+    CONVERTERS,
+    Builder,
+    OnnxNode,
+    Unsupported,
+    sanitize,
+    supported_ops,
+)
+from snncompile.ir.diagnostics import CompileError, Diagnostic
+from snncompile.ir.graph import Graph
+from snncompile.ir.nodes import Input, Output
+from snncompile.ir.verify import verify
+
+MIN_OPSET = 7
+
+
+def _first_line(text: str) -> str:
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    return lines[0] if lines else str(text)
+
+
+def read_model(src: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
+    """Read an ONNX file; returns the model and a name for messages."""
+    if isinstance(src, onnx.ModelProto):
+        return src, src.graph.name or "<model>"
+    p = Path(src)
+    if not p.exists():
+        raise CompileError("model file not found", [Diagnostic(str(p))])
+    if not p.is_file():
+        raise CompileError("not an ONNX file", [Diagnostic(f"{p} is not a regular file")])
+    data = p.read_bytes()
+    try:
+        model = onnx.load_model_from_string(data)
+        if model.graph.node or model.graph.initializer:
+            model = onnx.load(str(p))  # again through the path: resolves external data
+    except (DecodeError, ValueError, RuntimeError, OSError) as e:
+        raise CompileError(_what(data, p), [Diagnostic(f"{p}: {_first_line(e)}")]) from None
+    if model.ir_version <= 0 or not model.graph.node or not model.graph.output:
+        raise CompileError(_what(data, p), [Diagnostic(
+            f"{p}: no ONNX graph in it (ir_version {model.ir_version}, "
+            f"{len(model.graph.node)} nodes)")])
+    return model, str(p)
+
+
+def _what(data: bytes, p: Path) -> str:
+    head = data[:4096]
+    try:
+        text = head.decode("utf-8")
+        if text and all(c.isprintable() or c in "\r\n\t" for c in text):
+            return "not an ONNX file (it is text)"
+    except UnicodeDecodeError:
+        pass
+    return "corrupt ONNX file (cannot parse the protobuf)"
+
+
+def _check(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
+    try:
+        onnx.checker.check_model(model)
+    except (onnx.checker.ValidationError, ValueError) as e:
+        raise CompileError("invalid ONNX model (onnx.checker)",
+                           [Diagnostic(f"{where}: {_first_line(e)}")]) from None
+    try:
+        return onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    except Exception as e:  # onnx raises InferenceError or a bare RuntimeError
+        raise CompileError("ONNX shape inference failed",
+                           [Diagnostic(f"{where}: {_first_line(e)}")]) from None
+
+
+def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for a in node.attribute:
+        v = onnx.helper.get_attribute_value(a)
+        if isinstance(v, bytes):
+            v = v.decode("utf-8", "replace")
+        elif isinstance(v, onnx.TensorProto):
+            v = numpy_helper.to_array(v)
+        out[a.name] = v
+    return out
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    for o in model.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            return int(o.version)
+    return 1
+
+
+def _dims(vi: onnx.ValueInfoProto) -> list[int | None] | None:
+    t = vi.type.tensor_type
+    if not t.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+
+
+def _io(model: onnx.ModelProto, where: str) -> tuple[onnx.ValueInfoProto, str]:
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    outputs = list(model.graph.output)
+    bad = []
+    if len(inputs) != 1:
+        bad.append(Diagnostic(f"{where}: the model has {len(inputs)} inputs "
+                              f"({', '.join(i.name for i in inputs)}); expected exactly one"))
+    if len(outputs) != 1:
+        bad.append(Diagnostic(f"{where}: the model has {len(outputs)} outputs "
+                              f"({', '.join(o.name for o in outputs)}); expected exactly one"))
+    if bad:
+        raise CompileError("unsupported model signature", bad)
+    inp = inputs[0]
+    elem = inp.type.tensor_type.elem_type
+    if elem != onnx.TensorProto.FLOAT:
+        name = onnx.TensorProto.DataType.Name(elem) if elem else "not a tensor"
+        raise CompileError("unsupported model input", [Diagnostic(
+            f"{where}: input {inp.name!r} has element type {name}; expected FLOAT (float32)")])
+    dims = _dims(inp)
+    if dims is None or len(dims) < 2 or any(d is None or d <= 0 for d in dims[1:]):
+        shown = "unknown rank" if dims is None else \
+            "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")"
+        raise CompileError("unsupported model input", [Diagnostic(
+            f"{where}: input {inp.name!r} has shape {shown}; expected (N, C, H, W) or (N, F) "
+            "with every axis but the batch axis fixed")])
+    return inp, outputs[0].name
+
+
+class _Folder:
+    """Evaluates constant nodes exactly with ONNX's reference implementation."""
+
+    def __init__(self, opset: int) -> None:
+        from onnx.reference import ReferenceEvaluator
+
+        self._ref = ReferenceEvaluator
+        self.opsets = {"": opset}
+
+    def run(self, node: onnx.NodeProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        ev = self._ref(node, opsets=self.opsets)
+        return [np.asarray(v) for v in ev.run(None, feeds)]
+
+
+def _fold(node: onnx.NodeProto, b: Builder, folder: _Folder) -> None:
+    ins = [i for i in node.input if i]
+    if node.op_type == "Shape" and node.input[0] not in b.consts:
+        s = b.shape(node.input[0])
+        a = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        sl = slice(a.get("start", 0), a.get("end", None))
+        vals = tuple(np.array((n, *s), dtype=np.int64)[sl] for n in b.batch_sizes)
+    else:
+        worlds = [{i: b.consts[i][w] for i in ins} for w in (0, 1)]
+        same = all(b.consts[i][0] is b.consts[i][1] for i in ins)
+        first = folder.run(node, worlds[0])
+        second = first if same else folder.run(node, worlds[1])
+        for k, out in enumerate(node.output):
+            if out:
+                b.consts[out] = (first[k], second[k])
+        return
+    b.consts[node.output[0]] = vals
+
+
+def load_onnx(src: str | Path | onnx.ModelProto) -> Graph:
+    """Read, check and convert an ONNX model into a verified IR graph (ANN form).
+
+    Raises:
+        CompileError: unreadable or invalid file, unsupported signature, unsupported ops (all
+            of them, one diagnostic each), or an IR that fails verification (e.g. NaN weights).
+    """
+    raw, where = read_model(src)
+    inp, out_name = _io(raw, where)
+    model = _check(raw, where)
+    opset = _opset(model)
+    if opset < MIN_OPSET:
+        raise CompileError("unsupported ONNX opset", [Diagnostic(
+            f"{where}: opset {opset}; re-export with opset_version >= 13")])
+
+    uses: dict[str, int] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            uses[i] = uses.get(i, 0) + 1
+    for o in model.graph.output:
+        uses[o.name] = uses.get(o.name, 0) + 1
+    b = Builder(opset, {out_name}, uses)
+    for init in model.graph.initializer:
+        v = numpy_helper.to_array(init)
+        b.consts[init.name] = (v, v)
+    onnx_shapes = {vi.name: _dims(vi) for vi in (*model.graph.value_info, *model.graph.output)}
+
+    dims = _dims(inp)
+    assert dims is not None  # checked by _io
+    in_ir = b.graph.add(sanitize(inp.name) or "input",
+                        Input(origin=f"{inp.name} (graph input)", shape=tuple(dims[1:])))
+    b.tensors[inp.name] = in_ir
+
+    folder = _Folder(opset)
+    supported = supported_ops()
+    hint = "supported: " + ", ".join(supported)
+    diags: list[Diagnostic] = []
+    poisoned: set[str] = set()
+    n_bad_type = 0
+    for idx, proto in enumerate(model.graph.node):
+        name = proto.name or f"{proto.op_type}_{idx}"
+        op_type = proto.op_type if proto.domain in ("", "ai.onnx") else \
+            f"{proto.domain}.{proto.op_type}"
+        origin = f"{name} ({op_type})"
+        if any(i in poisoned for i in proto.input if i):
+            # downstream of a problem: nothing to convert, but still name every unsupported op
+            if op_type not in CONVERTERS and op_type != "Shape":
+                n_bad_type += 1
+                diags.append(Diagnostic(f"unsupported op {op_type} at node {name}", origin=origin,
+                                        hint=hint))
+            poisoned.update(proto.output)
+            continue
+        try:
+            if op_type == "Shape" or all(i in b.consts for i in proto.input if i):
+                _fold(proto, b, folder)
+                continue
+            conv = CONVERTERS.get(op_type)
+            if conv is None:
+                n_bad_type += 1
+                diags.append(Diagnostic(f"unsupported op {op_type} at node {name}", origin=origin,
+                                        hint=hint))
+                poisoned.update(proto.output)
+                continue
+            node = OnnxNode(name, op_type, tuple(proto.input), tuple(proto.output), _attrs(proto))
+            b.tensors[proto.output[0]] = conv(node, b)
+        except Unsupported as e:
+            diags.append(Diagnostic(f"unsupported use of {op_type} at node {name}: {e}",
+                                    origin=origin))
+            poisoned.update(proto.output)
+            continue
+        except CompileError:
+            raise
+        except Exception as e:  # the reference evaluator rejecting a constant subgraph
+            diags.append(Diagnostic(f"cannot evaluate {op_type} at node {name}: {_first_line(e)}",
+                                    origin=origin))
+            poisoned.update(proto.output)
+            continue
+        # cross-check the IR's shape with ONNX shape inference (catches converter bugs)
+        want = onnx_shapes.get(proto.output[0])
+        got = b.graph.shape(b.tensors[proto.output[0]])
+        if want and all(d is not None for d in want[1:]) and got is not None \
+                and tuple(want[1:]) != tuple(got):
+            diags.append(Diagnostic(f"IR shape {got} differs from the ONNX shape "
+                                    f"{tuple(want[1:])} at node {name}", origin=origin))
+
+    if out_name in b.consts and out_name not in poisoned:
+        diags.append(Diagnostic(f"the graph output {out_name!r} is a constant"))
+    if diags:
+        headline = "unsupported ONNX op" if n_bad_type else "unsupported ONNX model"
+        raise CompileError(headline, diags)
+    src_ir = b.tensors[out_name]
+    b.graph.add(b.graph.unique(sanitize(out_name) or "output"),
+                Output(origin=f"{out_name} (graph output)"), [src_ir])
+    verify(b.graph, stage="on the frontend output")
+    return b.graph
+
+
+def run_onnxruntime(src: str | Path | onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    """Run the model with onnxruntime (CPU) on ``x``; the first output as float32.
+
+    A model exported with a fixed batch size runs in chunks of that size.
+    """
+    import onnxruntime as ort
+
+    model, _ = read_model(src)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), opts,
+                                providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    batch = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else len(x)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    outs = [sess.run(None, {inp.name: x[i:i + max(batch, 1)]})[0]
+            for i in range(0, len(x), max(batch, 1))]
+    return np.concatenate(outs).astype(np.float32)

@@ -1,0 +1,484 @@
+"""ONNX op -> IR op converters, one function per ONNX op type (the table *is* the supported list).
+
+Nothing here imports ``onnx``: ``onnx_import`` hands each converter an ``OnnxNode`` (attributes
+already plain Python / numpy values) and a ``Builder`` that knows which tensors are constants
+and which IR op produces each activation tensor. Shapes exclude the batch axis, as in the IR.
+
+The mappings are exact (no approximation):
+
+- Conv: y = W ⋆ x + b with ONNX pads (x1_begin, x2_begin, x1_end, x2_end) = IR (top, left,
+  bottom, right); ``auto_pad`` SAME_*: total pad = max((⌈n/s⌉ − 1)·s + (k − 1)·d + 1 − n, 0),
+  the odd pixel at the end (SAME_UPPER) or the beginning (SAME_LOWER).
+- Gemm: Y = α·A·op(B) + β·C  ->  Dense(W = α·op(B)ᵀ, b = β·C);  MatMul: Y = A·B -> W = Bᵀ; an Add
+  of a per-channel constant right after a bias-free MatMul / Gemm / Conv becomes its bias.
+- Clip(0, m) = min(max(x, 0), m) -> ReLU with Activation(hi=m); Relu -> Activation().
+- GlobalAveragePool and ReduceMean over (H, W) = AvgPool2d with kernel (H, W).
+- Flatten(axis=1) and Reshape to (N, C·H·W) -> Flatten (C-order, as both ONNX and torch).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from snncompile.ir.graph import Graph
+from snncompile.ir.nodes import (
+    Activation,
+    Add,
+    AvgPool2d,
+    BatchNorm,
+    Concat,
+    Conv2d,
+    Dense,
+    Flatten,
+    Identity,
+    MaxPool2d,
+    Node,
+    ReLU,
+    Shape,
+)
+
+
+class Unsupported(Exception):
+    """A supported op type used in a way the IR cannot express; the message says why."""
+
+
+@dataclass(frozen=True)
+class OnnxNode:
+    """An ONNX node with its attributes decoded (ints, floats, str, lists, numpy arrays)."""
+
+    name: str
+    op_type: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def origin(self) -> str:
+        return f"{self.name} ({self.op_type})"
+
+    def attr(self, key: str, default: Any = None) -> Any:
+        return self.attrs.get(key, default)
+
+
+class Builder:
+    """The IR under construction plus what the converters need to know about ONNX tensors.
+
+    ``consts`` maps a constant tensor to its value in two worlds that differ only in the batch
+    size (``batch_sizes``): a value that differs between them depends on the batch size (e.g. the
+    ``Shape -> Gather -> Concat`` chain torch emits for ``x.view(x.size(0), -1)``).
+    """
+
+    batch_sizes = (1_000_003, 1_000_033)  # two primes no real layer size equals
+
+    def __init__(self, opset: int, graph_outputs: set[str], uses: dict[str, int]) -> None:
+        self.graph = Graph()
+        self.opset = opset
+        self.tensors: dict[str, str] = {}  # ONNX activation tensor -> IR op name
+        self.consts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.graph_outputs = graph_outputs
+        self.uses = uses  # ONNX tensor -> number of readers (+1 per graph output)
+
+    # ------------------------------------------------------------------ queries
+    def is_const(self, name: str) -> bool:
+        return name in self.consts
+
+    def const(self, name: str, what: str = "input") -> np.ndarray:
+        """The value of a batch-independent constant tensor."""
+        if name not in self.consts:
+            raise Unsupported(f"{what} {name!r} must be a constant (an initializer)")
+        a, b = self.consts[name]
+        if a is not b and not (a.shape == b.shape and np.array_equal(a, b)):
+            raise Unsupported(f"{what} {name!r} depends on the batch size")
+        return a
+
+    def tensor(self, name: str) -> str:
+        """The IR op producing activation tensor ``name``."""
+        if name in self.consts:
+            raise Unsupported(f"input {name!r} is a constant; expected an activation tensor")
+        return self.tensors[name]
+
+    def shape(self, name: str) -> Shape:
+        """IR shape (no batch axis) of activation tensor ``name``."""
+        s = self.graph.shape(self.tensor(name))
+        if s is None:
+            raise Unsupported(f"the shape of {name!r} is unknown")
+        return s
+
+    def add(self, node: OnnxNode, op: Node, inputs: list[str]) -> str:
+        return self.graph.add(self.graph.unique(sanitize(node.name)), op, inputs)
+
+
+def sanitize(name: str) -> str:
+    """An IR op name from an ONNX name: ``/layer1/conv1/Conv`` -> ``layer1_conv1_Conv``."""
+    out = "".join(c if c.isalnum() or c in "_." else "_" for c in name).strip("_.")
+    while "__" in out:
+        out = out.replace("__", "_")
+    return out or "op"
+
+
+Converter = Callable[[OnnxNode, Builder], str]
+#: ONNX op type -> converter; the supported op list is this table's keys
+CONVERTERS: dict[str, Converter] = {}
+
+
+def converts(*op_types: str) -> Callable[[Converter], Converter]:
+    def deco(fn: Converter) -> Converter:
+        for t in op_types:
+            CONVERTERS[t] = fn
+        return fn
+
+    return deco
+
+
+def supported_ops() -> list[str]:
+    return sorted(CONVERTERS)
+
+
+# ---------------------------------------------------------------------------- helpers
+def _ints(v: Any, n: int, default: int, what: str) -> tuple[int, ...]:
+    if v is None:
+        return (default,) * n
+    t = tuple(int(x) for x in v)
+    if len(t) != n:
+        raise Unsupported(f"{what} {list(t)} must have {n} entries (2-D ops only)")
+    return t
+
+
+def _image(node: OnnxNode, b: Builder, x: str) -> tuple[int, int, int]:
+    s = b.shape(x)
+    if len(s) != 3:
+        raise Unsupported(f"expects an (N, C, H, W) input, got (N, {', '.join(map(str, s))})")
+    return s  # type: ignore[return-value]
+
+
+def _pads(node: OnnxNode, hw: tuple[int, int], k: tuple[int, ...], s: tuple[int, ...],
+          d: tuple[int, ...]) -> tuple[int, int, int, int]:
+    auto = node.attr("auto_pad", "NOTSET") or "NOTSET"
+    if auto == "NOTSET":
+        return _ints(node.attr("pads"), 4, 0, "pads")  # type: ignore[return-value]
+    if auto == "VALID":
+        return (0, 0, 0, 0)
+    if auto not in ("SAME_UPPER", "SAME_LOWER"):
+        raise Unsupported(f"auto_pad={auto}")
+    begin, end = [], []
+    for n, ki, si, di in zip(hw, k, s, d):
+        total = max((math.ceil(n / si) - 1) * si + (ki - 1) * di + 1 - n, 0)
+        small, big = total // 2, total - total // 2
+        begin.append(small if auto == "SAME_UPPER" else big)
+        end.append(big if auto == "SAME_UPPER" else small)
+    return (begin[0], begin[1], end[0], end[1])
+
+
+def _no_ceil(node: OnnxNode, hw: tuple[int, int], k: tuple[int, ...], s: tuple[int, ...],
+             p: tuple[int, int, int, int], d: tuple[int, ...]) -> None:
+    """ceil_mode=1 is accepted only where it gives the same output size as floor mode."""
+    if not node.attr("ceil_mode", 0):
+        return
+    for i, (n, ki, si, di) in enumerate(zip(hw, k, s, d)):
+        span = n + p[i] + p[i + 2] - di * (ki - 1) - 1
+        ceil = -(-span // si) + 1
+        if (ceil - 1) * si >= n + p[i]:  # torch/ONNX: the last window must start inside
+            ceil -= 1
+        if ceil != span // si + 1:
+            raise Unsupported("ceil_mode=1 adds a partial window at the border; export with "
+                              "ceil_mode=False")
+
+
+def _single_output(node: OnnxNode, b: Builder) -> None:
+    for extra in node.outputs[1:]:
+        if extra and b.uses.get(extra, 0):
+            raise Unsupported(f"its extra output {extra!r} is used")
+
+
+def _bias(v: np.ndarray, channels: int, shape: Shape) -> np.ndarray | None:
+    """A constant added to a (C, ...) tensor as one value per channel, or None if it is not."""
+    if v.ndim > len(shape) + 1 or (v.ndim == len(shape) + 1 and v.shape[0] != 1):
+        return None
+    try:
+        full = np.broadcast_to(v.reshape(v.shape[1:] if v.ndim == len(shape) + 1 else v.shape),
+                               shape)
+    except ValueError:
+        return None
+    per = full.reshape(channels, -1)[:, 0]
+    if not np.array_equal(full, np.broadcast_to(per.reshape((channels,) + (1,) * (len(shape) - 1)),
+                                                shape)):
+        return None
+    return np.array(per, dtype=np.float32)
+
+
+def _f32(a: np.ndarray) -> np.ndarray:
+    return np.array(a, dtype=np.float32)  # a fresh array: the IR freezes it
+
+
+# ---------------------------------------------------------------------------- converters
+@converts("Conv")
+def conv(node: OnnxNode, b: Builder) -> str:
+    """Conv (2-D; groups 1, depthwise or grouped) -> Conv2d."""
+    x = node.inputs[0]
+    c, h, w = _image(node, b, x)
+    weight = b.const(node.inputs[1], "weight")
+    if weight.ndim != 4:
+        raise Unsupported(f"weight of shape {weight.shape}: only 2-D convolutions")
+    bias = b.const(node.inputs[2], "bias") if len(node.inputs) > 2 and node.inputs[2] else None
+    k = tuple(weight.shape[2:])
+    stride = _ints(node.attr("strides"), 2, 1, "strides")
+    dil = _ints(node.attr("dilations"), 2, 1, "dilations")
+    pads = _pads(node, (h, w), k, stride, dil)
+    op = Conv2d(origin=node.origin, weight=_f32(weight),
+                bias=None if bias is None else _f32(bias), stride=stride,  # type: ignore[arg-type]
+                padding=pads, dilation=dil, groups=int(node.attr("group", 1)))  # type: ignore[arg-type]
+    return b.add(node, op, [b.tensor(x)])
+
+
+def _flat_input(node: OnnxNode, b: Builder, x: str) -> int:
+    s = b.shape(x)
+    if len(s) != 1:
+        raise Unsupported(f"expects an (N, features) input, got (N, {', '.join(map(str, s))}); "
+                          "flatten first")
+    return s[0]
+
+
+@converts("Gemm")
+def gemm(node: OnnxNode, b: Builder) -> str:
+    """Gemm Y = α·A·op(B) + β·C with transA=0 and constant B, C -> Dense."""
+    if node.attr("transA", 0):
+        raise Unsupported("transA=1")
+    x = node.inputs[0]
+    n_in = _flat_input(node, b, x)
+    wb = b.const(node.inputs[1], "B").astype(np.float64)
+    w = wb if node.attr("transB", 0) else wb.T
+    alpha, beta = float(node.attr("alpha", 1.0)), float(node.attr("beta", 1.0))
+    if w.ndim != 2 or w.shape[1] != n_in:
+        raise Unsupported(f"B of shape {wb.shape} does not fit {n_in} input features")
+    w = w * alpha if alpha != 1.0 else w
+    bias = None
+    if len(node.inputs) > 2 and node.inputs[2]:
+        c = b.const(node.inputs[2], "C").astype(np.float64)
+        c = c * beta if beta != 1.0 else c
+        bias = _bias(c, w.shape[0], (w.shape[0],))
+        if bias is None:
+            raise Unsupported(f"C of shape {c.shape} is not a per-output bias")
+    op = Dense(origin=node.origin, weight=_f32(w), bias=bias)
+    return b.add(node, op, [b.tensor(x)])
+
+
+@converts("MatMul")
+def matmul(node: OnnxNode, b: Builder) -> str:
+    """MatMul A·B with constant 2-D B -> Dense (W = Bᵀ, no bias; a following Add gives it)."""
+    x = node.inputs[0]
+    n_in = _flat_input(node, b, x)
+    wb = b.const(node.inputs[1], "B (the weight)")
+    if wb.ndim != 2 or wb.shape[0] != n_in:
+        raise Unsupported(f"B of shape {wb.shape} does not fit {n_in} input features")
+    return b.add(node, Dense(origin=node.origin, weight=_f32(wb.T)), [b.tensor(x)])
+
+
+@converts("Add")
+def add(node: OnnxNode, b: Builder) -> str:
+    """Add of two activations -> Add; + a per-channel constant after Conv/Dense -> its bias."""
+    x, y = node.inputs[:2]
+    if not b.is_const(x) and not b.is_const(y):
+        return b.add(node, Add(origin=node.origin), [b.tensor(x), b.tensor(y)])
+    if b.is_const(x) and b.is_const(y):
+        raise Unsupported("both operands are constants")
+    t, c = (y, x) if b.is_const(x) else (x, y)
+    src = b.tensor(t)
+    op = b.graph.op(src)
+    shape = b.shape(t)
+    if isinstance(op, (Conv2d, Dense)) and op.act is None and b.uses.get(t, 0) == 1 \
+            and t not in b.graph_outputs:
+        v = b.const(c, "addend").astype(np.float64)
+        old = np.zeros(shape[0]) if op.bias is None else op.bias.astype(np.float64)
+        per = _bias(v, shape[0], shape)
+        if per is not None:
+            b.graph.replace(src, bias=_f32(old + per), origin=f"{op.origin} + {node.origin}")
+            return src
+    raise Unsupported("adding a constant is supported only as the per-channel bias of the "
+                      "MatMul/Gemm/Conv right before it")
+
+
+@converts("BatchNormalization")
+def batchnorm(node: OnnxNode, b: Builder) -> str:
+    """BatchNormalization (inference) -> BatchNorm."""
+    if node.attr("training_mode", 0):
+        raise Unsupported("training_mode=1")
+    _single_output(node, b)
+    x = node.inputs[0]
+    c = b.shape(x)[0]
+    scale, bias, mean, var = (b.const(n, what) for n, what in
+                              zip(node.inputs[1:5], ("scale", "B", "mean", "var")))
+    for v, what in ((scale, "scale"), (bias, "B"), (mean, "mean"), (var, "var")):
+        if v.shape != (c,):
+            raise Unsupported(f"{what} of shape {v.shape} does not match {c} channels")
+    op = BatchNorm(origin=node.origin, scale=_f32(scale), bias=_f32(bias), mean=_f32(mean),
+                   var=_f32(var), eps=float(node.attr("epsilon", 1e-5)))
+    return b.add(node, op, [b.tensor(x)])
+
+
+@converts("Relu")
+def relu(node: OnnxNode, b: Builder) -> str:
+    """Relu -> ReLU (fused into the layer before it by ``fuse-activations``)."""
+    return b.add(node, ReLU(origin=node.origin, act=Activation()), [b.tensor(node.inputs[0])])
+
+
+@converts("Clip")
+def clip(node: OnnxNode, b: Builder) -> str:
+    """Clip(min=0, max=m) (ReLU6, hardtanh(0, m)) -> ReLU with an upper bound."""
+    def bound(i: int, attr: str) -> float | None:
+        if len(node.inputs) > i and node.inputs[i]:
+            return float(b.const(node.inputs[i], attr).reshape(()))
+        return None if node.attr(attr) is None else float(node.attr(attr))
+
+    lo, hi = bound(1, "min"), bound(2, "max")
+    if lo != 0.0:
+        raise Unsupported(f"min={lo}; only Clip(min=0, max=m) maps to a spiking ReLU")
+    if hi is not None and not (math.isfinite(hi) and hi > 0):
+        raise Unsupported(f"max={hi}; needs a finite max > 0")
+    act = Activation(hi=None if hi is None or math.isinf(hi) else hi)
+    return b.add(node, ReLU(origin=node.origin, act=act), [b.tensor(node.inputs[0])])
+
+
+@converts("MaxPool")
+def maxpool(node: OnnxNode, b: Builder) -> str:
+    """MaxPool (2-D) -> MaxPool2d."""
+    _single_output(node, b)
+    x = node.inputs[0]
+    _, h, w = _image(node, b, x)
+    k = _ints(node.attr("kernel_shape"), 2, 1, "kernel_shape")
+    s = _ints(node.attr("strides"), 2, 1, "strides")
+    d = _ints(node.attr("dilations"), 2, 1, "dilations")
+    p = _pads(node, (h, w), k, s, d)
+    _no_ceil(node, (h, w), k, s, p, d)
+    op = MaxPool2d(origin=node.origin, kernel=k, stride=s, padding=p, dilation=d)  # type: ignore[arg-type]
+    return b.add(node, op, [b.tensor(x)])
+
+
+@converts("AveragePool")
+def avgpool(node: OnnxNode, b: Builder) -> str:
+    """AveragePool (2-D, no dilation) -> AvgPool2d."""
+    x = node.inputs[0]
+    _, h, w = _image(node, b, x)
+    k = _ints(node.attr("kernel_shape"), 2, 1, "kernel_shape")
+    s = _ints(node.attr("strides"), 2, 1, "strides")
+    d = _ints(node.attr("dilations"), 2, 1, "dilations")
+    if d != (1, 1):
+        raise Unsupported(f"dilations={list(d)}")
+    p = _pads(node, (h, w), k, s, d)
+    _no_ceil(node, (h, w), k, s, p, d)
+    op = AvgPool2d(origin=node.origin, kernel=k, stride=s, padding=p,  # type: ignore[arg-type]
+                   count_include_pad=bool(node.attr("count_include_pad", 0)))
+    return b.add(node, op, [b.tensor(x)])
+
+
+@converts("GlobalAveragePool")
+def global_avgpool(node: OnnxNode, b: Builder) -> str:
+    """GlobalAveragePool -> AvgPool2d with kernel (H, W): output (C, 1, 1)."""
+    x = node.inputs[0]
+    _, h, w = _image(node, b, x)
+    return b.add(node, AvgPool2d(origin=node.origin, kernel=(h, w), stride=(h, w)), [b.tensor(x)])
+
+
+@converts("ReduceMean")
+def reduce_mean(node: OnnxNode, b: Builder) -> str:
+    """ReduceMean over (H, W) -> AvgPool2d(kernel=(H, W)) (+ Flatten when keepdims=0)."""
+    x = node.inputs[0]
+    _, h, w = _image(node, b, x)
+    axes = node.attr("axes")
+    if len(node.inputs) > 1 and node.inputs[1]:
+        axes = b.const(node.inputs[1], "axes").reshape(-1).tolist()
+    if axes is None or sorted(int(a) % 4 for a in axes) != [2, 3]:
+        raise Unsupported(f"axes={axes}; only the mean over (H, W) = axes [2, 3] is supported")
+    pooled = b.add(node, AvgPool2d(origin=node.origin, kernel=(h, w), stride=(h, w)),
+                   [b.tensor(x)])
+    if node.attr("keepdims", 1):
+        return pooled
+    return b.graph.add(b.graph.unique(f"{sanitize(node.name)}_flat"),
+                       Flatten(origin=node.origin), [pooled])
+
+
+@converts("Flatten")
+def flatten(node: OnnxNode, b: Builder) -> str:
+    """Flatten(axis=1) -> Flatten."""
+    x = node.inputs[0]
+    rank = len(b.shape(x)) + 1
+    axis = int(node.attr("axis", 1))
+    if axis % rank != 1:
+        raise Unsupported(f"axis={axis}; only axis=1 (keep the batch axis) is supported")
+    return b.add(node, Flatten(origin=node.origin), [b.tensor(x)])
+
+
+def _resolve_reshape(in_full: tuple[int, ...], target: np.ndarray, allowzero: bool) -> tuple[int, ...]:
+    t = [int(v) for v in target.reshape(-1)]
+    out = [in_full[i] if v == 0 and not allowzero and i < len(in_full) else v
+           for i, v in enumerate(t)]
+    if out.count(-1) > 1:
+        raise Unsupported(f"target shape {t} has more than one -1")
+    if -1 in out:
+        known = math.prod(v for v in out if v != -1)
+        total = math.prod(in_full)
+        if known == 0 or total % known:
+            raise Unsupported(f"target shape {t} does not fit the input")
+        out[out.index(-1)] = total // known
+    return tuple(out)
+
+
+@converts("Reshape")
+def reshape(node: OnnxNode, b: Builder) -> str:
+    """Reshape to (N, C·H·W) -> Flatten; a reshape to the same shape -> Identity."""
+    x, shape_name = node.inputs[:2]
+    s = b.shape(x)
+    if shape_name not in b.consts:
+        raise Unsupported("the target shape is not a constant")
+    allowzero = bool(node.attr("allowzero", 0))
+    outs = []
+    for n, target in zip(b.batch_sizes, b.consts[shape_name]):
+        outs.append((n, _resolve_reshape((n, *s), target, allowzero)))
+    if all(o == (n, math.prod(s)) for n, o in outs):
+        return b.add(node, Flatten(origin=node.origin), [b.tensor(x)])
+    if all(o == (n, *s) for n, o in outs):
+        return b.add(node, Identity(origin=node.origin, onnx_op="Reshape"), [b.tensor(x)])
+    n, o = outs[0]
+    shown = ", ".join("N" if v == n else str(v) for v in o)
+    raise Unsupported(f"reshape from (N, {', '.join(map(str, s))}) to ({shown}); only "
+                      "flattening to (N, -1) is supported")
+
+
+@converts("Concat")
+def concat(node: OnnxNode, b: Builder) -> str:
+    """Concat on the channel axis (ONNX axis 1) -> Concat(axis=0)."""
+    ins = [b.tensor(i) for i in node.inputs]
+    rank = len(b.shape(node.inputs[0])) + 1
+    axis = int(node.attr("axis", 1))
+    if axis % rank != 1:
+        raise Unsupported(f"axis={axis}; only concatenation along channels (axis 1) is supported")
+    return b.add(node, Concat(origin=node.origin, axis=0), ins)
+
+
+@converts("Identity", "Dropout")
+def identity(node: OnnxNode, b: Builder) -> str:
+    """Identity and inference Dropout -> Identity (y = x)."""
+    _single_output(node, b)
+    if node.op_type == "Dropout" and len(node.inputs) > 2 and node.inputs[2]:
+        if bool(b.const(node.inputs[2], "training_mode").reshape(())):
+            raise Unsupported("training_mode=True")
+    return b.add(node, Identity(origin=node.origin, onnx_op=node.op_type),
+                 [b.tensor(node.inputs[0])])
+
+
+@converts("Softmax", "LogSoftmax")
+def softmax(node: OnnxNode, b: Builder) -> str:
+    """A final Softmax/LogSoftmax over the classes -> Identity (argmax is unchanged)."""
+    x = node.inputs[0]
+    if node.outputs[0] not in b.graph_outputs:
+        raise Unsupported("only allowed right before the graph output")
+    s = b.shape(x)
+    axis = int(node.attr("axis", -1 if b.opset >= 13 else 1))
+    if len(s) != 1 or axis % 2 != 1:
+        raise Unsupported(f"axis={axis} on an (N, {', '.join(map(str, s))}) input; only over the "
+                          "classes of an (N, K) input")
+    return b.add(node, Identity(origin=node.origin, onnx_op=node.op_type), [b.tensor(x)])
