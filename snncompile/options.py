@@ -87,6 +87,8 @@ def conversion_passes(o: CompileOptions) -> list[str]:
     if o.neuron != "if":
         extra = f",members={o.gn_members}" if o.neuron == "gn" else ""
         specs.append(f"select-neurons{{model={o.neuron}{extra}}}")
+    if o.sync_shortcuts:
+        specs.append("sync-shortcuts")
     return specs
 
 

@@ -33,6 +33,7 @@ from snncompile.frontend.op_table import (
     sanitize,
     supported_ops,
 )
+from snncompile.frontend.quant_patterns import fold_quantized_activations
 from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.graph import Graph
 from snncompile.ir.nodes import Input, Output
@@ -195,6 +196,8 @@ def load_onnx(src: str | Path | onnx.ModelProto) -> Graph:
     if opset < MIN_OPSET:
         raise CompileError("unsupported ONNX opset", [Diagnostic(
             f"{where}: opset {opset}; re-export with opset_version >= 13")])
+    # QCFS clip-floor-shift chains and Q/DQ pairs -> one ai.snncompile.QuantReLU node each
+    model = fold_quantized_activations(model)
 
     uses: dict[str, int] = {}
     for n in model.graph.node:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -137,6 +138,8 @@ def run(a: argparse.Namespace) -> int:
             print(f"{name:<24} {passes.doc_line(obj)}")
         return 0
     opts = options_from_args(a)
+    if os.getcwd() not in sys.path:  # `--pass my_module:my_pass` finds my_module.py in the cwd
+        sys.path.append(os.getcwd())
     specs = snncompile.pipeline_for(a.target, opts, a.pipeline, a.extra_passes)
     pm = passes.PassManager.from_specs(specs)
     if a.print_pipeline:

@@ -1,0 +1,304 @@
+"""Compile a spiking IR into a torch simulator and run it (``--target gpu``).
+
+Semantics (DESIGN.md): ops run in topological order; each op's synaptic current is computed for
+all T steps in one batched op on (T·B, ...) tensors (``lowerings``), then a spiking layer runs its
+neuron model's scan over T (``neurons``) and emits θ·s(t). Direct coding feeds x every step, so
+the first layer's current is computed once and broadcast over T ("static" values); Poisson coding
+feeds Bernoulli(clip(x, 0, 1)) spikes, seeded by ``options.seed``. The readout (the op feeding
+Output) integrates: potential(t) = Σ_{τ≤t} I(τ); the prediction at t is argmax potential(t), so
+one run gives the accuracy at every t ≤ T.
+
+Counts per spiking layer: spikes per sample, firing rate = spikes / (neurons·T), and synaptic
+operations per sample = Σ_units spikes(unit) · fan-out(unit) (``lowerings.fanout``, exact
+synapse counts through pools and flatten).
+
+``SpikingNetwork`` is a ``torch.nn.Module``: ``forward(x, steps)`` returns the readout potentials
+(T, B, K) and runs under autograd when asked (weights are buffers; ``spike`` is the neuron
+nonlinearity, replaceable by a surrogate for training). ``GpuNetwork`` wraps it with batching,
+device placement, counting and numpy results (``SimResult``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from snncompile.ir.diagnostics import CompileError, Diagnostic
+from snncompile.ir.execute import check_input
+from snncompile.ir.graph import Graph
+from snncompile.ir.nodes import Input, Layer, Output
+from snncompile.options import CompileOptions
+
+from snncompile.backends.gpu.lowerings import fanout, lower
+from snncompile.backends.gpu.neurons import SpikeFn, get_model, heaviside
+
+Tensor = torch.Tensor
+
+
+# ------------------------------------------------------------------------------ results
+@dataclass
+class SimResult:
+    """What one simulation run returns (the loihi-mode simulator returns the same type).
+
+    Attributes:
+        timesteps: T.
+        predictions: (T, N) int64, argmax of the readout potential after each step t = 1..T
+            (row t-1 is the prediction at t).
+        output: (N, K) float, the readout potential after T steps.
+        layer_spikes: spiking layer name -> (N,) float64, spikes per sample (all steps, all units;
+            every GN member spike and every negative spike counts 1, a graded delta counts 1).
+        layer_neurons: spiking layer name -> number of neurons (units of its output).
+        synops: (N,) float64, synaptic operations per sample (spikes × fan-out, all layers).
+        seconds: wall time of the run.
+        device: the torch device it ran on.
+        spike_trains: with ``record``: layer name -> (T, N, *shape) int8 spikes s(t) (not θ·s);
+            float32 for graded models (sigma-delta).
+        potentials: with ``record``: (T, N, K) readout potentials.
+    """
+
+    timesteps: int
+    predictions: np.ndarray
+    output: np.ndarray
+    layer_spikes: dict[str, np.ndarray]
+    layer_neurons: dict[str, int]
+    synops: np.ndarray
+    seconds: float = 0.0
+    device: str = "cpu"
+    spike_trains: dict[str, np.ndarray] | None = None
+    potentials: np.ndarray | None = None
+
+    @property
+    def samples(self) -> int:
+        return int(self.predictions.shape[1])
+
+    def accuracy_by_timestep(self, labels: np.ndarray) -> np.ndarray:
+        """(T,) accuracy after each step t = 1..T."""
+        return (self.predictions == np.asarray(labels).reshape(1, -1)).mean(axis=1)
+
+    def firing_rates(self) -> dict[str, float]:
+        """Spikes per neuron per step, per layer (averaged over samples)."""
+        return {k: float(v.mean()) / (self.layer_neurons[k] * self.timesteps)
+                for k, v in self.layer_spikes.items()}
+
+    def spikes_per_sample(self) -> float:
+        return float(sum(v.mean() for v in self.layer_spikes.values()))
+
+
+# ------------------------------------------------------------------------------ torch module
+def _key(i: int, name: str) -> str:
+    return f"{i:03d}_" + re.sub(r"[^A-Za-z0-9_]", "_", name)
+
+
+class SpikingNetwork(nn.Module):
+    """The spiking IR as a torch module (see the module docstring for the semantics).
+
+    ``forward(x, steps)`` takes x (B, *in) (direct coding, static) or (T, B, *in) (an input
+    spike train) and returns the readout potentials (T, B, K). ``simulate`` also returns the
+    spike tensors s (T, B, *shape) of every spiking layer.
+    """
+
+    def __init__(self, graph: Graph, dtype: torch.dtype = torch.float32,
+                 spike: SpikeFn = heaviside) -> None:
+        super().__init__()
+        self.graph = graph
+        self.spike = spike
+        self.order: list[str] = []
+        self.inputs: dict[str, list[str]] = {}
+        self.keys: dict[str, str] = {}
+        self.ops = nn.ModuleDict()
+        self.neurons: dict[str, Any] = {}  # name -> (NeuronModel, alpha, members)
+        self.input_name = graph.input_name
+        self.readout = graph.readout_name
+        problems: list[Diagnostic] = []
+        for i, (name, op) in enumerate(graph.topo()):
+            self.order.append(name)
+            self.inputs[name] = graph.inputs(name)
+            if isinstance(op, Input):
+                continue
+            key = _key(i, name)
+            self.keys[name] = key
+            try:
+                self.ops[key] = lower(name, op, dtype)
+            except CompileError as e:
+                problems.extend(e.diagnostics)
+                continue
+            if isinstance(op, Layer) and op.neuron is not None:
+                try:
+                    model = get_model(op.neuron.model, node=name, origin=op.origin or None)
+                except CompileError as e:
+                    problems.extend(e.diagnostics)
+                    continue
+                shape = graph.shape(name)
+                theta = torch.as_tensor(op.neuron.threshold.astype(np.float64)).to(dtype)
+                theta = theta.reshape((-1,) + (1,) * (len(shape) - 1))
+                self.register_buffer(f"theta_{key}", theta)
+                self.neurons[name] = (model, float(op.neuron.alpha), int(op.neuron.members))
+        if problems:
+            raise CompileError("cannot compile for the gpu target", problems)
+
+    def theta(self, name: str) -> Tensor:
+        return getattr(self, f"theta_{self.keys[name]}")
+
+    def simulate(self, x: Tensor, steps: int) -> tuple[Tensor, dict[str, Tensor]]:
+        """Returns (readout potentials (T, B, K), {spiking layer: s (T, B, *shape)})."""
+        n_in = len(self.graph.shape(self.input_name)) + 1
+        static = x.dim() == n_in
+        batch = x.shape[0] if static else x.shape[1]
+        # value per op: (tensor, static?) — static (B, ...), dynamic (T·B, ...)
+        vals: dict[str, tuple[Tensor, bool]] = {
+            self.input_name: (x, True) if static else (x.flatten(0, 1), False)}
+        spikes: dict[str, Tensor] = {}
+        for name in self.order:
+            if name == self.input_name:
+                continue
+            ins = [vals[i] for i in self.inputs[name]]
+            all_static = all(s for _, s in ins)
+            xs = [v if s == all_static else _expand(v, steps) for v, s in ins]
+            cur = self.ops[self.keys[name]](xs, None if all_static else steps)
+            if name in self.neurons:
+                model, alpha, members = self.neurons[name]
+                cur_t = (cur.unsqueeze(0).expand(steps, *cur.shape) if all_static
+                         else cur.reshape(steps, batch, *cur.shape[1:]))
+                theta = self.theta(name)
+                s = model.scan(cur_t, theta, alpha, members, self.spike)
+                spikes[name] = s
+                vals[name] = ((s * theta).flatten(0, 1), False)
+            else:
+                vals[name] = (cur, all_static)
+        out, st = vals[self.readout]
+        if st:
+            t = torch.arange(1, steps + 1, dtype=out.dtype, device=out.device)
+            pot = t.reshape(-1, *([1] * out.dim())) * out.unsqueeze(0)
+        else:
+            pot = torch.cumsum(out.reshape(steps, batch, *out.shape[1:]), 0)
+        return pot, spikes
+
+    def forward(self, x: Tensor, steps: int) -> Tensor:
+        return self.simulate(x, steps)[0]
+
+
+def _expand(v: Tensor, steps: int) -> Tensor:
+    return v.unsqueeze(0).expand(steps, *v.shape).flatten(0, 1)
+
+
+# ------------------------------------------------------------------------------ compiled network
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise CompileError("no CUDA device", [Diagnostic("--device cuda, but torch sees no GPU",
+                                                         hint="use --device auto or cpu")])
+    return torch.device(device)
+
+
+@dataclass
+class GpuNetwork:
+    """The compiled network of ``--target gpu``: ``run(x, timesteps)`` and ``save(dir)``."""
+
+    graph: Graph
+    options: CompileOptions
+    dtype: torch.dtype = torch.float32
+    numeric: str = "float"
+    module: SpikingNetwork = field(init=False)
+    device: torch.device = field(init=False)
+    fanouts: dict[str, Tensor] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.device = resolve_device(self.options.device)
+        self.module = SpikingNetwork(self.graph, self.dtype).to(self.device)
+        self.fanouts = {n: torch.as_tensor(fanout(self.graph, n)).to(self.device, torch.float64)
+                        for n in self.module.neurons}
+
+    @torch.no_grad()
+    def run(self, x: np.ndarray, timesteps: int | None = None, *, record: bool = False,
+            progress: bool = True) -> SimResult:
+        """Simulate ``x`` (N, *input shape) for ``timesteps`` (default options.timesteps)."""
+        steps = int(timesteps or self.options.timesteps)
+        if steps < 1:
+            raise CompileError("bad option", [Diagnostic(f"timesteps={steps}; must be >= 1")])
+        check_input(self.graph, x)
+        from tqdm import tqdm
+
+        t0 = time.perf_counter()
+        bs = self.options.batch_size
+        gen = torch.Generator(device=self.device).manual_seed(self.options.seed)
+        preds, outs, syn, pots = [], [], [], []
+        counts: dict[str, list[np.ndarray]] = {n: [] for n in self.module.neurons}
+        trains: dict[str, list[np.ndarray]] = {n: [] for n in self.module.neurons}
+        n_batches = (len(x) + bs - 1) // bs
+        bar = tqdm(total=n_batches, desc="simulate", unit="batch", leave=False,
+                   disable=not progress or not sys.stderr.isatty())
+        for i in range(0, len(x), bs):
+            xb = torch.from_numpy(np.ascontiguousarray(x[i:i + bs])).to(self.device, self.dtype)
+            if self.options.encoding == "poisson":
+                p = xb.clamp(0.0, 1.0).unsqueeze(0).expand(steps, *xb.shape)
+                xb = (torch.rand(p.shape, generator=gen, device=self.device, dtype=self.dtype)
+                      < p).to(self.dtype)
+            pot, spikes = self.module.simulate(xb, steps)
+            pot = pot.flatten(2)
+            preds.append(pot.argmax(-1).cpu().numpy())
+            outs.append(pot[-1].cpu().numpy())
+            if record:
+                pots.append(pot.cpu().numpy())
+            total = torch.zeros(pot.shape[1], dtype=torch.float64, device=self.device)
+            for name, s in spikes.items():
+                model = self.module.neurons[name][0]
+                # (B, *shape) messages per unit: |s| (GN member spikes, signed spikes), or one
+                # per nonzero graded delta (sigma-delta); SOPs = messages × fan-out
+                per_unit = model.events(s).sum(0, dtype=torch.float64)
+                counts[name].append(per_unit.flatten(1).sum(1).cpu().numpy())
+                total += (per_unit * self.fanouts[name]).flatten(1).sum(1)
+                if record:
+                    trains[name].append(s.to(torch.int8 if model.integer else torch.float32)
+                                        .cpu().numpy())
+            syn.append(total.cpu().numpy())
+            bar.update(1)
+        bar.close()
+        return SimResult(
+            timesteps=steps, predictions=np.concatenate(preds, axis=1).astype(np.int64),
+            output=np.concatenate(outs), synops=np.concatenate(syn),
+            layer_spikes={n: np.concatenate(v) for n, v in counts.items()},
+            layer_neurons={n: int(np.prod(self.graph.shape(n))) for n in self.module.neurons},
+            seconds=time.perf_counter() - t0, device=str(self.device),
+            spike_trains={n: np.concatenate(v, axis=1) for n, v in trains.items()} if record
+            else None,
+            potentials=np.concatenate(pots, axis=1) if record else None)
+
+    def save(self, directory: str | Path) -> None:
+        """Write the spiking IR (ir.json + ir.npz) and gpu.json (how to rebuild this network)."""
+        from snncompile.ir.serialize import save
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        save(self.graph, d)
+        info = {"target": "gpu", "numeric": self.numeric, "dtype": str(self.dtype),
+                "device": str(self.device), "timesteps": self.options.timesteps,
+                "encoding": self.options.encoding, "seed": self.options.seed,
+                "neurons": {n: m[0].name for n, m in self.module.neurons.items()}}
+        (d / "gpu.json").write_text(json.dumps(info, indent=1) + "\n")
+
+
+def compile(graph: Graph, options: CompileOptions | None = None, *, numeric: str = "float",
+            dtype: torch.dtype = torch.float32) -> Any:
+    """Spiking IR -> ``GpuNetwork`` (``numeric="float"``), or, with ``numeric="loihi"``, the
+    Loihi fixed-point simulator of ``snncompile.backends.gpu.loihi_mode`` (same ``run`` /
+    ``save`` interface, returning ``SimResult``)."""
+    options = options or CompileOptions()
+    if numeric == "loihi":
+        from snncompile.backends.gpu.loihi_mode import compile_loihi
+
+        return compile_loihi(graph, options)
+    if numeric != "float":
+        raise CompileError("bad option", [Diagnostic(f"numeric={numeric!r}; float | loihi")])
+    if graph.readout_name is None or isinstance(graph.op(graph.readout_name), Output):
+        raise CompileError("the graph has no readout", [Diagnostic("Output has no input")])
+    return GpuNetwork(graph, options, dtype=dtype)

@@ -1,0 +1,243 @@
+"""Lowering table of the GPU simulator: IR op type -> torch module computing its *current*.
+
+A lowered op maps its inputs' values to its output value at every timestep at once. Values are
+either *static*, shape (B, ...), the same at every step (direct-coded input and linear functions
+of it: computed once, not T times), or *dynamic*, shape (T·B, ...), one slice per step: the
+batched op over T·B is what makes the simulator fast. ``forward(xs, steps)`` gets ``steps=None``
+for static inputs and T for dynamic ones. All ops are linear per step except the MaxPool gate:
+
+    MaxPool (dynamic input): per window, pass the input unit with the largest cumulative input
+    Σ_{τ≤t} x(τ) (for a spiking input with one θ per channel: the highest spike count so far,
+    including step t; ties: the first unit of the window in row-major order).
+
+Neurons are not here: ``compile.SpikingNetwork`` applies the layer's neuron model
+(``neurons.NEURON_MODELS``) to the current that the lowering returns. An op type without a
+lowering is a CompileError naming the op and the supported types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from snncompile.ir.diagnostics import CompileError, Diagnostic
+from snncompile.ir.execute import avgpool, maxpool, pad2d
+from snncompile.ir.nodes import (
+    Add,
+    AvgPool2d,
+    BatchNorm,
+    Concat,
+    Conv2d,
+    Dense,
+    Flatten,
+    Identity,
+    MaxPool2d,
+    Node,
+    Output,
+    ReLU,
+)
+
+Tensor = torch.Tensor
+LOWERINGS: dict[type[Node], Callable[[Node, torch.dtype], nn.Module]] = {}
+
+
+def lowers(op_type: type[Node]) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator: register a torch module as the lowering of ``op_type``."""
+
+    def deco(cls: type[nn.Module]) -> type[nn.Module]:
+        LOWERINGS[op_type] = cls  # type: ignore[assignment]
+        return cls
+
+    return deco
+
+
+def lower(name: str, op: Node, dtype: torch.dtype) -> nn.Module:
+    cls = LOWERINGS.get(type(op))
+    if cls is None:
+        raise CompileError("op not supported by the gpu target", [Diagnostic(
+            type(op).__name__, node=name, origin=op.origin or None,
+            hint=f"supported: {', '.join(sorted(t.__name__ for t in LOWERINGS))}")])
+    return cls(op, dtype)
+
+
+def _buf(a: np.ndarray | None, dtype: torch.dtype) -> Tensor | None:
+    return None if a is None else torch.as_tensor(np.asarray(a, np.float64)).to(dtype)
+
+
+class _Op(nn.Module):
+    def __init__(self, op: Node, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.op = op
+
+
+@lowers(Conv2d)
+class ConvLowering(_Op):
+    """I = W ⋆ x + b at every step (bias every step)."""
+
+    def __init__(self, op: Conv2d, dtype: torch.dtype) -> None:
+        super().__init__(op, dtype)
+        self.register_buffer("weight", _buf(op.weight, dtype))
+        self.register_buffer("bias", _buf(op.bias, dtype))
+
+    def forward(self, xs: list[Tensor], steps: int | None) -> Tensor:
+        op = self.op
+        return F.conv2d(pad2d(xs[0], op.padding), self.weight, self.bias, op.stride, 0,
+                        op.dilation, op.groups)
+
+
+@lowers(Dense)
+class DenseLowering(_Op):
+    """I = W x + b at every step."""
+
+    def __init__(self, op: Dense, dtype: torch.dtype) -> None:
+        super().__init__(op, dtype)
+        self.register_buffer("weight", _buf(op.weight, dtype))
+        self.register_buffer("bias", _buf(op.bias, dtype))
+
+    def forward(self, xs: list[Tensor], steps: int | None) -> Tensor:
+        return F.linear(xs[0], self.weight, self.bias)
+
+
+@lowers(Add)
+class AddLowering(_Op):
+    """I = Σ_k x_k: each branch already carries θ_k·s_k of its own layer."""
+
+    def forward(self, xs: list[Tensor], steps: int | None) -> Tensor:
+        out = xs[0]
+        for x in xs[1:]:
+            out = out + x
+        return out
+
+
+@lowers(ReLU)
+@lowers(Identity)
+@lowers(Output)
+class PassLowering(_Op):
+    """I = x (identity synapses; a final Softmax is dropped: argmax of the readout ignores it)."""
+
+    def forward(self, xs: list[Tensor], steps: int | None) -> Tensor:
+        return xs[0]
+
+
+@lowers(BatchNorm)
+class BatchNormLowering(_Op):
+    """y = a·x + c per channel, a = γ/σ, c = β − μ·a (applied every step)."""
+
+    def __init__(self, op: BatchNorm, dtype: torch.dtype) -> None:
+        super().__init__(op, dtype)
+        a = op.scale.astype(np.float64) / np.sqrt(op.var.astype(np.float64) + op.eps)
+        self.register_buffer("a", _buf(a, dtype))
+        self.register_buffer("c", _buf(op.bias - op.mean * a, dtype))
+
+    def forward(self, xs: list[Tensor], steps: int | None) -> Tensor:
+        shape = (1, -1) + (1,) * (xs[0].dim() - 2)
+        return xs[0] * self.a.reshape(shape) + self.c.reshape(shape)
+
+
+@lowers(AvgPool2d)
+class AvgPoolLowering(_Op):
+    """Exact: the mean of a window is linear, so it commutes with time."""
+
+    def forward(self, xs: list[Tensor], steps: int | None) -> Tensor:
+        return avgpool(self.op, xs[0])
+
+
+@lowers(Flatten)
+class FlattenLowering(_Op):
+    def forward(self, xs: list[Tensor], steps: int | None) -> Tensor:
+        return xs[0].flatten(1)
+
+
+@lowers(Concat)
+class ConcatLowering(_Op):
+    def forward(self, xs: list[Tensor], steps: int | None) -> Tensor:
+        return torch.cat(xs, dim=self.op.axis + 1)
+
+
+def maxpool_gate(op: MaxPool2d, x: Tensor) -> Tensor:
+    """Spiking max-pool gate on x (T, B, C, H, W) -> (T, B, C, H', W'): per window and step t,
+    pass x(t) of the unit whose cumulative input Σ_{τ≤t} x(τ) is largest (ties: the first unit
+    of the window)."""
+    steps, batch = x.shape[:2]
+    flat = x.flatten(0, 1)
+    score = torch.cumsum(x, 0).flatten(0, 1)
+    score = pad2d(score, op.padding, float("-inf"))
+    flat = pad2d(flat, op.padding, 0.0)
+    # max_pool2d keeps the first maximum of a window (strict > while scanning), i.e. ties go to
+    # the first unit in row-major order; its indices point into the (padded) H·W plane
+    _, idx = F.max_pool2d(score, op.kernel, op.stride, 0, op.dilation, return_indices=True)
+    out = torch.gather(flat.flatten(2), 2, idx.flatten(2)).reshape(idx.shape)
+    return out.reshape(steps, batch, *idx.shape[1:])
+
+
+@lowers(MaxPool2d)
+class MaxPoolLowering(_Op):
+    """Static input: the ANN max. Dynamic input: the spiking max-pool gate (``maxpool_gate``)."""
+
+    def forward(self, xs: list[Tensor], steps: int | None) -> Tensor:
+        if steps is None:
+            return maxpool(self.op, xs[0])
+        x = xs[0].reshape(steps, -1, *xs[0].shape[1:])
+        return maxpool_gate(self.op, x).flatten(0, 1)
+
+
+# ----------------------------------------------------------------------------- synapse counts
+def _count_kernel(op: Node, xs: list[Tensor], mask: Tensor | None) -> Tensor:
+    """The 0/1 connectivity of ``op`` (weights -> 1 where nonzero, pools -> window sums)."""
+    if isinstance(op, Conv2d):
+        return F.conv2d(pad2d(xs[0], op.padding), mask, None, op.stride, 0, op.dilation, op.groups)
+    if isinstance(op, Dense):
+        return F.linear(xs[0], mask)
+    if isinstance(op, (AvgPool2d, MaxPool2d)):
+        c = xs[0].shape[1]
+        ones = torch.ones(c, 1, *op.kernel, dtype=xs[0].dtype)
+        dil = op.dilation if isinstance(op, MaxPool2d) else (1, 1)
+        return F.conv2d(pad2d(xs[0], op.padding), ones, None, op.stride, 0, dil, c)
+    if isinstance(op, Flatten):
+        return xs[0].flatten(1)
+    if isinstance(op, Concat):
+        return torch.cat(xs, dim=op.axis + 1)
+    out = xs[0]
+    for x in xs[1:]:
+        out = out + x
+    return out  # Add, ReLU, Identity, BatchNorm, Output: one-to-one
+
+
+def fanout(graph, name: str) -> np.ndarray:  # noqa: ANN001 (Graph; avoid an import cycle)
+    """Synapses driven by each unit of spiking layer ``name`` (array of its output shape).
+
+    A spike of unit i reaches, through the linear ops that follow (pools, flatten, concat, a
+    non-spiking Add), the inputs j of the next synaptic layers K (Conv2d, Dense, a spiking Add or
+    ReLU, the readout); fan-out(i) = Σ_K Σ_j A[j, i] · syn_K(j), with syn_K(j) the number of
+    nonzero weights that input j of K drives (1 for identity synapses) and A the 0/1 pooling
+    windows that contain i. Computed exactly as the gradient of that linear count at batch 1.
+    A unit behind a MaxPool gate is counted as if its window passed it (an upper bound).
+    """
+    from snncompile.ir.nodes import Layer
+
+    x = torch.ones(1, *graph.shape(name), dtype=torch.float64, requires_grad=True)
+    vals: dict[str, Tensor] = {name: x}
+    readout = graph.readout_name
+    total = torch.zeros((), dtype=torch.float64)
+    for n, op in graph.topo():
+        ins = graph.inputs(n)
+        if n == name or not any(i in vals for i in ins):
+            continue
+        xs = [vals[i] if i in vals else torch.zeros(1, *graph.shape(i), dtype=torch.float64)
+              for i in ins]
+        weighted = isinstance(op, (Conv2d, Dense))
+        terminal = weighted or n == readout or (isinstance(op, Layer) and op.neuron is not None)
+        mask = torch.from_numpy(np.array(op.weight != 0, np.float64)) if weighted else None
+        y = _count_kernel(op, xs, mask)
+        if terminal:
+            total = total + y.sum()
+        elif not isinstance(op, Output):
+            vals[n] = y
+    if not total.requires_grad:
+        return np.zeros(graph.shape(name))
+    (g,) = torch.autograd.grad(total, x)
+    return g[0].numpy()

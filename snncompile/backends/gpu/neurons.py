@@ -1,0 +1,205 @@
+"""Neuron models of the GPU simulator: one table entry per model name (``Neuron.model``).
+
+Every model is a *scan*: given a layer's synaptic current for all steps, ``I`` of shape
+(T, B, ...), the per-channel threshold ``theta`` (broadcastable to I[0]) and α, it runs the
+membrane recurrence as a Python loop over T that is vectorised over everything else, and returns
+the spike tensor ``s`` (T, B, ...) in units of θ (the layer emits θ·s). Equations (DESIGN.md):
+
+    if       v(0) = α·θ;  v += I(t);  s = [v ≥ θ];  v -= s·θ      (reset by subtraction)
+    if-hard  v(0) = α·θ;  v += I(t);  s = [v ≥ θ];  v = 0 where s  (reset to zero)
+
+The spike nonlinearity is ``spike(v - θ)`` with ``spike = heaviside`` (x ≥ 0 → 1); issue 6's
+surrogate-gradient training passes a differentiable replacement. Under ``torch.no_grad`` the
+scans update in place (no per-step allocations); with autograd they build an out-of-place graph.
+New models are new entries in ``NEURON_MODELS``. The low-latency models of issue 5
+(docs/neurons.md has the derivations and the sources read):
+
+    signed-if    v(0) = α·θ;  v += I;  p = [v ≥ θ];  v -= p·θ;  n += p;
+                 q = [v ≤ -ε·θ and n > 0];  v += q·θ;  n -= q;  s = p − q ∈ {-1, 0, 1}
+                 (Fast-SNN: a negative spike takes back an earlier excess spike; ε = 1e-3)
+    gn           θ is the member threshold θ_g/M (select-neurons divides); v(0) = α·θ;
+                 v += I;  s = Σ_{k=1..M} [v ≥ k·θ] ∈ {0..M};  v -= s·θ   (Group Neuron, M members
+                 sharing one membrane: member k fires when v ≥ k·θ_g/M; output = member-spike sum)
+    bistable     ρ = ``members`` steps per window. Each step: fire s = [v ≥ θ], v -= s·θ; then
+                 u += I; at the end of every window (t % ρ = 0) v += u, u = 0. A layer fires in
+                 window k what it integrated in window k−1 (BSNN: integrate state / fire state)
+    sigma-delta  θ is the delta threshold; act = max(I, 0); δ = act − S; S += δ·[|δ| ≥ θ];
+                 s = S/θ (the layer emits S, the sigma-decoded activation the next layer sees;
+                 its current W·S + b is sigma + bias of lava.proc.sdn.SigmaDelta)
+
+``events(s)`` gives the messages each unit sends per step (what spikes and SOPs count): |s|
+(so a GN step with s = 3 counts 3 member spikes and a negative spike counts 1), and for
+sigma-delta one graded message per nonzero delta.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from snncompile.ir.diagnostics import CompileError, Diagnostic
+
+Tensor = torch.Tensor
+SpikeFn = Callable[[Tensor], Tensor]
+
+
+def heaviside(x: Tensor) -> Tensor:
+    """s = 1 where x ≥ 0 else 0 (in x's dtype). Surrogate-gradient training replaces this."""
+    return (x >= 0).to(x.dtype)
+
+
+def scan_if(current: Tensor, theta: Tensor, alpha: float, members: int = 1,
+            spike: SpikeFn = heaviside) -> Tensor:
+    """IF neuron, reset by subtraction: v += I; s = [v ≥ θ]; v -= s·θ; v(0) = α·θ."""
+    steps = current.shape[0]
+    v = (alpha * theta).expand_as(current[0]).clone()
+    if not torch.is_grad_enabled() and spike is heaviside:
+        out = torch.empty_like(current)
+        fired = torch.empty(v.shape, dtype=torch.bool, device=v.device)
+        for t in range(steps):
+            v.add_(current[t])
+            torch.ge(v, theta, out=fired)
+            out[t].copy_(fired)
+            v.addcmul_(out[t], theta, value=-1.0)
+        return out
+    spikes = []
+    for t in range(steps):
+        v = v + current[t]
+        s = spike(v - theta)
+        v = v - s * theta
+        spikes.append(s)
+    return torch.stack(spikes)
+
+
+def scan_if_hard(current: Tensor, theta: Tensor, alpha: float, members: int = 1,
+                 spike: SpikeFn = heaviside) -> Tensor:
+    """IF neuron, reset to zero: v += I; s = [v ≥ θ]; v = 0 where s; v(0) = α·θ."""
+    steps = current.shape[0]
+    v = (alpha * theta).expand_as(current[0]).clone()
+    spikes = []
+    for t in range(steps):
+        v = v + current[t]
+        s = spike(v - theta)
+        v = v * (1.0 - s)
+        spikes.append(s)
+    return torch.stack(spikes)
+
+
+SIGNED_EPS = 1e-3  # Fast-SNN's "v <= -1e-3" tolerance, here relative to θ
+
+
+def scan_signed_if(current: Tensor, theta: Tensor, alpha: float, members: int = 1,
+                   spike: SpikeFn = heaviside) -> Tensor:
+    """Signed IF (Fast-SNN): positive spike at v ≥ θ; a negative spike (v += θ) when v ≤ −ε·θ
+    and the net spike count so far is positive. s ∈ {-1, 0, 1}."""
+    v = (alpha * theta).expand_as(current[0]).clone()
+    n = torch.zeros_like(v)
+    spikes = []
+    for t in range(current.shape[0]):
+        v = v + current[t]
+        p = spike(v - theta)
+        v = v - p * theta
+        n = n + p
+        q = spike(-SIGNED_EPS * theta - v) * (n > 0).to(v.dtype)
+        v = v + q * theta
+        n = n - q
+        spikes.append(p - q)
+    return torch.stack(spikes)
+
+
+def scan_gn(current: Tensor, theta: Tensor, alpha: float, members: int = 1,
+            spike: SpikeFn = heaviside) -> Tensor:
+    """Group Neuron (M members, shared membrane, θ = member threshold): v += I;
+    s = Σ_{k=1..M} [v ≥ k·θ]; v -= s·θ; v(0) = α·θ. s ∈ {0..M}."""
+    v = (alpha * theta).expand_as(current[0]).clone()
+    spikes = []
+    for t in range(current.shape[0]):
+        v = v + current[t]
+        s = spike(v - theta)
+        for k in range(2, members + 1):
+            s = s + spike(v - k * theta)
+        v = v - s * theta
+        spikes.append(s)
+    return torch.stack(spikes)
+
+
+def scan_bistable(current: Tensor, theta: Tensor, alpha: float, members: int = 1,
+                  spike: SpikeFn = heaviside) -> Tensor:
+    """Bistable IF (BSNN reading, docs/neurons.md): windows of ρ = ``members`` steps. Every step
+    fires from v (s = [v ≥ θ]; v -= s·θ) and buffers its input (u += I); at the end of a window
+    v += u, u = 0. So a window's spikes encode the whole previous window's net input."""
+    period = max(int(members), 1)
+    v = (alpha * theta).expand_as(current[0]).clone()
+    u = torch.zeros_like(v)
+    spikes = []
+    for t in range(current.shape[0]):
+        s = spike(v - theta)
+        v = v - s * theta
+        u = u + current[t]
+        if (t + 1) % period == 0:
+            v = v + u
+            u = torch.zeros_like(u)
+        spikes.append(s)
+    return torch.stack(spikes)
+
+
+def scan_sigma_delta(current: Tensor, theta: Tensor, alpha: float, members: int = 1,
+                     spike: SpikeFn = heaviside) -> Tensor:
+    """Sigma-delta (lava.proc.sdn): act = ReLU(I); δ = act − S; send δ when |δ| ≥ θ (S += δ).
+    Returns s = S/θ: the layer emits θ·s = S, the reconstructed activation."""
+    sent = torch.zeros_like(current[0])
+    out = []
+    for t in range(current.shape[0]):
+        delta = torch.relu(current[t]) - sent
+        fire = (delta.abs() >= theta).to(delta.dtype)
+        sent = sent + fire * delta
+        out.append(sent / theta)
+    return torch.stack(out)
+
+
+def delta_events(s: Tensor) -> Tensor:
+    """One graded message per unit and step where s changed (s(0) = 0)."""
+    prev = torch.cat([torch.zeros_like(s[:1]), s[:-1]])
+    return (s != prev).to(s.dtype)
+
+
+@dataclass(frozen=True)
+class NeuronModel:
+    """A neuron model of the simulator: its name, its scan and a one-line summary.
+
+    ``events(s)`` maps the scan's output (T, B, ...) to the messages sent per unit and step
+    (counted as spikes, and times fan-out as synaptic operations); ``integer`` says whether s
+    is integer-valued (recorded spike trains are int8 then, float32 otherwise).
+    """
+
+    name: str
+    scan: Callable[..., Tensor]
+    summary: str
+    events: Callable[[Tensor], Tensor] = torch.abs
+    integer: bool = True
+
+
+NEURON_MODELS: dict[str, NeuronModel] = {
+    m.name: m for m in (
+        NeuronModel("if", scan_if, "integrate-and-fire, reset by subtraction"),
+        NeuronModel("if-hard", scan_if_hard, "integrate-and-fire, reset to zero"),
+        NeuronModel("signed-if", scan_signed_if, "IF with negative spikes that take back excess "
+                    "spikes (Fast-SNN)"),
+        NeuronModel("gn", scan_gn, "group neuron: M IF members, staggered thresholds (GN)"),
+        NeuronModel("bistable", scan_bistable, "bistable IF: integrate one window, fire the next "
+                    "(BSNN)"),
+        NeuronModel("sigma-delta", scan_sigma_delta, "ReLU activation sent as graded deltas "
+                    "(Lava SDN)", events=delta_events, integer=False),
+    )
+}
+
+
+def get_model(name: str, *, node: str | None = None, origin: str | None = None) -> NeuronModel:
+    """The table entry for ``name``; an unknown model is a CompileError naming the layer."""
+    if name not in NEURON_MODELS:
+        raise CompileError("neuron model not supported by the gpu target", [Diagnostic(
+            f"model {name!r}", node=node, origin=origin,
+            hint=f"supported: {', '.join(NEURON_MODELS)}")])
+    return NEURON_MODELS[name]

@@ -1,0 +1,104 @@
+"""balance-thresholds: set every spiking layer's threshold from calibration activations.
+
+Rate coding maps a ReLU activation a ∈ [0, θ] to a firing rate r = a/θ (IF neuron, reset by
+subtraction, DESIGN.md). θ must bound the activations the layer really produces, or the neuron
+saturates (r ≤ 1); a θ far above them wastes resolution (r ≈ 0). So θ_l is a robust maximum of
+layer l's post-activation outputs on the calibration set:
+
+    norm=max      θ = max a
+    norm=pNN      θ = NN-th percentile of a        (p99, p99.9, p99.99; Rueckauer et al. 2017)
+
+taken over all samples and positions (layer-wise: one θ broadcast to every channel) or per
+output channel (``channelwise``). A Clip activation's upper bound (and a quantized activation's
+``hi``) is used directly: the ANN already bounds the layer there. A layer that never fires on
+the calibration data gets θ = 1 (no activity to scale to; noted in ``ctx.notes``). The readout
+(the op feeding Output) integrates and never gets a neuron.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from snncompile.ir.execute import record_activations
+from snncompile.ir.graph import Graph
+from snncompile.ir.nodes import Layer, Neuron
+from snncompile.passes.registry import PassContext, register_pass
+
+#: norm name -> percentile of the activations (100 = max)
+PERCENTILES = {"max": 100.0, "p99": 99.0, "p99.9": 99.9, "p99.99": 99.99}
+DEAD_THRESHOLD = 1.0
+
+
+def _robust_max(a: np.ndarray, q: float) -> float:
+    if a.size == 0:
+        return 0.0
+    if q >= 100.0:
+        return float(a.max())
+    return float(np.percentile(a, q))
+
+
+def layer_thresholds(acts: np.ndarray, q: float, channelwise: bool) -> np.ndarray:
+    """θ per channel (C,) from post-activation outputs ``acts`` (N, C, ...)."""
+    c = acts.shape[1]
+    if channelwise:
+        per = np.moveaxis(acts, 1, 0).reshape(c, -1)
+        return np.array([_robust_max(per[i], q) for i in range(c)], np.float64)
+    return np.full(c, _robust_max(acts.reshape(-1), q), np.float64)
+
+
+@register_pass("balance-thresholds")
+@dataclass(frozen=True)
+class BalanceThresholds:
+    """Set each spiking layer's threshold θ from calibration activations (max or percentile)."""
+
+    norm: str = "p99.9"
+    channelwise: bool = False
+
+    def run(self, graph: Graph, ctx: PassContext) -> Graph:
+        from snncompile.ir.diagnostics import CompileError, Diagnostic
+
+        if self.norm not in PERCENTILES:
+            raise CompileError("bad pass option", [Diagnostic(
+                f"balance-thresholds.norm={self.norm!r}", hint=f"one of {', '.join(PERCENTILES)}")])
+        q = PERCENTILES[self.norm]
+        readout = graph.readout_name
+        todo = [n for n, op in graph.topo()
+                if isinstance(op, Layer) and op.act is not None and n != readout]
+        notes: dict[str, Any] = {}
+        g = graph.copy()
+        if not todo:
+            ctx.notes["balance-thresholds"] = notes
+            return g
+        need_data = any(graph.op(n).act.hi is None for n in todo)  # type: ignore[union-attr]
+        acts = record_activations(graph, ctx.need_calibration("balance-thresholds")) \
+            if need_data else {}
+        for name in todo:
+            op = graph.op(name)
+            assert isinstance(op, Layer) and op.act is not None  # filtered above
+            c = graph.shape(name)[0]
+            if op.act.hi is not None:
+                theta = np.full(c, op.act.hi, np.float64)
+                source = "clip"
+            else:
+                theta = layer_thresholds(acts[name], q, self.channelwise)
+                source = self.norm
+            dead = ~(theta > 0)
+            if dead.any():
+                theta[dead] = DEAD_THRESHOLD
+                ctx.log.warning("balance-thresholds: %s has %d channel(s) with no activity on the "
+                                "calibration data; threshold set to %g", name, int(dead.sum()),
+                                DEAD_THRESHOLD)
+            old = op.neuron
+            neuron = Neuron(model=old.model if old else "if", threshold=theta.astype(np.float32),
+                            alpha=old.alpha if old else 0.5, members=old.members if old else 1)
+            g.replace(name, neuron=neuron)
+            t32 = neuron.threshold
+            notes[name] = {"source": source,
+                           "threshold": float(t32[0]) if not self.channelwise or source == "clip"
+                           else [float(t32.min()), float(t32.max())],
+                           "dead_channels": int(dead.sum())}
+        ctx.notes["balance-thresholds"] = notes
+        return g
