@@ -21,8 +21,9 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 demo: venv
+	$(VENV)/bin/snn-compile $(MODEL) --target ir --out out/demo-ir
 	$(VENV)/bin/snn-compile $(MODEL) --target gpu --dataset digits --timesteps 64 --out out/demo-gpu
-	$(VENV)/bin/snn-compile $(MODEL) --target loihi --dataset digits --timesteps 32 --eval-samples 50 --out out/demo-loihi
+	$(VENV)/bin/snn-compile $(MODEL) --target loihi --dataset digits --timesteps 32 --eval-samples 100 --out out/demo-loihi
 
 test: venv
 	$(PY) -m pytest -q -p no:cacheprovider tests
