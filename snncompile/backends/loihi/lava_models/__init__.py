@@ -1,0 +1,10 @@
+"""Lava Processes and ProcessModels of snn-compile (and nothing else).
+
+Lava's compiler imports *every* module in the directory of a module that defines a custom
+Process when it looks for ProcessModels (LAVA_NOTES gotcha 1), so this package holds only
+side-effect-free modules: no scripts, no tests, nothing that runs on import.
+
+- ``neurons``: ``IFReset`` (IF, reset by subtraction), ``Integrator`` (readout), ``DelayLine``
+- ``gate``: ``MaxPoolGate`` (spiking max-pool, host process)
+- ``recorder``: ``SpikeRecorder`` (spikes packed 48 per word, cheap to read back)
+"""

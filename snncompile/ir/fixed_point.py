@@ -1,0 +1,611 @@
+"""Loihi plan: the spiking IR as neuron populations joined by synapses, in float and fixed point.
+
+One place computes what both the Lava backend (``backends/loihi``) and the GPU simulator's
+Loihi mode (``backends/gpu/loihi_mode``) run, so they cannot drift apart (backends never import
+each other; both import this module).
+
+Populations and synapses. Every spiking layer (and the Input, and the readout) is a
+*population*. Everything between two populations is linear (AvgPool, Flatten, neuron-less Conv /
+Dense / Add, BatchNorm), so the current that population B receives is
+
+    I_B(t) = Σ_A M_{A→B} · p_A(t) + b_B
+
+where p_A is what population A sends: its spikes s_A ∈ {0, 1} (θ_A is folded into the weights,
+W_eff = W · θ_A per input channel) or, for the Input, the analog value x. Each M_{A→B} becomes
+one synapse: a convolution when the path is ``A → Conv`` or ``A → AvgPool(k=s) → Conv``
+(the pool is folded into a conv of kernel k·K, stride k·S, padding k·P, exact), a 1×1
+identity conv for a residual shortcut, and otherwise a dense matrix obtained by pushing unit
+vectors through the linear ops (exact; limited to ``DENSE_LIMIT`` entries). b_B collects every
+bias on the way.
+
+Timing. On Lava every synapse delays by one step. A population's *depth* is the number of
+synapses on its longest path from the Input; a synapse A→B whose source is shallower than
+depth(B) − 1 gets ``delay = depth(B) − depth(A) − 1`` extra steps (a delay line), so all
+branches of a residual Add arrive in the same step. With aligned branches the run is the
+zero-delay network shifted: population B sees sample step τ at Lava step τ + depth(B).
+
+Fixed point (what Lava's ``fixed_pt`` models and Loihi 2 compute), per population B with a
+per-layer exponent e_B (unit u_B = 2^e_B):
+
+    weights   q = 2·round(W_eff / (2·u_B)),  |q| ≤ 254   (8-bit mantissa m = q/2; Lava's
+              mixed-sign Dense drops the LSB, so even values are exact in Dense and Conv)
+    e_B       smallest integer with max|W_eff| / 2^e_B ≤ 254, max θ / 2^e_B ≤ VTH_TARGET and
+              max|b| / 2^e_B ≤ 4095 (the bias fits its mantissa at exponent 6)
+    vth       round(θ / u_B)  (17-bit mantissa; the neuron compares with vth << 6)
+    bias      b·64/u_B as bias_mant << bias_exp (13-bit signed mantissa; exponent 6, or 7
+              when it does not fit: an integer number of weight LSBs, as netx stores it)
+    v_init    round(α · vth · 64)  (24-bit state; stock-LIF ``if-hard`` starts at 0)
+    input     x_int = round(x · 2^k), k ≤ 8 fractional bits, chosen so that the first layer's
+              threshold fits VTH_TARGET: the input current is an integer on the first layer's
+              scale (u_first = 2^(e_w − k)).
+
+``VTH_TARGET = 2^15`` keeps v ≤ (vth + a)·64 well inside the 24-bit state. Every value that
+had to be rounded or clipped is counted in ``LoihiPlan.counts`` (per population).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from snncompile.ir.diagnostics import CompileError, Diagnostic
+from snncompile.ir.execute import KERNELS
+from snncompile.ir.graph import Graph
+from snncompile.ir.nodes import (
+    Add,
+    AvgPool2d,
+    Conv2d,
+    Dense,
+    Input,
+    Layer,
+    MaxPool2d,
+    Node,
+    Output,
+    ReLU,
+)
+
+ACT_SHIFT = 6  # Lava/Loihi: a_in << 6 (MSB alignment with the 24-bit state)
+VTH_SHIFT = 6  # the threshold mantissa is compared as vth << 6
+STATE_MAX = 2 ** 23 - 1  # 24-bit signed state (saturating)
+WEIGHT_MAX = 254  # 8-bit mantissa m ∈ [-127, 127] stored as 2m
+VTH_MANT_MAX = 2 ** 17 - 1
+VTH_TARGET = 2 ** 15
+BIAS_MANT_MAX = 4095  # 13-bit signed
+BIAS_EXP_MAX = 7  # 3-bit
+INPUT_FRAC_MAX = 8  # at most 8 fractional bits for the analog input
+INPUT_MAX = 2 ** 15 - 1  # input payload: 16-bit signed graded message
+DENSE_LIMIT = 2 ** 25  # entries of a dense synapse matrix built by linearization
+NEURON_KINDS = {"if": "if", "if-hard": "if-hard", "signed-if": "signed-if", "gn": "gn"}
+SPIKING_KINDS = ("if", "if-hard", "signed-if", "gn")
+SIGNED_EPS = 1e-3  # signed-if: a negative spike needs v <= -SIGNED_EPS·θ (the GPU simulator's)
+
+
+@dataclass
+class Population:
+    """A neuron population (an IR spiking layer, the Input or the readout).
+
+    Arrays have the population's torch-order shape (C, H, W) or (N,).
+    ``kind``: "input" | "if" (reset by subtraction, ``>=``) | "if-hard" (Lava's stock LIF:
+    reset to zero, ``>``, v(0) = 0) | "signed-if" (``if`` plus a negative spike when
+    v ≤ −ε·θ and the sample's net spike count is positive; sends −1/0/1) | "gn" (group neuron:
+    sends s = Σ_k [v ≥ k·θ], k = 1..M, v −= s·θ) | "readout" (non-spiking integrator) |
+    "maxpool" (a spiking max-pool gate on ``gate_src``'s spikes: per window, pass the spike of
+    the unit with the largest sum of spikes so far in the sample, ties to the first unit in
+    row-major order; no synapse, no delay, same depth as its source; it is a host process, not
+    a Loihi neuron).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    kind: str
+    depth: int = 0
+    origin: str = ""
+    threshold: np.ndarray | None = None  # float θ per neuron
+    alpha: float = 0.0
+    bias: np.ndarray | None = None  # float current per step, per neuron
+    exp: int = 0  # fixed point: unit u = 2^exp of the synaptic input a
+    vth_mant: np.ndarray | None = None  # int per neuron
+    v_init: np.ndarray | None = None  # int per neuron (state units, ×64)
+    bias_mant: np.ndarray | None = None
+    bias_exp: np.ndarray | None = None
+    members: int = 1  # gn: members M (sends 0..M per step)
+    neg_level: np.ndarray | None = None  # signed-if: negative spike when v <= -neg_level (×64)
+    gate: MaxPool2d | None = None  # kind "maxpool": the pooling op
+    gate_src: str | None = None  # kind "maxpool": the spiking population it gates
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def bias_state(self) -> np.ndarray:
+        """Fixed-point bias in state units: bias_mant << bias_exp (int64)."""
+        return np.left_shift(self.bias_mant.astype(np.int64), self.bias_exp.astype(np.int64))
+
+
+@dataclass
+class Synapse:
+    """Synapses from population ``src`` (its spikes, or x for the Input) to ``dst``.
+
+    ``kind="conv"``: ``weight`` (C_out, C_in/groups, kH, kW) in torch layout, symmetric
+    ``padding`` (pH, pW). ``kind="dense"``: ``weight`` (dst size, src size) over torch-order
+    flattened units. ``weight`` is the float W_eff; ``weight_int`` the fixed-point q.
+    """
+
+    src: str
+    dst: str
+    kind: str
+    weight: np.ndarray
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+    delay: int = 0
+    weight_int: np.ndarray | None = None
+    note: str = ""  # how it was built ("conv", "avgpool+conv", "identity", "linearized")
+
+    @property
+    def count(self) -> int:
+        """Number of synapses (nonzero connections, counting a conv's weight sharing out)."""
+        return int(self.connections)
+
+    connections: int = 0
+
+
+@dataclass
+class LoihiPlan:
+    """Populations (topological order), synapses, depths and fixed-point parameters."""
+
+    pops: dict[str, Population]
+    syns: list[Synapse]
+    input_name: str
+    readout_name: str
+    input_frac_bits: int = 0
+    counts: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def depth(self) -> int:
+        """Synapses on the longest path: Lava needs N·T + depth steps for N samples."""
+        return self.pops[self.readout_name].depth
+
+    def spiking(self) -> list[str]:
+        return [n for n, p in self.pops.items() if p.kind in SPIKING_KINDS]
+
+    def payload_range(self, name: str) -> tuple[int, int]:
+        """(min, max) of what population ``name`` sends per neuron and step (spikes: 0..1;
+        signed-if: -1..1; gn: 0..M; a gate passes its source's)."""
+        p = self.pops[name]
+        if p.kind == "maxpool":
+            return self.payload_range(p.gate_src)
+        if p.kind == "signed-if":
+            return -1, 1
+        if p.kind == "gn":
+            return 0, p.members
+        return 0, 1
+
+    def synapses_into(self, name: str) -> list[Synapse]:
+        return [s for s in self.syns if s.dst == name]
+
+    def input_int(self, x: np.ndarray) -> tuple[np.ndarray, int]:
+        """Fixed-point input payload round(x·2^k) (int64), and how many values were clipped."""
+        q = np.rint(np.asarray(x, np.float64) * 2.0 ** self.input_frac_bits)
+        clipped = int(np.count_nonzero(np.abs(q) > INPUT_MAX))
+        return np.clip(q, -INPUT_MAX, INPUT_MAX).astype(np.int64), clipped
+
+    def summary(self) -> list[dict[str, Any]]:
+        out = []
+        for n, p in self.pops.items():
+            syns = self.synapses_into(n)
+            out.append({"name": n, "kind": p.kind, "shape": list(p.shape), "depth": p.depth,
+                        "neurons": p.size if p.kind != "input" else 0,
+                        "synapses": sum(s.count for s in syns),
+                        "inputs": [f"{s.src}:{s.note}" + (f"+delay{s.delay}" if s.delay else "")
+                                   for s in syns], "exp": p.exp})
+        return out
+
+
+# ------------------------------------------------------------------------------ structure
+def _is_spiking(graph: Graph, name: str) -> bool:
+    op = graph.op(name)
+    return isinstance(op, Layer) and op.neuron is not None
+
+
+def _is_gate(graph: Graph, name: str) -> bool:
+    """A MaxPool fed directly by a spiking layer: a spiking max-pool gate population."""
+    return isinstance(graph.op(name), MaxPool2d) and _is_spiking(graph, graph.inputs(name)[0])
+
+
+def _is_source(graph: Graph, name: str) -> bool:
+    op = graph.op(name)
+    return isinstance(op, Input) or _is_spiking(graph, name) or _is_gate(graph, name)
+
+
+def _sources(graph: Graph, name: str) -> list[str]:
+    """Populations that ``name``'s value depends on through linear ops only."""
+    found: list[str] = []
+    stack = list(graph.inputs(name))
+    seen: set[str] = set()
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        if _is_source(graph, n):
+            found.append(n)
+        else:
+            stack.extend(graph.inputs(n))
+    order = {n: i for i, n in enumerate(graph.names())}
+    return sorted(found, key=lambda n: order.get(n, 0))
+
+
+def _maxpool_diag(name: str, op: Node) -> Diagnostic:
+    return Diagnostic("MaxPool is supported only directly after a spiking layer (as a gate)",
+                      node=name, origin=op.origin or None,
+                      hint="put the MaxPool right after a Conv+ReLU, or use AvgPool")
+
+
+def _evaluate(graph: Graph, name: str, values: dict[str, torch.Tensor],
+              memo: dict[str, torch.Tensor] | None = None, top: bool = True) -> torch.Tensor:
+    """Linear part of op ``name`` with population outputs given in ``values`` (batched)."""
+    memo = {} if memo is None else memo
+    if not top and name in values:
+        return values[name]
+    if name in memo:
+        return memo[name]
+    op = graph.op(name)
+    if isinstance(op, MaxPool2d):
+        raise CompileError("MaxPool is not supported by the loihi target",
+                           [_maxpool_diag(name, op)])
+    if not top and isinstance(op, Layer) and op.act is not None:
+        raise CompileError("non-spiking activation on the loihi target", [Diagnostic(
+            f"{type(op).__name__} with an activation but no neuron", node=name,
+            origin=op.origin or None)])
+    kernel = KERNELS.get(type(op))
+    if kernel is None or isinstance(op, Input):
+        raise CompileError("op not supported by the loihi target", [Diagnostic(
+            type(op).__name__, node=name, origin=op.origin or None)])
+    y = kernel(op, [_evaluate(graph, i, values, memo, top=False) for i in graph.inputs(name)])
+    memo[name] = y
+    return y
+
+
+def _theta_per_channel(graph: Graph, name: str) -> np.ndarray | None:
+    op = graph.op(name)
+    if isinstance(op, Input):
+        return None
+    if isinstance(op, MaxPool2d):  # a gate passes its source's spikes (θ per channel)
+        return _theta_per_channel(graph, graph.inputs(name)[0])
+    return np.asarray(op.neuron.threshold, np.float64)
+
+
+def _scale_in(w: np.ndarray, theta: np.ndarray | None, groups: int = 1) -> np.ndarray:
+    """W_eff = W · θ_src per input channel (conv weight (Co, Ci/g, kh, kw))."""
+    if theta is None:
+        return w.astype(np.float64)
+    co, cig = w.shape[:2]
+    th = np.broadcast_to(theta, (cig * groups,)) if theta.size == 1 else theta
+    out = w.astype(np.float64).copy()
+    for o in range(co):
+        g = o // (co // groups)
+        out[o] *= th[g * cig:(g + 1) * cig].reshape(-1, 1, 1)
+    return out
+
+
+def _conv_branch(graph: Graph, root: str, dst: str) -> Synapse | None:
+    """A structured conv synapse for branch ``root`` of ``dst``, or None (use linearization)."""
+    op = graph.op(root)
+    if _is_source(graph, root) and root != dst:  # residual identity shortcut
+        shape = graph.shape(root)
+        if len(shape) != 3 or graph.shape(dst) != shape:
+            return None
+        c = shape[0]
+        th = _theta_per_channel(graph, root)
+        th = np.ones(c) if th is None else np.broadcast_to(th, (c,))
+        w = np.zeros((c, c, 1, 1))
+        w[np.arange(c), np.arange(c), 0, 0] = th
+        return Synapse(src=root, dst=dst, kind="conv", weight=w, note="identity")
+    if not isinstance(op, Conv2d):
+        return None
+    t, l, b, r = op.padding
+    if t != b or l != r:
+        return None
+    prev = graph.inputs(root)[0]
+    if _is_source(graph, prev):
+        w = _scale_in(op.weight, _theta_per_channel(graph, prev), op.groups)
+        return Synapse(src=prev, dst=dst, kind="conv", weight=w, stride=op.stride,
+                       padding=(t, l), dilation=op.dilation, groups=op.groups, note="conv")
+    pool = graph.op(prev)
+    if not (isinstance(pool, AvgPool2d) and pool.kernel == pool.stride and not any(pool.padding)
+            and op.dilation == (1, 1) and op.groups == 1):
+        return None
+    src = graph.inputs(prev)[0]
+    if not _is_source(graph, src):
+        return None
+    _, h, w_ = graph.shape(src)
+    kh, kw = pool.kernel
+    if h % kh or w_ % kw:
+        return None
+    # pool then conv == one conv: K[o,i,A,B] = W[o,i,A//kh,B//kw]/(kh·kw), stride k·S, pad k·P
+    wk = np.repeat(np.repeat(op.weight.astype(np.float64), kh, axis=2), kw, axis=3) / (kh * kw)
+    wk = _scale_in(wk, _theta_per_channel(graph, src))
+    return Synapse(src=src, dst=dst, kind="conv", weight=wk,
+                   stride=(kh * op.stride[0], kw * op.stride[1]), padding=(kh * t, kw * l),
+                   note="avgpool+conv")
+
+
+def _linearize(graph: Graph, root: str, dst: str, src: str, srcs: list[str]) -> Synapse:
+    """Dense synapse src → root's value, by pushing unit vectors through the linear ops."""
+    n_in = int(np.prod(graph.shape(src)))
+    n_out = int(np.prod(graph.shape(dst)))
+    if n_in * n_out > DENSE_LIMIT:
+        op = graph.op(dst)
+        raise CompileError("synapse too large for a dense matrix", [Diagnostic(
+            f"{src} -> {dst}: {n_out}x{n_in} weights > {DENSE_LIMIT}", node=dst,
+            origin=op.origin or None, hint="use Conv or AvgPool(kernel=stride) before Conv")])
+    zero = {s: torch.zeros((1, *graph.shape(s)), dtype=torch.float64) for s in srcs}
+    top = root == dst
+    base = _evaluate(graph, root, zero, top=top).reshape(1, -1)
+    rows = []
+    for i in range(0, n_in, 256):  # unit vectors in blocks: memory 256 · size, not n_in²
+        k = min(256, n_in - i)
+        vals = {s: zero[s].expand(k, *graph.shape(s)) for s in srcs}
+        eye = torch.zeros((k, n_in), dtype=torch.float64)
+        eye[torch.arange(k), torch.arange(i, i + k)] = 1.0
+        vals[src] = eye.reshape(k, *graph.shape(src))
+        rows.append(_evaluate(graph, root, vals, top=top).reshape(k, -1) - base)
+    m = torch.cat(rows).T.numpy()
+    th = _theta_per_channel(graph, src)
+    if th is not None:
+        shape = graph.shape(src)
+        per_unit = np.broadcast_to(th.reshape((-1,) + (1,) * (len(shape) - 1)), shape).ravel()
+        m = m * per_unit[None, :]
+    m[np.abs(m) < 1e-12] = 0.0
+    return Synapse(src=src, dst=dst, kind="dense", weight=m, note="linearized")
+
+
+def _branches(graph: Graph, name: str) -> list[str]:
+    op = graph.op(name)
+    if isinstance(op, Add):
+        return graph.inputs(name)
+    return [name]
+
+
+def _connections(graph: Graph, syn: Synapse) -> int:
+    if syn.kind == "dense":
+        return int(np.count_nonzero(syn.weight))
+    # conv: every output unit connects to its receptive field's nonzero weights
+    x = torch.ones((1, *graph.shape(syn.src)), dtype=torch.float64)
+    w = torch.from_numpy((syn.weight != 0).astype(np.float64))
+    y = torch.nn.functional.conv2d(x, w, None, syn.stride, syn.padding, syn.dilation, syn.groups)
+    return int(y.sum().item())
+
+
+# ------------------------------------------------------------------------------ fixed point
+def _round_even(w: np.ndarray, unit: float) -> np.ndarray:
+    return 2.0 * np.rint(w / (2.0 * unit))
+
+
+def _bias_fixed(b_state: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """b (state units) -> (mant, exp, rounded count, clipped count), per element.
+
+    The exponent is at least ACT_SHIFT: the bias is an integer number of synaptic-input units
+    (one weight LSB), which is also how lava-dl netx stores it (bias_exp = 6)."""
+    mag = np.abs(b_state)
+    exp = np.full(b_state.shape, ACT_SHIFT, np.int64)
+    exp = np.where(np.rint(mag / 2.0 ** ACT_SHIFT) > BIAS_MANT_MAX, BIAS_EXP_MAX, exp)
+    raw = np.rint(b_state / 2.0 ** exp)
+    clipped = int(np.count_nonzero(np.abs(raw) > BIAS_MANT_MAX))
+    mant = np.clip(raw, -BIAS_MANT_MAX, BIAS_MANT_MAX).astype(np.int64)
+    rounded = int(np.count_nonzero(mant * 2.0 ** exp != b_state))
+    return mant, exp.astype(np.int64), rounded, clipped
+
+
+def _ceil_log2(x: float) -> int:
+    return int(math.ceil(math.log2(x))) if x > 0 else -30
+
+
+def _min_unit(p: Population) -> float:
+    """Smallest unit u for which the threshold fits VTH_TARGET and the bias fits its
+    mantissa at exponent 6 (|b|/u ≤ 4095 weight LSBs, netx's bias format)."""
+    u = float(np.abs(p.bias).max()) / BIAS_MANT_MAX
+    if p.threshold is not None:
+        u = max(u, float(p.threshold.max()) / VTH_TARGET)
+    return u
+
+
+def _fix(plan: LoihiPlan) -> None:
+    """Fill the fixed-point fields of every population and synapse (module docstring)."""
+    into = {n: plan.synapses_into(n) for n in plan.pops}
+    # input fractional bits: the first layer's threshold must fit VTH_TARGET
+    k = INPUT_FRAC_MAX
+    for n, p in plan.pops.items():
+        ins = [s for s in into[n] if s.src == plan.input_name]
+        if ins and p.threshold is not None:
+            e_w = _ceil_log2(max(float(np.abs(s.weight).max()) for s in ins) / WEIGHT_MAX)
+            k = min(k, e_w - _ceil_log2(_min_unit(p)))
+    plan.input_frac_bits = k
+    for n, p in plan.pops.items():
+        if p.kind in ("input", "maxpool"):
+            continue
+        syns = into[n]
+        w_eff = [s.weight * (2.0 ** -k if s.src == plan.input_name else 1.0) for s in syns]
+        wmax = max((float(np.abs(w).max()) for w in w_eff if w.size), default=0.0)
+        e_w = _ceil_log2(wmax / WEIGHT_MAX) if wmax > 0 else 0
+        e = max(e_w, _ceil_log2(_min_unit(p)))
+        p.exp = e
+        unit = 2.0 ** e
+        c: dict[str, Any] = {"exp": e, "weights": 0, "weights_rounded": 0,
+                             "weights_to_zero": 0, "weights_clipped": 0,
+                             "weight_exp_raised_for_range": e - e_w}
+        err2 = norm2 = 0.0
+        for s, w in zip(syns, w_eff):
+            q = _round_even(w, unit)
+            c["weights_clipped"] += int(np.count_nonzero(np.abs(q) > WEIGHT_MAX))
+            q = np.clip(q, -WEIGHT_MAX, WEIGHT_MAX)
+            c["weights"] += int(np.count_nonzero(w))
+            c["weights_rounded"] += int(np.count_nonzero(q * unit != w))
+            c["weights_to_zero"] += int(np.count_nonzero((q == 0) & (w != 0)))
+            err2 += float(((q * unit - w) ** 2).sum())
+            norm2 += float((w ** 2).sum())
+            s.weight_int = q.astype(np.int64)
+        c["weight_relative_error"] = math.sqrt(err2 / norm2) if norm2 else 0.0
+        c["weight_mantissa_max"] = int(max((np.abs(s.weight_int).max() for s in syns
+                                            if s.weight_int.size), default=0)) // 2
+        if p.threshold is not None:
+            raw = np.rint(p.threshold / unit)
+            c["vth_clipped"] = int(np.count_nonzero((raw < 1) | (raw > VTH_MANT_MAX)))
+            p.vth_mant = np.clip(raw, 1, VTH_MANT_MAX).astype(np.int64)
+            c["vth_rounded"] = int(np.count_nonzero(p.vth_mant * unit != p.threshold))
+            c["vth_mant_range"] = [int(p.vth_mant.min()), int(p.vth_mant.max())]
+            c["vth_max_relative_error"] = float(np.max(np.abs(p.vth_mant * unit - p.threshold)
+                                                       / p.threshold))
+            alpha = 0.0 if p.kind == "if-hard" else p.alpha
+            p.v_init = np.rint(alpha * p.vth_mant * 2 ** VTH_SHIFT).astype(np.int64)
+            if p.kind == "signed-if":
+                p.neg_level = np.rint(SIGNED_EPS * p.vth_mant * 2 ** VTH_SHIFT).astype(np.int64)
+        mant, bexp, rounded, clipped = _bias_fixed(p.bias * 2 ** ACT_SHIFT / unit)
+        p.bias_mant, p.bias_exp = mant, bexp
+        c.update(biases=int(np.count_nonzero(p.bias)), biases_rounded=rounded,
+                 biases_clipped=clipped)
+        plan.counts[n] = c
+
+
+def build_plan(graph: Graph) -> LoihiPlan:
+    """Spiking IR -> ``LoihiPlan`` (float and fixed-point parameters, synapses, depths)."""
+    problems: list[Diagnostic] = []
+    pops: dict[str, Population] = {}
+    syns: list[Synapse] = []
+    readout = graph.readout_name
+    inp = graph.input_name
+    for name, op in graph.topo():
+        if isinstance(op, Input):
+            pops[name] = Population(name=name, shape=tuple(graph.shape(name)), kind="input")
+            continue
+        if _is_gate(graph, name):
+            src = graph.inputs(name)[0]
+            pops[name] = Population(name=name, shape=tuple(graph.shape(name)), kind="maxpool",
+                                    origin=op.origin, gate=op, gate_src=src)
+            continue
+        if name != readout and not _is_source(graph, name):
+            if isinstance(op, MaxPool2d):
+                problems.append(_maxpool_diag(name, op))
+            continue
+        if isinstance(op, Output):
+            continue
+        shape = tuple(graph.shape(name))
+        if name == readout:
+            if not isinstance(op, (Conv2d, Dense, Add, ReLU)) or (
+                    isinstance(op, Layer) and op.neuron is not None):
+                problems.append(Diagnostic(f"readout {type(op).__name__} must be a non-spiking "
+                                           "Conv/Dense/Add", node=name, origin=op.origin or None))
+                continue
+            kind, theta, alpha, members = "readout", None, 0.0, 1
+        else:
+            model = op.neuron.model
+            if model not in NEURON_KINDS:
+                problems.append(Diagnostic(
+                    f"neuron model {model!r}", node=name, origin=op.origin or None,
+                    hint=f"the loihi target supports: {', '.join(NEURON_KINDS)}"))
+                continue
+            kind = NEURON_KINDS[model]
+            th = np.asarray(op.neuron.threshold, np.float64)
+            theta = np.broadcast_to(th.reshape((-1,) + (1,) * (len(shape) - 1)), shape).copy()
+            alpha = float(op.neuron.alpha)
+            members = int(op.neuron.members) if model == "gn" else 1
+        srcs = _sources(graph, name)
+        try:
+            zero = {s: torch.zeros((1, *graph.shape(s)), dtype=torch.float64) for s in srcs}
+            bias = _evaluate(graph, name, zero).reshape(shape).numpy().astype(np.float64)
+            for root in _branches(graph, name):
+                syn = _conv_branch(graph, root, name)
+                if syn is not None:
+                    syns.append(syn)
+                    continue
+                root_srcs = [root] if _is_source(graph, root) and root != name else \
+                    _sources(graph, root) if root != name else srcs
+                for s in root_srcs:
+                    if _is_source(graph, root) and root != name:
+                        # identity shortcut that is not conv-shaped: a diagonal dense matrix
+                        th = _theta_per_channel(graph, root)
+                        n = int(np.prod(shape))
+                        diag = np.ones(n) if th is None else np.broadcast_to(
+                            th.reshape((-1,) + (1,) * (len(shape) - 1)), shape).ravel()
+                        syns.append(Synapse(src=s, dst=name, kind="dense",
+                                            weight=np.diag(diag), note="identity"))
+                    else:
+                        syns.append(_linearize(graph, root, name, s, root_srcs))
+        except CompileError as e:
+            problems.extend(e.diagnostics)
+            continue
+        pops[name] = Population(name=name, shape=shape, kind=kind, threshold=theta,
+                                alpha=alpha, bias=bias, origin=op.origin, members=members)
+    if problems:
+        unique = {(d.message, d.node): d for d in problems}  # a MaxPool is met twice
+        raise CompileError("cannot compile for the loihi target", list(unique.values()))
+    # depths and alignment delays
+    for name, p in pops.items():
+        ins = [s for s in syns if s.dst == name]
+        if p.kind == "maxpool":
+            p.depth = pops[p.gate_src].depth
+        elif p.kind != "input":
+            p.depth = max(pops[s.src].depth + 1 for s in ins)
+            for s in ins:
+                s.delay = p.depth - pops[s.src].depth - 1
+    for s in syns:
+        s.connections = _connections(graph, s)
+    plan = LoihiPlan(pops=pops, syns=syns, input_name=inp, readout_name=readout)
+    _fix(plan)
+    return plan
+
+
+# ------------------------------------------------------------------------------ shared helpers
+def gate_indices(pop: Population, src_shape: tuple[int, ...]) -> np.ndarray:
+    """(H'·W', kH·kW) indices into the (-inf/0) padded H·W plane of ``pop.gate_src``: the
+    window of each output position, in row-major order (the tie-break order)."""
+    op = pop.gate
+    _, h, w = src_shape
+    t, l, b, r = op.padding
+    wp = w + l + r
+    _, ho, wo = pop.shape
+    kh, kw = op.kernel
+    rows = (np.arange(ho)[:, None] * op.stride[0] + np.arange(kh)[None, :] * op.dilation[0])
+    cols = (np.arange(wo)[:, None] * op.stride[1] + np.arange(kw)[None, :] * op.dilation[1])
+    idx = rows[:, None, :, None] * wp + cols[None, :, None, :]  # (ho, wo, kh, kw)
+    return idx.reshape(ho * wo, kh * kw)
+
+
+def fanout(plan: LoihiPlan, name: str) -> np.ndarray:
+    """Synapses leaving each unit of population ``name`` (torch-flattened), over its outgoing
+    synapses; a unit behind a max-pool gate counts the gate's synapses of every window that
+    contains it (an upper bound, as the GPU simulator counts it)."""
+    p = plan.pops[name]
+    total = np.zeros(p.size)
+    for s in plan.syns:
+        if s.src != name:
+            continue
+        if s.kind == "dense":
+            total += (s.weight_int != 0).sum(0)
+        else:
+            with torch.enable_grad():
+                x = torch.zeros((1, *p.shape), dtype=torch.float64, requires_grad=True)
+                w = torch.from_numpy((s.weight_int != 0).astype(np.float64))
+                torch.nn.functional.conv2d(x, w, None, s.stride, s.padding, s.dilation,
+                                           s.groups).sum().backward()
+            total += x.grad.numpy().ravel()
+    for g in plan.pops.values():
+        if g.kind == "maxpool" and g.gate_src == name:
+            fan_g = torch.from_numpy(fanout(plan, g.name).reshape(1, *g.shape))
+            op = g.gate
+            t, l, b, r = op.padding
+            with torch.enable_grad():
+                x = torch.zeros((1, *p.shape), dtype=torch.float64, requires_grad=True)
+                ones = torch.ones((p.shape[0], 1, *op.kernel), dtype=torch.float64)
+                xp = torch.nn.functional.pad(x, (l, r, t, b))
+                y = torch.nn.functional.conv2d(xp, ones, None, op.stride, 0, op.dilation,
+                                               p.shape[0])
+                (y * fan_g).sum().backward()
+            total += x.grad.numpy().ravel()
+    return total

@@ -1,0 +1,109 @@
+"""Evaluate a spiking IR on Lava (``--target loihi``): report.json's dict, tables and plots.
+
+``evaluate_loihi`` is the ``loihi`` entry of ``snncompile.EVALUATORS``. It builds the Lava
+network, checks it against Loihi 2 limits (``backends.loihi.resources``) before running, runs
+the evaluation samples through one Lava network, and runs the same samples on the GPU
+simulator in the matching numeric mode (``lava_mode=fixed``: the Loihi fixed-point mode, spike
+trains compared one to one; ``float``: the float simulator). The report is the GPU target's,
+plus ``lava_mode``, ``gpu_agreement``, ``gpu_spike_ratio``, ``spike_exact``,
+``lava_samples_per_second``,
+``resources`` and ``fixed_point`` (every rounded or clipped value, per layer).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from snncompile.ir.diagnostics import CompileError, Diagnostic
+from snncompile.ir.graph import Graph
+from snncompile.options import CompileOptions
+from snncompile.tools.evaluate import ann_accuracy
+from snncompile.tools.report import build_report, plot_report, print_report
+
+#: Lava runs ~1 ms per process per step on a CPU: without --eval-samples, evaluate this many
+DEFAULT_LAVA_SAMPLES = 100
+
+
+def _spike_exact(lava: Any, ref: Any) -> tuple[bool, int]:
+    if lava.spike_trains is None or ref.spike_trains is None:
+        return False, -1
+    diff = sum(int((lava.spike_trains[k] != ref.spike_trains[k]).sum())
+               for k in lava.spike_trains)
+    pots = lava.potentials is not None and ref.potentials is not None and np.array_equal(
+        lava.potentials, ref.potentials.reshape(lava.potentials.shape))
+    return diff == 0 and pots, diff
+
+
+def evaluate_loihi(snn: Graph, ann: Graph, ev: Any, opts: CompileOptions, out_dir: Path, *,
+                   model: str = "", pipeline: Any = None, ctx: Any = None) -> dict[str, Any]:
+    """Run ``snn`` in Lava on ``ev`` (a labelled ``Dataset``); returns report.json's dict."""
+    from snncompile.backends.gpu import compile as gpu_compile
+    from snncompile.backends.loihi import compile as lava_compile
+
+    if ev is None or ev.y is None:
+        raise CompileError("no labelled evaluation data", [Diagnostic(
+            "the loihi target measures accuracy", hint="give --dataset digits or --eval F.npz")])
+    if opts.eval_samples is None and len(ev.x) > DEFAULT_LAVA_SAMPLES:
+        print(f"note: Lava simulates ~tens of samples/s; evaluating the first "
+              f"{DEFAULT_LAVA_SAMPLES} of {len(ev.x)} (set --eval-samples)", file=sys.stderr)
+        ev = ev.take(DEFAULT_LAVA_SAMPLES)
+    t0 = time.perf_counter()
+    net = lava_compile(snn, opts)  # checks Loihi 2 limits (and --export netx) before running
+    resources = net.resources
+    fixed = opts.lava_mode == "fixed"
+    result = net.run(ev.x, opts.timesteps, record=fixed)
+    run = net.last_run
+    ref_net = gpu_compile(snn, opts, numeric="loihi" if fixed else "float")
+    ref = ref_net.run(ev.x, opts.timesteps, record=fixed)
+    agreement = float(np.mean(result.predictions[-1] == ref.predictions[-1]))
+    spikes_ref = sum(float(v.sum()) for v in ref.layer_spikes.values())
+    spike_ratio = sum(float(v.sum()) for v in result.layer_spikes.values()) / max(spikes_ref, 1)
+    exact, mismatched = _spike_exact(result, ref) if fixed else (None, None)
+    net.save(out_dir)
+    report = build_report(
+        result, snn, ev.y, ann_accuracy=ann_accuracy(ann, ev.x, ev.y, opts.batch_size),
+        model=model, target="loihi", pipeline=pipeline.spec() if pipeline is not None else "",
+        options=dataclasses.asdict(opts), notes=getattr(ctx, "notes", None),
+        seconds=time.perf_counter() - t0)
+    report.update({
+        "lava_mode": opts.lava_mode,
+        "lava_tag": "fixed_pt" if fixed else "floating_pt",
+        "gpu_agreement": agreement,
+        "gpu_reference": "gpu loihi fixed-point mode" if fixed else "gpu float simulator",
+        "gpu_accuracy": float(ref.accuracy_by_timestep(ev.y)[-1]),
+        "gpu_spike_ratio": spike_ratio,  # total Lava spikes / total GPU spikes
+        "spike_exact": exact,
+        "spikes_mismatched": mismatched,
+        "lava_samples_per_second": run.samples_per_second,
+        "lava_ms_per_step": run.ms_per_step,
+        "lava_steps": run.steps,
+        "lava_processes": run.processes,
+        "lava_seconds": {"build": run.build_seconds, "compile": run.compile_seconds,
+                         "steps": run.run_seconds,
+                         "read_back": run.get_seconds, "stop": run.stop_seconds},
+        "resources": resources,
+        "fixed_point": {"input_frac_bits": net.plan.input_frac_bits,
+                        "input_clipped": getattr(net, "input_clipped", 0),
+                        "layers": net.plan.counts,
+                        "state_saturations": getattr(ref_net, "saturations", None)
+                        if fixed else None},
+    })
+    print_report(report)
+    exact_s = ("" if exact is None else
+               f", spike-exact vs GPU loihi mode: {'yes' if exact else f'NO ({mismatched})'}")
+    print(f"lava {report['lava_tag']}: agreement with {report['gpu_reference']} "
+          f"{agreement:.4f}, spikes ×{spike_ratio:.4f}{exact_s}; "
+          f"{run.samples_per_second:.2f} samples/s "
+          f"({run.ms_per_step:.1f} ms/step, {run.processes} processes)")
+    print(f"resources: {resources['neurons']} neurons, {resources['synapses']} synapses, "
+          f"~{resources['neuro_cores']} Loihi 2 neuro-cores (limits: "
+          f"{resources['limits']['neurons_per_core']} neurons, "
+          f"{resources['limits']['synapses_per_core']} synapses per core)")
+    plot_report(report, out_dir)
+    return report
