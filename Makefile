@@ -8,16 +8,19 @@ PYTHON310 ?= $(shell p=$$(pyenv prefix 3.10 2>/dev/null | head -1); \
 	elif command -v python3.10 >/dev/null 2>&1 && python3.10 -c '' 2>/dev/null; then command -v python3.10; \
 	fi)
 MODEL := examples/digits_cnn.onnx
+NETX_PKGS := lava-dl==0.6.0 'opencv-python-headless<4.12' torchvision==0.29.1
 
 .PHONY: venv demo test bench clean
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	@if [ -z "$(PYTHON310)" ]; then echo "error: Python 3.10 not found (pyenv install 3.10, or put python3.10 on PATH)" >&2; exit 2; fi
 	@test -x $(PY) || $(PYTHON310) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	# lava-dl's netx reader (for the netx export test): it pins torch<2.4, so without its deps
+	$(PY) -m pip install -q --no-deps $(NETX_PKGS)
 	@touch $@
 
 demo: venv
