@@ -68,7 +68,10 @@ class Neuron:
     v(t) = v(t-1) + I(t);  s(t) = 1 if v(t) >= θ_c else 0;  v(t) -= s(t)·θ_c  (model "if");
     v(0) = α·θ_c. The output sent downstream is θ_c·s(t). ``model`` selects the variant; each
     backend has one table entry per model name, not branches spread through the code.
-    ``members`` is the group size of group neurons (model "gn").
+    ``members`` is the group size of group neurons (model "gn"; ``threshold`` is then the
+    member threshold θ/M and s counts member spikes) and the window ρ of bistable neurons.
+    ``threshold`` is the value of one spike unit: the layer emits threshold·s (for
+    "sigma-delta": the delta threshold; s is graded). docs/neurons.md has every model.
     """
 
     model: str = "if"

@@ -67,7 +67,7 @@ def _path_source(g: Graph, name: str, join: str) -> tuple[str, str] | None:
 
 @register_pass("sync-shortcuts")
 def sync_shortcuts(graph: Graph, ctx: PassContext) -> Graph:
-    """BSNN synchronous neurons: delay residual shortcuts to the stage depth of the residual path."""
+    """BSNN synchronous neurons: delay residual shortcuts to the residual path's depth."""
     g = graph.copy()
     depth: dict[str, int] = {}
     inserted: list[str] = []

@@ -24,6 +24,7 @@ import json
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,8 @@ from snncompile.backends.gpu.lowerings import fanout, lower
 from snncompile.backends.gpu.neurons import SpikeFn, get_model, heaviside
 
 Tensor = torch.Tensor
+#: CPU: the largest (T·b, ...) value one simulated piece of a batch holds (GpuNetwork._chunks)
+CPU_CHUNK_BYTES = 16 * 2**20
 
 
 # ------------------------------------------------------------------------------ results
@@ -144,12 +147,21 @@ class SpikingNetwork(nn.Module):
                 self.neurons[name] = (model, float(op.neuron.alpha), int(op.neuron.members))
         if problems:
             raise CompileError("cannot compile for the gpu target", problems)
+        # index in ``order`` of each value's last reader: ``simulate`` drops a value after it
+        self.last_use = {i: k for k, n in enumerate(self.order) for i in self.inputs[n]}
 
     def theta(self, name: str) -> Tensor:
         return getattr(self, f"theta_{self.keys[name]}")
 
-    def simulate(self, x: Tensor, steps: int) -> tuple[Tensor, dict[str, Tensor]]:
-        """Returns (readout potentials (T, B, K), {spiking layer: s (T, B, *shape)})."""
+    def simulate(self, x: Tensor, steps: int, *,
+                 on_spikes: Callable[[str, Tensor], None] | None = None,
+                 ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Returns (readout potentials (T, B, K), {spiking layer: s (T, B, *shape)}).
+
+        With ``on_spikes``, each layer's s is handed to ``on_spikes(name, s)`` as soon as it is
+        computed and not kept (the dict comes back empty; without autograd s is then scaled to
+        θ·s in place): memory holds the live layers only, not every spike train at once.
+        """
         n_in = len(self.graph.shape(self.input_name)) + 1
         static = x.dim() == n_in
         batch = x.shape[0] if static else x.shape[1]
@@ -157,7 +169,7 @@ class SpikingNetwork(nn.Module):
         vals: dict[str, tuple[Tensor, bool]] = {
             self.input_name: (x, True) if static else (x.flatten(0, 1), False)}
         spikes: dict[str, Tensor] = {}
-        for name in self.order:
+        for k, name in enumerate(self.order):
             if name == self.input_name:
                 continue
             ins = [vals[i] for i in self.inputs[name]]
@@ -170,10 +182,19 @@ class SpikingNetwork(nn.Module):
                          else cur.reshape(steps, batch, *cur.shape[1:]))
                 theta = self.theta(name)
                 s = model.scan(cur_t, theta, alpha, members, self.spike)
-                spikes[name] = s
-                vals[name] = ((s * theta).flatten(0, 1), False)
+                del cur, cur_t
+                if on_spikes is None:
+                    spikes[name] = s
+                    emitted = s * theta
+                else:
+                    on_spikes(name, s)
+                    emitted = s * theta if torch.is_grad_enabled() else s.mul_(theta)
+                vals[name] = (emitted.flatten(0, 1), False)
             else:
                 vals[name] = (cur, all_static)
+            for i in self.inputs[name]:  # free what no later op reads
+                if self.last_use.get(i) == k and i != self.readout:
+                    vals.pop(i, None)
         out, st = vals[self.readout]
         if st:
             t = torch.arange(1, steps + 1, dtype=out.dtype, device=out.device)
@@ -217,6 +238,8 @@ class GpuNetwork:
         self.module = SpikingNetwork(self.graph, self.dtype).to(self.device)
         self.fanouts = {n: torch.as_tensor(fanout(self.graph, n)).to(self.device, torch.float64)
                         for n in self.module.neurons}
+        # units of the widest value, for the CPU chunk size
+        self.widest = max(int(np.prod(self.graph.shape(n))) for n, _ in self.graph.topo())
 
     @torch.no_grad()
     def run(self, x: np.ndarray, timesteps: int | None = None, *, record: bool = False,
@@ -243,24 +266,33 @@ class GpuNetwork:
                 p = xb.clamp(0.0, 1.0).unsqueeze(0).expand(steps, *xb.shape)
                 xb = (torch.rand(p.shape, generator=gen, device=self.device, dtype=self.dtype)
                       < p).to(self.dtype)
-            pot, spikes = self.module.simulate(xb, steps)
-            pot = pot.flatten(2)
-            preds.append(pot.argmax(-1).cpu().numpy())
-            outs.append(pot[-1].cpu().numpy())
-            if record:
-                pots.append(pot.cpu().numpy())
-            total = torch.zeros(pot.shape[1], dtype=torch.float64, device=self.device)
-            for name, s in spikes.items():
-                model = self.module.neurons[name][0]
-                # (B, *shape) messages per unit: |s| (GN member spikes, signed spikes), or one
-                # per nonzero graded delta (sigma-delta); SOPs = messages × fan-out
-                per_unit = model.events(s).sum(0, dtype=torch.float64)
-                counts[name].append(per_unit.flatten(1).sum(1).cpu().numpy())
-                total += (per_unit * self.fanouts[name]).flatten(1).sum(1)
+            for xc in self._chunks(xb, steps):
+                per_unit: dict[str, Tensor] = {}
+
+                def consume(name: str, s: Tensor) -> None:
+                    model = self.module.neurons[name][0]
+                    # (B, *shape) messages per unit: |s| (GN member spikes, signed spikes), or
+                    # one per nonzero graded delta (sigma-delta); SOPs = messages × fan-out.
+                    # The sums are small integers, exact in s's dtype (float32: up to 2^24).
+                    # |s| = s needs no (T, B, ...) temporary when no spike is negative
+                    nonneg = model.events is torch.abs and bool(s.min() >= 0)
+                    ev = s if nonneg else model.events(s)
+                    per_unit[name] = ev.sum(0).to(torch.float64)
+                    if record:
+                        trains[name].append(s.to(torch.int8 if model.integer else torch.float32)
+                                            .cpu().numpy())
+
+                pot, _ = self.module.simulate(xc, steps, on_spikes=consume)
+                pot = pot.flatten(2)
+                preds.append(pot.argmax(-1).cpu().numpy())
+                outs.append(pot[-1].cpu().numpy())
                 if record:
-                    trains[name].append(s.to(torch.int8 if model.integer else torch.float32)
-                                        .cpu().numpy())
-            syn.append(total.cpu().numpy())
+                    pots.append(pot.cpu().numpy())
+                total = torch.zeros(pot.shape[1], dtype=torch.float64, device=self.device)
+                for name, pu in per_unit.items():
+                    counts[name].append(pu.flatten(1).sum(1).cpu().numpy())
+                    total += (pu * self.fanouts[name]).flatten(1).sum(1)
+                syn.append(total.cpu().numpy())
             bar.update(1)
         bar.close()
         return SimResult(
@@ -272,6 +304,19 @@ class GpuNetwork:
             spike_trains={n: np.concatenate(v, axis=1) for n, v in trains.items()} if record
             else None,
             potentials=np.concatenate(pots, axis=1) if record else None)
+
+    def _chunks(self, xb: Tensor, steps: int) -> list[Tensor]:
+        """Split a batch (direct: (B, ...); spike train: (T, B, ...)) into the pieces simulated
+        at once. CUDA: the whole batch. CPU: pieces whose widest (T·b, ...) value stays within
+        ``CPU_CHUNK_BYTES``, so that the allocator reuses freed memory instead of mapping fresh
+        pages for every op (page faults cost more than the arithmetic) and the scans work in
+        cache. Samples are independent, so the results do not depend on the split."""
+        axis = 0 if xb.dim() == len(self.graph.shape(self.graph.input_name)) + 1 else 1
+        if self.device.type != "cpu":
+            return [xb]
+        per_sample = steps * self.widest * torch.finfo(self.dtype).bits // 8
+        size = max(1, CPU_CHUNK_BYTES // max(per_sample, 1))
+        return list(torch.split(xb, size, dim=axis))
 
     def save(self, directory: str | Path) -> None:
         """Write the spiking IR (ir.json + ir.npz) and gpu.json (how to rebuild this network)."""

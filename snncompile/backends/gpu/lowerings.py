@@ -85,6 +85,10 @@ class ConvLowering(_Op):
 
     def forward(self, xs: list[Tensor], steps: int | None) -> Tensor:
         op = self.op
+        t, l, b, r = op.padding
+        if t == b and l == r:  # the conv pads itself: no padded copy of the (T·B, ...) input
+            return F.conv2d(xs[0], self.weight, self.bias, op.stride, (t, l), op.dilation,
+                            op.groups)
         return F.conv2d(pad2d(xs[0], op.padding), self.weight, self.bias, op.stride, 0,
                         op.dilation, op.groups)
 
@@ -207,6 +211,7 @@ def _count_kernel(op: Node, xs: list[Tensor], mask: Tensor | None) -> Tensor:
     return out  # Add, ReLU, Identity, BatchNorm, Output: one-to-one
 
 
+@torch.enable_grad()  # computed as a gradient: must work when compiled under torch.no_grad
 def fanout(graph, name: str) -> np.ndarray:  # noqa: ANN001 (Graph; avoid an import cycle)
     """Synapses driven by each unit of spiking layer ``name`` (array of its output shape).
 

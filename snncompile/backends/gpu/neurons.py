@@ -57,11 +57,9 @@ def scan_if(current: Tensor, theta: Tensor, alpha: float, members: int = 1,
     v = (alpha * theta).expand_as(current[0]).clone()
     if not torch.is_grad_enabled() and spike is heaviside:
         out = torch.empty_like(current)
-        fired = torch.empty(v.shape, dtype=torch.bool, device=v.device)
         for t in range(steps):
             v.add_(current[t])
-            torch.ge(v, theta, out=fired)
-            out[t].copy_(fired)
+            torch.ge(v, theta, out=out[t])  # 1.0 / 0.0 straight into s(t): no bool temporary
             v.addcmul_(out[t], theta, value=-1.0)
         return out
     spikes = []
@@ -96,6 +94,26 @@ def scan_signed_if(current: Tensor, theta: Tensor, alpha: float, members: int = 
     and the net spike count so far is positive. s ∈ {-1, 0, 1}."""
     v = (alpha * theta).expand_as(current[0]).clone()
     n = torch.zeros_like(v)
+    if not torch.is_grad_enabled() and spike is heaviside:  # in place, no per-step allocation
+        out = torch.empty_like(current)
+        fired = torch.empty(v.shape, dtype=torch.bool, device=v.device)
+        pos = torch.empty(v.shape, dtype=torch.bool, device=v.device)
+        neg = torch.empty_like(v)
+        low = -SIGNED_EPS * theta
+        for t in range(current.shape[0]):
+            v.add_(current[t])
+            torch.ge(v, theta, out=fired)
+            out[t].copy_(fired)
+            v.addcmul_(out[t], theta, value=-1.0)
+            n.add_(out[t])
+            torch.le(v, low, out=fired)
+            torch.gt(n, 0, out=pos)
+            fired.logical_and_(pos)
+            neg.copy_(fired)
+            v.addcmul_(neg, theta)
+            n.sub_(neg)
+            out[t].sub_(neg)
+        return out
     spikes = []
     for t in range(current.shape[0]):
         v = v + current[t]
@@ -114,6 +132,19 @@ def scan_gn(current: Tensor, theta: Tensor, alpha: float, members: int = 1,
     """Group Neuron (M members, shared membrane, θ = member threshold): v += I;
     s = Σ_{k=1..M} [v ≥ k·θ]; v -= s·θ; v(0) = α·θ. s ∈ {0..M}."""
     v = (alpha * theta).expand_as(current[0]).clone()
+    if not torch.is_grad_enabled() and spike is heaviside:  # in place, no per-step allocation
+        out = torch.empty_like(current)
+        fired = torch.empty(v.shape, dtype=torch.bool, device=v.device)
+        levels = [k * theta for k in range(1, members + 1)]
+        for t in range(current.shape[0]):
+            v.add_(current[t])
+            torch.ge(v, levels[0], out=fired)
+            out[t].copy_(fired)
+            for lv in levels[1:]:
+                torch.ge(v, lv, out=fired)
+                out[t].add_(fired)
+            v.addcmul_(out[t], theta, value=-1.0)
+        return out
     spikes = []
     for t in range(current.shape[0]):
         v = v + current[t]
@@ -150,6 +181,17 @@ def scan_sigma_delta(current: Tensor, theta: Tensor, alpha: float, members: int 
     """Sigma-delta (lava.proc.sdn): act = ReLU(I); δ = act − S; send δ when |δ| ≥ θ (S += δ).
     Returns s = S/θ: the layer emits θ·s = S, the reconstructed activation."""
     sent = torch.zeros_like(current[0])
+    if not torch.is_grad_enabled():  # in place, no per-step allocation
+        res = torch.empty_like(current)
+        delta = torch.empty_like(sent)
+        fire = torch.empty(sent.shape, dtype=torch.bool, device=sent.device)
+        for t in range(current.shape[0]):
+            torch.clamp(current[t], min=0.0, out=delta)
+            delta.sub_(sent)
+            torch.ge(delta.abs(), theta, out=fire)
+            sent.add_(delta.mul_(fire))
+            torch.div(sent, theta, out=res[t])
+        return res
     out = []
     for t in range(current.shape[0]):
         delta = torch.relu(current[t]) - sent
