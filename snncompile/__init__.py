@@ -28,12 +28,14 @@ from snncompile.ir import CompileError, Diagnostic, Graph, PassError, load, save
 from snncompile.options import FRONT as DEFAULT_FRONT
 from snncompile.options import CompileOptions, default_pipeline
 from snncompile.passes import PassContext, PassManager, get_pass, register_pass, registered
+from snncompile import finetune  # callable: snncompile.finetune(ir, data, method=...) -> IR
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CompileError", "CompileOptions", "DEFAULT_FRONT", "Diagnostic", "Graph", "PassContext",
-    "PassError", "PassManager", "compile", "convert", "evaluate_target", "get_pass", "load",
+    "PassError", "PassManager", "compile", "convert", "evaluate_target", "finetune", "get_pass",
+    "load",
     "load_onnx", "pipeline_for", "register_pass", "registered", "save", "verify",
 ]
 

@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     pm.add_argument("--list-passes", action="store_true", help="list registered passes and exit")
     pm.add_argument("--dump-ir-after", action="append", default=[], metavar="PASS",
                     help="write the IR after PASS (or 'all') under OUT/ir-after/")
+    from snncompile.finetune.cli import add_arguments as _finetune_arguments
+
+    _finetune_arguments(p)
     p.add_argument("--check", action="store_true",
                    help="compare the IR's ANN mode with onnxruntime and exit (1 if it fails)")
     p.add_argument("--data", type=Path, default=None, help="input .npz for --check")
@@ -171,6 +174,11 @@ def run(a: argparse.Namespace) -> int:
         ctx = passes.PassContext(calibration=None if calib is None else calib.x,
                                  labels=None if calib is None else calib.y, seed=opts.seed)
         snn = pm.run(graph, ctx)
+        finetune_info = None
+        if a.finetune:
+            from snncompile.finetune.cli import run_finetune
+
+            snn, finetune_info = run_finetune(a, opts, snn, ev, out.tmp, out.final)
         save(snn, out.tmp)
         if a.target == "ir":
             print(snn.summary())
@@ -179,6 +187,8 @@ def run(a: argparse.Namespace) -> int:
             report = snncompile.evaluate_target(a.target, snn, graph, ev, opts, out.tmp,
                                                 model=str(model), pipeline=pm, ctx=ctx)
         if report is not None:
+            if finetune_info is not None:
+                report["finetune"] = finetune_info
             report["seconds_total"] = time.perf_counter() - t0
             text = json.dumps(report, indent=1, default=_jsonable) + "\n"
             (out.tmp / "report.json").write_text(text)

@@ -1,0 +1,201 @@
+"""Post-conversion training of the converted SNN (issue 6): the ANN teaches its own SNN.
+
+Python API (``snncompile.finetune`` is this module, and calling it calls ``finetune``)::
+
+    import snncompile
+    from snncompile.tools import data
+
+    snn, _, _ = snncompile.convert("model.onnx", calibration=data.digits("train"))
+    tuned = snncompile.finetune(snn, data.digits("train"), method="distill", epochs=5,
+                                timesteps=4)               # a new IR; ``snn`` is unchanged
+
+Methods (``METHODS``, a plain dict: name -> callable ``(ir, TrainData, FinetuneConfig) ->
+FinetuneResult``; other modules may add entries):
+
+- ``distill``: LaSNN layer-wise ANN→SNN distillation (attention-map or rate matching per layer
+  from the input side), then output KD (``finetune.distill``). Labels optional.
+- ``temporal-consistency``: per-timestep CE + consistency of the timesteps' output
+  distributions (``finetune.temporal``). Needs labels.
+
+A method spec may carry options, ``distill{layer_loss=rate,tau=2}``, and methods chain with
+``+``: ``distill+temporal-consistency`` runs distill, then temporal-consistency on its result
+(each for ``epochs`` epochs, the original IR staying the teacher). Training happens in the
+simulator's differentiable mode (``finetune.differentiable``: surrogate gradients, backprop
+through T steps, weights, biases and thresholds trainable, the converted neuron model kept);
+the result is written back into the IR (quantized layers re-quantized on their own grid).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+import types
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from snncompile.finetune.training import (
+    FinetuneConfig,
+    FinetuneResult,
+    TrainData,
+    as_data,
+)
+from snncompile.ir.diagnostics import CompileError, Diagnostic
+from snncompile.ir.graph import Graph
+
+__all__ = ["METHODS", "DistillOptions", "FinetuneConfig", "FinetuneResult", "TemporalOptions",
+           "TrainData", "finetune", "parse_method", "train"]
+
+Method = Callable[[Graph, TrainData, FinetuneConfig], FinetuneResult]
+
+
+def distill(ir: Graph, data: TrainData, config: FinetuneConfig) -> FinetuneResult:
+    """LaSNN layer-wise distillation + output KD (``snncompile.finetune.distill``)."""
+    from snncompile.finetune.distill import distill as run
+
+    return run(ir, data, config)
+
+
+def temporal_consistency(ir: Graph, data: TrainData, config: FinetuneConfig) -> FinetuneResult:
+    """Per-timestep CE + temporal consistency (``snncompile.finetune.temporal``)."""
+    from snncompile.finetune.temporal import temporal_consistency as run
+
+    return run(ir, data, config)
+
+
+#: method name -> ``fn(ir, data, config) -> FinetuneResult`` (a plain dict: register by assignment).
+#: The methods import the simulator on first use, so that the CLI's flags cost nothing.
+METHODS: dict[str, Method] = {
+    "distill": distill,
+    "temporal-consistency": temporal_consistency,
+}
+
+
+def _layerwise(ir: Graph, data: TrainData, config: FinetuneConfig) -> FinetuneResult:
+    """Fast-SNN layer-wise fine-tuning (``snncompile.finetune.layerwise``)."""
+    from snncompile.finetune.layerwise import layerwise as run
+
+    return run(ir, data, config)
+
+
+METHODS["layerwise"] = _layerwise
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DistillOptions":
+        from snncompile.finetune.distill import DistillOptions
+
+        return DistillOptions
+    if name == "TemporalOptions":
+        from snncompile.finetune.temporal import TemporalOptions
+
+        return TemporalOptions
+    raise AttributeError(name)
+
+
+_SPEC = re.compile(r"^\s*([A-Za-z0-9_\-]+)\s*(?:\{(.*)\})?\s*$")
+
+
+def parse_method(spec: str) -> list[tuple[str, dict[str, str]]]:
+    """``"distill{tau=2}+temporal-consistency"`` -> [("distill", {"tau": "2"}),
+    ("temporal-consistency", {})]; unknown names are a CompileError listing the methods."""
+    from snncompile.passes.registry import split_pipeline
+
+    parts, depth, cur = [], 0, ""
+    for ch in spec:
+        depth += ch == "{"
+        depth -= ch == "}"
+        if ch == "+" and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    out = []
+    for part in parts:
+        m = _SPEC.match(part)
+        if not m:
+            raise CompileError("bad fine-tuning method", [Diagnostic(
+                repr(part), hint="NAME, NAME{key=value,...} or A+B")])
+        name = m.group(1).replace("_", "-")
+        if name not in METHODS:
+            raise CompileError("unknown fine-tuning method", [Diagnostic(
+                repr(m.group(1)), hint=f"methods: {', '.join(METHODS)}")])
+        opts: dict[str, str] = {}
+        for item in split_pipeline(m.group(2) or ""):
+            if "=" not in item:
+                raise CompileError("bad fine-tuning option", [Diagnostic(
+                    f"{name}{{{item}}}: expected key=value")])
+            k, v = item.split("=", 1)
+            opts[k.strip()] = v.strip()
+        out.append((name, opts))
+    return out
+
+
+def train(ir: Graph, data: Any, method: str = "distill", *, epochs: int = 5, lr: float = 1e-3,
+          timesteps: int = 4, seed: int = 0, out_dir: str | Path | None = None,
+          progress: bool = True, options: Mapping[str, Any] | None = None,
+          config: FinetuneConfig | None = None) -> list[FinetuneResult]:
+    """Like ``finetune`` but returns every step's ``FinetuneResult`` (history, timings, memory);
+    the last one's ``.graph`` is the tuned IR. ``options`` apply to a single method (a spec's
+    ``{...}`` options are merged over them); ``config`` overrides the keyword hyper-parameters."""
+    steps = parse_method(method)
+    if options and len(steps) > 1:
+        raise CompileError("bad fine-tuning option", [Diagnostic(
+            "options= applies to one method; put per-method options in the spec",
+            hint="'distill{tau=2}+temporal-consistency{lam=0.5}'")])
+    base = config or FinetuneConfig(epochs=epochs, lr=lr, timesteps=timesteps, seed=seed,
+                                    out_dir=Path(out_dir) if out_dir is not None else None,
+                                    progress=progress)
+    if base.teacher is None:
+        base = dataclasses.replace(base, teacher=ir)  # the untouched IR teaches every step
+    td = as_data(data)
+    results: list[FinetuneResult] = []
+    graph = ir
+    for i, (name, opts) in enumerate(steps):
+        merged = {**(options or {}), **opts}
+        sub = base.out_dir / f"{i}-{name}" if base.out_dir is not None else None
+        cfg = dataclasses.replace(base, options=merged, out_dir=sub)
+        res = METHODS[name](graph, td, cfg)
+        results.append(res)
+        graph = res.graph
+    return results
+
+
+def finetune(ir: Graph, data: Any, method: str = "distill", *, epochs: int = 5, lr: float = 1e-3,
+             timesteps: int = 4, seed: int = 0, out_dir: str | Path | None = None,
+             progress: bool = True, options: Mapping[str, Any] | None = None) -> Graph:
+    """Train the converted SNN ``ir`` on ``data`` with ``method``; returns a new IR.
+
+    Args:
+        ir: a spiking IR (after conversion); never modified.
+        data: ``tools.data.Dataset``, ``(x, y)``, ``x`` or an .npz path; ``y`` optional for
+            ``distill``, required for ``temporal-consistency``.
+        method: a name from ``METHODS``, with ``{key=value}`` options, chained with ``+``.
+        epochs: epochs of each method's main stage (distill adds ``layer_epochs`` per layer).
+        lr: Adam learning rate.
+        timesteps: the T trained for.
+        seed: batch order (and Poisson input) seed; a run is reproducible.
+        out_dir: where checkpoints go (``<out_dir>/<i>-<method>/checkpoint.pt``); a second call
+            with the same arguments resumes there (and more epochs extend the run).
+        progress: a tqdm bar with the running loss, and one line per epoch.
+        options: the method's options as typed values (``DistillOptions``/``TemporalOptions``).
+    """
+    return train(ir, data, method, epochs=epochs, lr=lr, timesteps=timesteps, seed=seed,
+                 out_dir=out_dir, progress=progress, options=options)[-1].graph
+
+
+class _CallableModule(types.ModuleType):
+    """``snncompile.finetune(...)`` calls ``finetune``, while ``snncompile.finetune`` stays the
+    package (its submodules import as usual)."""
+
+    def __call__(self, ir: Graph, data: Any, method: str = "distill", *, epochs: int = 5,
+                 lr: float = 1e-3, timesteps: int = 4, seed: int = 0,
+                 out_dir: str | Path | None = None, progress: bool = True,
+                 options: Mapping[str, Any] | None = None) -> Graph:
+        return finetune(ir, data, method, epochs=epochs, lr=lr, timesteps=timesteps, seed=seed,
+                        out_dir=out_dir, progress=progress, options=options)
+
+
+sys.modules[__name__].__class__ = _CallableModule

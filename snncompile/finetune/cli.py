@@ -1,0 +1,105 @@
+"""The ``--finetune`` flags of ``snn-compile`` and what the CLI runs for them.
+
+``add_arguments(parser)`` adds the option group; ``run_finetune(args, opts, snn, ev, out_tmp,
+out_final)`` trains the converted IR after the pass pipeline and returns (tuned IR, the
+report's ``finetune`` entry). Data: the whole calibration set (``--calibration`` file or the
+digits training split; ``--finetune-samples`` caps it), not only the ``--calibration-samples``
+used for threshold balancing. Checkpoints go to ``OUT/finetune/`` with the rest of the output
+(the CLI writes into a temporary directory and moves it into ``--out`` only on success); a
+later run with the same ``--out`` and arguments resumes from them, so ``--finetune-epochs 10``
+after a 5-epoch run trains 5 more epochs. The report entry also has the gpu simulator's
+accuracy by timestep on the evaluation data before and after fine-tuning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from snncompile.ir.diagnostics import CompileError, Diagnostic
+from snncompile.ir.graph import Graph
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from snncompile.finetune import METHODS
+
+    g = p.add_argument_group("fine-tuning (post-conversion training, issue 6)")
+    g.add_argument("--finetune", default=None, metavar="METHOD",
+                   help=f"train the converted SNN with the ANN as teacher ({', '.join(METHODS)}); "
+                        "chain with +, e.g. distill+temporal-consistency; options as "
+                        "distill{layer_loss=rate}")
+    g.add_argument("--finetune-epochs", type=int, default=5, help="epochs per method (default 5)")
+    g.add_argument("--finetune-lr", type=float, default=1e-3, help="Adam learning rate")
+    g.add_argument("--finetune-timesteps", type=int, default=None,
+                   help="the T trained for (default: --timesteps)")
+    g.add_argument("--finetune-batch-size", type=int, default=64)
+    g.add_argument("--finetune-samples", type=int, default=None,
+                   help="use at most this many calibration samples (default: all)")
+    g.add_argument("--finetune-surrogate", choices=("triangle", "rectangle", "sigmoid"),
+                   default="triangle", help="surrogate gradient of the spike")
+
+
+def _training_data(a: argparse.Namespace, seed: int) -> Any:
+    from snncompile.tools import data
+
+    if a.dataset == "digits":
+        ds = data.digits("train", seed=seed)
+    elif a.calibration is not None:
+        ds = data.load_npz(a.calibration)
+    elif a.eval is not None:
+        raise CompileError("no fine-tuning data", [Diagnostic(
+            "--finetune trains on the calibration data; it never trains on --eval",
+            hint="give --calibration C.npz")])
+    else:
+        raise CompileError("no fine-tuning data", [Diagnostic(
+            "--finetune needs --calibration C.npz or --dataset digits")])
+    return ds.take(a.finetune_samples)
+
+
+def _accuracy(graph: Graph, ev: Any, opts: Any, steps: int) -> dict[str, float]:
+    from snncompile.backends.gpu import compile as gpu_compile
+
+    res = gpu_compile(graph, opts).run(ev.x, steps, progress=False)
+    return {str(t + 1): float(a) for t, a in enumerate(res.accuracy_by_timestep(ev.y))}
+
+
+def run_finetune(a: argparse.Namespace, opts: Any, snn: Graph, ev: Any, out_tmp: Path,
+                 out_final: Path) -> tuple[Graph, dict[str, Any]]:
+    """Fine-tune ``snn`` as the flags say; checkpoints under ``out_tmp/finetune``."""
+    from snncompile.finetune import FinetuneConfig, parse_method, train
+
+    parse_method(a.finetune)  # bad names fail before any data is read
+    steps = a.finetune_timesteps or opts.timesteps
+    ds = _training_data(a, opts.seed)
+    ck = out_tmp / "finetune"
+    prev = out_final / "finetune"
+    if prev.is_dir():  # resume: start from the previous run's checkpoints
+        shutil.copytree(prev, ck, dirs_exist_ok=True)
+    cfg = FinetuneConfig(epochs=a.finetune_epochs, lr=a.finetune_lr, timesteps=steps,
+                         seed=opts.seed, batch_size=a.finetune_batch_size,
+                         surrogate=a.finetune_surrogate, encoding=opts.encoding,
+                         device=opts.device, out_dir=ck, progress=sys.stderr.isatty())
+    t0 = time.perf_counter()
+    results = train(snn, ds, a.finetune, config=cfg)
+    tuned = results[-1].graph
+    for r in results:  # name the checkpoint where it will be, not the temporary directory
+        if r.resumed_from is not None:
+            r.resumed_from = r.resumed_from.replace(str(out_tmp), str(out_final))
+    info: dict[str, Any] = {
+        "method": a.finetune, "epochs": a.finetune_epochs, "lr": a.finetune_lr,
+        "timesteps": steps, "samples": len(ds), "labels": ds.y is not None,
+        "seconds": time.perf_counter() - t0, "steps": [r.summary() for r in results]}
+    if ev is not None and ev.y is not None:
+        before = _accuracy(snn, ev, opts, max(steps, opts.timesteps))
+        after = _accuracy(tuned, ev, opts, max(steps, opts.timesteps))
+        info["accuracy_before"], info["accuracy_after"] = before, after
+        t = str(steps)
+        print(f"fine-tuning ({a.finetune}, {a.finetune_epochs} epochs at T={steps}, "
+              f"{len(ds)} samples, {info['seconds']:.1f} s): accuracy at T={steps} "
+              f"{before[t]:.4f} -> {after[t]:.4f} ({after[t] - before[t]:+.4f})")
+    return tuned, info
+

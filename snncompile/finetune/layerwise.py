@@ -1,0 +1,198 @@
+"""``layerwise``: Fast-SNN's layer-wise fine-tuning (Hu et al.; ``snn_ft.py`` of
+yangfan-hu/Fast-SNN, read for the procedure; our own code).
+
+The converted SNN's error accumulates with depth: layer l sees the *spiking* rates of layer
+l−1, not the ANN's activations, and so drifts further from the ANN at every layer. Fast-SNN
+tunes the layers one at a time, from the input side, so that each layer's SNN output rate
+matches the ANN activation given the SNN input it really receives:
+
+    for each weighted spiking layer l (Conv2d / Dense with a neuron), in topological order:
+        r_in  = mean_t of the current input of l in the SNN (time-averaged, T steps)
+        r_out = θ_l · mean_t s_l(t)                       (the SNN's output rate)
+        y     = clip(W_l ⋆ r_in + b_l, 0, θ_l)            (the layer's ANN function on r_in)
+        ŷ     = y + (r_out − y).detach()                  (value: the SNN's rate; gradient: y's)
+        loss  = mean (ŷ − a_l)²,  a_l = the ANN activation of l on the same images
+        update W_l, b_l (Adam); write them into the simulator; next batch runs the new weights
+    keep the layer's new weights only if its rate error on the data went down.
+
+Thresholds stay fixed (Fast-SNN does not tune its scale factor). Quantized layers are
+re-quantized on their own grid. The per-layer rate error (MSE between the SNN rate and the ANN
+activation, on the data, at T) before and after is in the result's history (``error_tuned``:
+what tuning reached; ``error_after``: the final one, = before when reverted). Options:
+``layerwise{epochs_per_layer=2}``; ``epochs`` of the config is used when not given.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from snncompile.finetune.training import (
+    FinetuneConfig,
+    FinetuneResult,
+    TrainData,
+    parse_options,
+    resolve_device,
+)
+from snncompile.ir.diagnostics import CompileError, Diagnostic
+from snncompile.ir.execute import pad2d, record_activations
+from snncompile.ir.graph import Graph
+from snncompile.ir.nodes import Conv2d, Dense, QuantSpec
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class LayerwiseOptions:
+    """Options of ``layerwise``."""
+
+    epochs_per_layer: int = 0  # 0: the config's ``epochs``
+
+
+def _requantize(w: np.ndarray, q: QuantSpec) -> np.ndarray:
+    scale = np.asarray(q.scale, np.float64).reshape((-1,) + (1,) * (w.ndim - 1))
+    lim = 2 ** (q.bits - 1) - 1
+    return np.clip(np.rint(w / scale), -lim, lim) * scale
+
+
+class _Probe:
+    """Captures the input value of one lowered op during ``SpikingNetwork.simulate``."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.value: Tensor | None = None
+        self.handle = module.register_forward_pre_hook(self._hook)
+
+    def _hook(self, mod: torch.nn.Module, args: tuple[Any, ...]) -> None:
+        self.value = args[0][0]
+
+
+def _rates(net: Any, name: str, x: Tensor, steps: int) -> tuple[Tensor, Tensor]:
+    """(time-averaged input of layer ``name``, its time-averaged output θ·s) on batch x."""
+    mod = net.module.ops[net.module.keys[name]]
+    probe = _Probe(mod)
+    try:
+        _, spikes = net.module.simulate(x, steps)
+    finally:
+        probe.handle.remove()
+    v = probe.value
+    assert v is not None
+    if v.shape[0] != x.shape[0]:  # dynamic (T·B, ...): average over T
+        v = v.reshape(steps, x.shape[0], *v.shape[1:]).mean(0)
+    theta = net.module.theta(name)
+    out = spikes[name].mean(0) * theta
+    return v, out
+
+
+def _ann_fn(op: Conv2d | Dense, w: Tensor, b: Tensor | None, r_in: Tensor) -> Tensor:
+    if isinstance(op, Conv2d):
+        return F.conv2d(pad2d(r_in, op.padding), w, b, op.stride, 0, op.dilation, op.groups)
+    return F.linear(r_in, w, b)
+
+
+def layerwise(ir: Graph, data: TrainData, config: FinetuneConfig) -> FinetuneResult:
+    """Fast-SNN layer-wise fine-tuning (see the module docstring)."""
+    from snncompile.backends.gpu import compile as gpu_compile
+    from snncompile.options import CompileOptions
+
+    opts: LayerwiseOptions = parse_options(LayerwiseOptions, config.options, "layerwise")
+    epochs = opts.epochs_per_layer or config.epochs
+    t0 = time.perf_counter()
+    device = resolve_device(config.device)
+    steps = config.timesteps
+    teacher = config.teacher if config.teacher is not None else ir
+    layers = [n for n, op in ir.topo() if isinstance(op, (Conv2d, Dense))
+              and op.neuron is not None]
+    if not layers:
+        raise CompileError("nothing to fine-tune", [Diagnostic(
+            "layerwise: the IR has no spiking Conv2d/Dense layer", hint="convert it first")])
+    missing = [n for n in layers if n not in teacher]
+    if missing:
+        raise CompileError("the teacher does not match the IR", [Diagnostic(
+            f"layerwise: layers {', '.join(missing)} are not in the teacher graph")])
+    acts = record_activations(teacher, data.x)
+    x_all = torch.from_numpy(np.ascontiguousarray(data.x)).float()
+    gen = torch.Generator().manual_seed(config.seed)
+    g = ir.copy()
+    net = gpu_compile(g, CompileOptions(device=str(device.type), batch_size=config.batch_size))
+    history: list[dict[str, Any]] = []
+
+    def layer_error(name: str) -> float:
+        total, n = 0.0, 0
+        with torch.no_grad():
+            for i in range(0, len(x_all), config.chunk_size):
+                xb = x_all[i:i + config.chunk_size].to(device)
+                _, out = _rates(net, name, xb, steps)
+                a = torch.from_numpy(acts[name][i:i + config.chunk_size]).to(out)
+                total += float(((out - a) ** 2).sum())
+                n += out.numel()
+        return total / max(n, 1)
+
+    for name in layers:
+        op = g.op(name)
+        assert isinstance(op, (Conv2d, Dense))
+        mod = net.module.ops[net.module.keys[name]]
+        before = layer_error(name)
+        saved = (mod.weight.detach().clone(),
+                 None if mod.bias is None else mod.bias.detach().clone())
+        w = torch.nn.Parameter(mod.weight.detach().clone())
+        b = torch.nn.Parameter(mod.bias.detach().clone()) if mod.bias is not None else None
+        params = [w] + ([b] if b is not None else [])
+        opt = torch.optim.Adam(params, lr=config.lr)
+        theta = net.module.theta(name)
+        losses = []
+        for _ in range(epochs):
+            perm = torch.randperm(len(x_all), generator=gen)
+            for i in range(0, len(x_all), config.batch_size):
+                idx = perm[i:i + config.batch_size]
+                xb = x_all[idx].to(device)
+                with torch.no_grad():
+                    r_in, r_out = _rates(net, name, xb, steps)
+                y = torch.minimum(torch.relu(_ann_fn(op, w, b, r_in)), theta)
+                y_hat = y + (r_out - y).detach()
+                a = torch.from_numpy(acts[name][idx.numpy()]).to(y)
+                loss = F.mse_loss(y_hat, a)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                with torch.no_grad():
+                    mod.weight.copy_(w)
+                    if b is not None:
+                        mod.bias.copy_(b)
+                losses.append(float(loss.detach()))
+        after = layer_error(name)
+        kept = after < before
+        if kept:
+            weight = w.detach().cpu().double().numpy()
+            if op.quant is not None:
+                weight = _requantize(weight, op.quant)
+                with torch.no_grad():
+                    mod.weight.copy_(torch.from_numpy(weight).to(mod.weight))
+            changes: dict[str, Any] = {"weight": weight.astype(op.weight.dtype)}
+            if b is not None:
+                changes["bias"] = b.detach().cpu().double().numpy().astype(op.bias.dtype)
+            g.replace(name, **changes)
+            after = layer_error(name) if op.quant is not None else after
+        else:
+            with torch.no_grad():
+                mod.weight.copy_(saved[0])
+                if saved[1] is not None:
+                    mod.bias.copy_(saved[1])
+        tuned = after
+        if not kept:
+            after = before
+        history.append({"layer": name, "error_before": before, "error_tuned": tuned,
+                        "error_after": after, "kept": kept,
+                        "loss_first": losses[0] if losses else None,
+                        "loss_last": losses[-1] if losses else None, "batch_losses": losses})
+        if config.progress:
+            print(f"layerwise {name}: rate error {before:.4g} -> {tuned:.4g} "
+                  f"({'kept' if kept else 'reverted'})")
+    return FinetuneResult(graph=g, method="layerwise", history=history,
+                          seconds=time.perf_counter() - t0)
+
+

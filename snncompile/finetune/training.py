@@ -1,0 +1,351 @@
+"""The training loop shared by every fine-tuning method: stages, chunked backprop, checkpoints.
+
+A method builds a ``DifferentiableSNN`` and a list of ``Stage``s (a name, a number of epochs, the
+parameters it trains, and a loss over a ``StepOutputs``); ``run_stages`` trains them in order:
+
+- every epoch visits the data in a seeded random order (the order depends only on the seed,
+  the stage and the epoch, so a resumed run sees the same batches as an uninterrupted one);
+- a batch of ``batch_size`` samples runs in chunks of at most ``chunk_size`` samples, each
+  forward + backward through all T steps on its own, the gradients summed (each chunk's mean
+  loss weighted by its share of the batch), then one Adam step: peak memory is that of one
+  chunk, whatever the batch size;
+- thresholds are projected back to θ > 0 after every step;
+- after every epoch the trainable tensors, the optimiser state and the loss history go to
+  ``out_dir/checkpoint.pt`` (written to a temporary file, then renamed). A later call with the
+  same method, options, hyper-parameters, IR and data (the *fingerprint*; the epoch count is not
+  part of it) resumes after the last finished epoch, so asking for more epochs continues a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+import time
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from snncompile.ir.diagnostics import CompileError, Diagnostic
+from snncompile.ir.execute import check_input, run_ann_torch
+from snncompile.ir.graph import Graph
+
+Tensor = torch.Tensor
+
+
+# ------------------------------------------------------------------------------ inputs
+@dataclass(frozen=True)
+class TrainData:
+    """Training samples: ``x`` (N, *input shape) float32, ``y`` (N,) int64 or None."""
+
+    x: np.ndarray
+    y: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+def as_data(data: Any) -> TrainData:
+    """``TrainData`` from a ``tools.data.Dataset``, an ``(x, y)`` pair, an ``x`` array or a path to
+    an .npz file (x, optional y)."""
+    if isinstance(data, TrainData):
+        return data
+    if isinstance(data, (str, Path)):
+        from snncompile.tools.data import load_npz
+
+        data = load_npz(data)
+    if hasattr(data, "x") and hasattr(data, "y"):
+        x, y = data.x, data.y
+    elif isinstance(data, tuple) and len(data) == 2:
+        x, y = data
+    else:
+        x, y = data, None
+    x = np.ascontiguousarray(np.asarray(x, np.float32))
+    if y is not None:
+        y = np.asarray(y).astype(np.int64)
+        if y.shape != (len(x),):
+            raise CompileError("bad fine-tuning data", [Diagnostic(
+                f"labels have shape {y.shape}, expected ({len(x)},)")])
+    if len(x) == 0:
+        raise CompileError("bad fine-tuning data", [Diagnostic("no samples")])
+    return TrainData(x, y)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FinetuneConfig:
+    """Hyper-parameters common to all methods; ``options`` holds the method's own options
+    (strings from the command line or typed values from Python; each method parses them)."""
+
+    epochs: int = 5
+    lr: float = 1e-3
+    timesteps: int = 4  # the T trained for
+    seed: int = 0
+    batch_size: int = 64
+    chunk_size: int = 128  # at most this many samples per forward/backward (memory bound)
+    surrogate: str = "triangle"
+    encoding: str = "direct"  # direct | poisson (as the simulator's --encoding)
+    device: str = "auto"
+    out_dir: Path | None = None  # checkpoints; None: no checkpoints
+    progress: bool = True
+    teacher: Graph | None = None  # ANN teacher (ANN mode); None: the IR's own ANN mode
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        bad = []
+        for name in ("epochs", "timesteps", "batch_size", "chunk_size"):
+            v = getattr(self, name)
+            lo = 0 if name == "epochs" else 1
+            if not isinstance(v, int) or v < lo:
+                bad.append(Diagnostic(f"finetune {name}={v!r}; must be an integer >= {lo}"))
+        if not (self.lr > 0 and np.isfinite(self.lr)):
+            bad.append(Diagnostic(f"finetune lr={self.lr!r}; must be > 0"))
+        if self.encoding not in ("direct", "poisson"):
+            bad.append(Diagnostic(f"finetune encoding={self.encoding!r}; direct | poisson"))
+        if bad:
+            raise CompileError("bad fine-tuning option", bad)
+
+
+def parse_options(cls: type, options: Mapping[str, Any], method: str) -> Any:
+    """Build the method's option dataclass ``cls`` from ``options`` (strings are converted to
+    the field's type; unknown keys are an error naming the method's options)."""
+    from snncompile.passes.registry import _convert
+
+    known = {f.name for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for k, v in options.items():
+        key = k.replace("-", "_")
+        if key not in known:
+            raise CompileError("bad fine-tuning option", [Diagnostic(
+                f"method '{method}' has no option {k!r}",
+                hint=f"options: {', '.join(sorted(known))}")])
+        kwargs[key] = _convert(v, hints[key], f"{method}.{key}") if isinstance(v, str) else v
+    return cls(**kwargs)
+
+
+# ------------------------------------------------------------------------------ stages
+@dataclass
+class StepOutputs:
+    """What a loss sees for one chunk: the input, labels, readout potentials (T, B, K), spikes
+    per spiking layer (T, B, ...), the network (for θ) and the teacher's ANN-mode values by op
+    name (None when no stage asked for a teacher)."""
+
+    x: Tensor
+    y: Tensor | None
+    potentials: Tensor
+    spikes: dict[str, Tensor]
+    net: Any
+    teacher: dict[str, Tensor] | None
+
+    def rate(self, name: str) -> Tensor:
+        """Layer ``name``'s time-averaged output θ·mean_t s(t), shape (B, ...)."""
+        return self.spikes[name].mean(0) * self.net.theta(name)
+
+    @property
+    def mean_output(self) -> Tensor:
+        """The readout's mean output per step, potential(T)/T, (B, K): ANN logit units."""
+        return self.potentials[-1].flatten(1) / self.potentials.shape[0]
+
+    @property
+    def step_outputs(self) -> Tensor:
+        """The readout's output per step, o(t) = potential(t) − potential(t−1): (T, B, K)."""
+        pot = self.potentials.flatten(2)
+        return torch.cat([pot[:1], pot[1:] - pot[:-1]], 0)
+
+
+LossFn = Callable[[StepOutputs], Tensor]
+
+
+@dataclass
+class Stage:
+    name: str
+    epochs: int
+    params: Sequence[nn.Parameter]
+    loss: LossFn
+    needs_teacher: bool = False
+
+
+@dataclass
+class FinetuneResult:
+    """The tuned IR and how training went (``history``: one entry per epoch)."""
+
+    graph: Graph
+    method: str
+    history: list[dict[str, Any]]
+    seconds: float
+    peak_memory_bytes: int = 0
+    resumed_from: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {"method": self.method, "seconds": self.seconds,
+                "peak_memory_bytes": self.peak_memory_bytes, "resumed_from": self.resumed_from,
+                "epochs": [{k: v for k, v in h.items() if k != "batch_losses"}
+                           for h in self.history]}
+
+
+# ------------------------------------------------------------------------------ helpers
+def resolve_device(name: str) -> torch.device:
+    from snncompile.backends.gpu.compile import resolve_device as _resolve
+
+    return _resolve(name)
+
+
+def fingerprint(method: str, cfg: FinetuneConfig, graph: Graph, data: TrainData) -> str:
+    """Hash of what determines a run (the epoch count excluded, so that a run can be extended)."""
+    from snncompile.ir.serialize import to_dicts
+
+    h = hashlib.sha1()
+    graphs = [graph] + ([cfg.teacher] if cfg.teacher is not None and cfg.teacher is not graph
+                        else [])
+    for g in graphs:
+        doc, arrays = to_dicts(g)
+        h.update(json.dumps(doc, sort_keys=True, default=str).encode())
+        for k in sorted(arrays):
+            h.update(k.encode())
+            h.update(np.ascontiguousarray(arrays[k]).tobytes())
+    keys = {"method": method, "lr": cfg.lr, "timesteps": cfg.timesteps, "seed": cfg.seed,
+            "batch_size": cfg.batch_size, "surrogate": cfg.surrogate, "encoding": cfg.encoding,
+            "options": {k: str(v) for k, v in sorted(cfg.options.items())},
+            "teacher": cfg.teacher is not None}
+    h.update(json.dumps(keys, sort_keys=True).encode())
+    h.update(data.x.tobytes())
+    if data.y is not None:
+        h.update(data.y.tobytes())
+    return h.hexdigest()
+
+
+class _SavedBytes:
+    """Bytes of the tensors autograd saves for backward during one chunk (the memory that
+    backprop through T steps costs; parameters excluded)."""
+
+    def __init__(self) -> None:
+        self.current = 0
+        self.peak = 0
+
+    def pack(self, t: Tensor) -> Tensor:
+        if not isinstance(t, nn.Parameter):
+            self.current += t.numel() * t.element_size()
+            self.peak = max(self.peak, self.current)
+        return t
+
+    @staticmethod
+    def unpack(t: Tensor) -> Tensor:
+        return t
+
+
+def _encode(x: Tensor, steps: int, encoding: str, gen: torch.Generator) -> Tensor:
+    if encoding == "direct":
+        return x
+    p = x.clamp(0.0, 1.0).unsqueeze(0).expand(steps, *x.shape)
+    return (torch.rand(p.shape, generator=gen, device=x.device, dtype=x.dtype) < p).to(x.dtype)
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------ the loop
+def run_stages(net: Any, stages: Sequence[Stage], data: TrainData, cfg: FinetuneConfig,
+               teacher: Graph, method: str, fp: str
+               ) -> tuple[list[dict[str, Any]], int, str | None]:
+    """Train ``net`` through ``stages``. Returns (history, peak saved-tensor bytes, the
+    checkpoint resumed from or None)."""
+    from tqdm import tqdm
+
+    check_input(teacher, data.x, "fine-tuning data")
+    device = resolve_device(cfg.device)
+    net.to(device)
+    teacher_dtype = torch.float32
+    trainables = dict(net.named_trainables())
+    ckpt_path = cfg.out_dir / "checkpoint.pt" if cfg.out_dir is not None else None
+    history: list[dict[str, Any]] = []
+    start_stage, start_epoch, opt_state, resumed = 0, 0, None, None
+    if ckpt_path is not None and ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if state.get("fingerprint") == fp:
+            with torch.no_grad():
+                for k, v in state["params"].items():
+                    trainables[k].copy_(v)
+            history = list(state["history"])
+            start_stage, start_epoch = state["stage"], state["epoch"]
+            opt_state = state["optimizer"]
+            resumed = str(ckpt_path)
+    meter = _SavedBytes()
+    n = len(data)
+    for si, stage in enumerate(stages):
+        if si < start_stage or not stage.params:
+            continue
+        params = list({id(p): p for p in stage.params}.values())  # no duplicates
+        opt = torch.optim.Adam(params, lr=cfg.lr)
+        first = start_epoch if si == start_stage else 0
+        if si == start_stage and opt_state is not None and first > 0:
+            try:
+                opt.load_state_dict(opt_state)
+            except ValueError:
+                pass  # a different parameter set (the stage changed): fresh Adam moments
+        for epoch in range(first, stage.epochs):
+            t0 = time.perf_counter()
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + si * 1009 + epoch)
+            order = torch.randperm(n, generator=gen).numpy()
+            dgen = torch.Generator(device=device).manual_seed(cfg.seed + 7919 * (si * 1009 + epoch))
+            batches = [order[i:i + cfg.batch_size] for i in range(0, n, cfg.batch_size)]
+            bar = tqdm(batches, desc=f"{method} {stage.name} {epoch + 1}/{stage.epochs}",
+                       unit="batch", leave=False, disable=not cfg.progress, file=sys.stderr)
+            losses: list[float] = []
+            for bi, idx in enumerate(bar):
+                opt.zero_grad(set_to_none=True)
+                total = 0.0
+                for ci in range(0, len(idx), cfg.chunk_size):
+                    sub = np.sort(idx[ci:ci + cfg.chunk_size])
+                    xb = torch.from_numpy(data.x[sub]).to(device)
+                    yb = torch.from_numpy(data.y[sub]).to(device) if data.y is not None else None
+                    tch = None
+                    if stage.needs_teacher:
+                        with torch.no_grad():
+                            # ANN mode runs on the CPU (its kernels build CPU weight tensors)
+                            _, rec = run_ann_torch(teacher, xb.cpu().to(teacher_dtype),
+                                                   record=True)
+                        tch = {k: v.to(device, xb.dtype) for k, v in rec.items()}
+                    xin = _encode(xb, cfg.timesteps, cfg.encoding, dgen)
+                    meter.current = 0
+                    with torch.autograd.graph.saved_tensors_hooks(meter.pack, meter.unpack):
+                        pot, spikes = net.simulate(xin, cfg.timesteps)
+                        loss = stage.loss(StepOutputs(xb, yb, pot, spikes, net, tch))
+                    if not torch.isfinite(loss):
+                        raise CompileError("fine-tuning diverged", [Diagnostic(
+                            f"{method}, stage {stage.name}, epoch {epoch + 1}: "
+                            f"loss is {loss.item()}",
+                            hint="lower --finetune-lr")])
+                    (loss * (len(sub) / len(idx))).backward()
+                    total += loss.item() * len(sub) / len(idx)
+                opt.step()
+                net.clamp_thresholds()
+                losses.append(total)
+                bar.set_postfix(loss=f"{total:.4f}")
+            bar.close()
+            history.append({"stage": stage.name, "epoch": epoch + 1, "loss": float(np.mean(losses)),
+                            "seconds": time.perf_counter() - t0, "samples": n,
+                            "batch_losses": losses})
+            if cfg.progress:
+                print(f"{method} {stage.name} epoch {epoch + 1}/{stage.epochs}: loss "
+                      f"{history[-1]['loss']:.4f} ({history[-1]['seconds']:.1f} s)",
+                      file=sys.stderr)
+            if ckpt_path is not None:
+                nxt_stage, nxt_epoch = (si, epoch + 1)
+                _save_checkpoint(ckpt_path, {
+                    "fingerprint": fp, "method": method, "stage": nxt_stage, "epoch": nxt_epoch,
+                    "params": {k: v.detach().cpu() for k, v in trainables.items()},
+                    "optimizer": opt.state_dict(), "history": history})
+        start_epoch, opt_state = 0, None
+    return history, meter.peak, resumed
