@@ -24,7 +24,8 @@ import json
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -181,7 +182,8 @@ class SpikingNetwork(nn.Module):
                 cur_t = (cur.unsqueeze(0).expand(steps, *cur.shape) if all_static
                          else cur.reshape(steps, batch, *cur.shape[1:]))
                 theta = self.theta(name)
-                s = model.scan(cur_t, theta, alpha, members, self.spike)
+                with _serial_on_cpu(cur_t):
+                    s = model.scan(cur_t, theta, alpha, members, self.spike)
                 del cur, cur_t
                 if on_spikes is None:
                     spikes[name] = s
@@ -205,6 +207,23 @@ class SpikingNetwork(nn.Module):
 
     def forward(self, x: Tensor, steps: int) -> Tensor:
         return self.simulate(x, steps)[0]
+
+
+@contextmanager
+def _serial_on_cpu(x: Tensor) -> Iterator[None]:
+    """Run a neuron scan on one CPU thread. A scan is T small element-wise steps per layer; each
+    step in parallel costs an OpenMP barrier, and when other processes share the cores a barrier
+    costs milliseconds (measured: a 2-thread VGG run 5x slower than a 1-thread one). Results do
+    not depend on the thread count (element-wise ops)."""
+    n = torch.get_num_threads()
+    if x.device.type != "cpu" or n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def _expand(v: Tensor, steps: int) -> Tensor:
