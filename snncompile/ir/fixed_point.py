@@ -39,7 +39,12 @@ per-layer exponent e_B (unit u_B = 2^e_B):
               threshold fits VTH_TARGET: the input current is an integer on the first layer's
               scale (u_first = 2^(e_w − k)).
 
-``VTH_TARGET = 2^15`` keeps v ≤ (vth + a)·64 well inside the 24-bit state. Every value that
+``VTH_TARGET = 2^15`` keeps v ≤ (vth + a)·64 well inside the 24-bit state.
+
+Sigma-delta populations (every layer or none) send graded deltas of their ReLU activation in a
+payload unit 2^(e_B + g_B), 1/2..1/4 of the delta threshold (``_choose_grid``); synapses from
+them carry W·2^(e_B + g_B) instead of W·θ_B, and the delta threshold targets
+``SD_VTH_TARGET`` so activations up to 2^7 delta thresholds fit the 24-bit state. Every value that
 had to be rounded or clipped is counted in ``LoihiPlan.counts`` (per population).
 """
 
@@ -79,8 +84,11 @@ BIAS_EXP_MAX = 7  # 3-bit
 INPUT_FRAC_MAX = 8  # at most 8 fractional bits for the analog input
 INPUT_MAX = 2 ** 15 - 1  # input payload: 16-bit signed graded message
 DENSE_LIMIT = 2 ** 25  # entries of a dense synapse matrix built by linearization
-NEURON_KINDS = {"if": "if", "if-hard": "if-hard", "signed-if": "signed-if", "gn": "gn"}
-SPIKING_KINDS = ("if", "if-hard", "signed-if", "gn")
+NEURON_KINDS = {"if": "if", "if-hard": "if-hard", "signed-if": "signed-if", "gn": "gn",
+                "bistable": "bistable", "sigma-delta": "sigma-delta"}
+SPIKING_KINDS = ("if", "if-hard", "signed-if", "gn", "bistable", "sigma-delta")
+SD_MAX = 2 ** 23 - 64  # sigma-delta state bound: a multiple of 64 (lava_models/lowlatency.py)
+SD_VTH_TARGET = 2 ** 10  # sigma-delta: act up to 2^17 units = 2^7 delta thresholds (8θ at δ=1/16)
 SIGNED_EPS = 1e-3  # signed-if: a negative spike needs v <= -SIGNED_EPS·θ (the GPU simulator's)
 
 
@@ -93,7 +101,11 @@ class Population:
     reset to zero, ``>``, v(0) = 0) | "signed-if" (``if`` plus a negative spike when
     v ≤ −ε·θ and the sample's net spike count is positive; sends −1/0/1) | "gn" (group neuron:
     sends s = Σ_k [v ≥ k·θ], k = 1..M, v −= s·θ) | "readout" (non-spiking integrator) |
-    "maxpool" (a spiking max-pool gate on ``gate_src``'s spikes: per window, pass the spike of
+    "bistable" (BSNN: fire from v, integrate into u, v += u at the end of each window of
+    ``members`` steps) | "sigma-delta" (ReLU sent as graded deltas: fixed_pt floors act to
+    the payload unit 2^(exp+grid_exp) and sends d in that unit, so synapses from it carry
+    W·2^(exp+grid_exp), not W·θ_src; floating_pt sends d/θ) | "maxpool" (a spiking max-pool
+    gate on ``gate_src``'s spikes: per window, pass the spike of
     the unit with the largest sum of spikes so far in the sample, ties to the first unit in
     row-major order; no synapse, no delay, same depth as its source; it is a host process, not
     a Loihi neuron).
@@ -112,7 +124,9 @@ class Population:
     v_init: np.ndarray | None = None  # int per neuron (state units, ×64)
     bias_mant: np.ndarray | None = None
     bias_exp: np.ndarray | None = None
-    members: int = 1  # gn: members M (sends 0..M per step)
+    members: int = 1  # gn: members M (sends 0..M per step); bistable: the window ρ
+    grid_exp: int = 0  # sigma-delta: act is floored to multiples of 2^(exp+grid_exp), the
+    #                    payload unit (the delta threshold is 2..4 such units)
     neg_level: np.ndarray | None = None  # signed-if: negative spike when v <= -neg_level (×64)
     gate: MaxPool2d | None = None  # kind "maxpool": the pooling op
     gate_src: str | None = None  # kind "maxpool": the spiking population it gates
@@ -174,6 +188,12 @@ class LoihiPlan:
     def spiking(self) -> list[str]:
         return [n for n, p in self.pops.items() if p.kind in SPIKING_KINDS]
 
+    @property
+    def delta_coded(self) -> bool:
+        """Sigma-delta network: every synapse carries deltas (the Input sends x at the first
+        step of each sample and nothing after; the readout decodes sigma, sends sigma + bias)."""
+        return any(p.kind == "sigma-delta" for p in self.pops.values())
+
     def payload_range(self, name: str) -> tuple[int, int]:
         """(min, max) of what population ``name`` sends per neuron and step (spikes: 0..1;
         signed-if: -1..1; gn: 0..M; a gate passes its source's)."""
@@ -184,6 +204,9 @@ class LoihiPlan:
             return -1, 1
         if p.kind == "gn":
             return 0, p.members
+        if p.kind == "sigma-delta":  # |d| ≤ SD_MAX, sent in units of 2^(6+g) state units
+            hi = SD_MAX >> (ACT_SHIFT + p.grid_exp)
+            return -hi, hi
         return 0, 1
 
     def synapses_into(self, name: str) -> list[Synapse]:
@@ -412,8 +435,38 @@ def _min_unit(p: Population) -> float:
     mantissa at exponent 6 (|b|/u ≤ 4095 weight LSBs, netx's bias format)."""
     u = float(np.abs(p.bias).max()) / BIAS_MANT_MAX
     if p.threshold is not None:
-        u = max(u, float(p.threshold.max()) / VTH_TARGET)
+        target = SD_VTH_TARGET if p.kind == "sigma-delta" else VTH_TARGET
+        u = max(u, float(p.threshold.max()) / target)
     return u
+
+
+def _fixed_scale(plan: LoihiPlan, s: Synapse, k: int) -> np.ndarray:
+    """The float weight the fixed-point payload of ``s.src`` needs: x·2^-k for the Input,
+    W·2^(exp+g) of the source (= W_eff·2^(exp+g)/θ_src) for a sigma-delta source, W_eff
+    otherwise."""
+    if s.src == plan.input_name:
+        return s.weight * 2.0 ** -k
+    src = plan.pops[s.src]
+    if src.kind != "sigma-delta":
+        return s.weight
+    f = 2.0 ** (src.exp + src.grid_exp) / src.threshold  # per source unit (torch order)
+    if s.kind == "dense":
+        return s.weight * f.ravel()[None, :]
+    return _scale_in(s.weight, f.reshape(f.shape[0], -1)[:, 0], s.groups)
+
+
+def _choose_grid(plan: LoihiPlan, s: Synapse, k: int, e_min: int, coarsest: bool) -> None:
+    """Payload unit 2^(exp+g) of sigma-delta population ``s.src``, chosen at its first
+    consumer: the largest g ≥ 0 whose weights still fit 8 bits at the consumer's smallest
+    unit 2^e_min (so they use the full mantissa), at most 1/2..1/4 of the delta threshold
+    (``coarsest``, for the readout: that bound, keeping its potential in range)."""
+    src = plan.pops[s.src]
+    cap = max(0, int(src.vth_mant.min()).bit_length() - 2)
+    src.grid_exp = 0
+    base = float(np.abs(_fixed_scale(plan, s, k)).max())
+    fit = int(math.floor(math.log2(WEIGHT_MAX * 2.0 ** e_min / base))) if base > 0 else cap
+    src.grid_exp = cap if coarsest else min(cap, max(0, fit))
+    plan.counts.setdefault(s.src, {})["payload_unit_exp"] = src.exp + src.grid_exp
 
 
 def _fix(plan: LoihiPlan) -> None:
@@ -427,11 +480,17 @@ def _fix(plan: LoihiPlan) -> None:
             e_w = _ceil_log2(max(float(np.abs(s.weight).max()) for s in ins) / WEIGHT_MAX)
             k = min(k, e_w - _ceil_log2(_min_unit(p)))
     plan.input_frac_bits = k
+    graded: set[str] = set()
     for n, p in plan.pops.items():
         if p.kind in ("input", "maxpool"):
             continue
         syns = into[n]
-        w_eff = [s.weight * (2.0 ** -k if s.src == plan.input_name else 1.0) for s in syns]
+        for s in syns:
+            src = plan.pops[s.src]
+            if src.kind == "sigma-delta" and s.src not in graded:
+                graded.add(s.src)
+                _choose_grid(plan, s, k, _ceil_log2(_min_unit(p)), p.kind == "readout")
+        w_eff = [_fixed_scale(plan, s, k) for s in syns]
         wmax = max((float(np.abs(w).max()) for w in w_eff if w.size), default=0.0)
         e_w = _ceil_log2(wmax / WEIGHT_MAX) if wmax > 0 else 0
         e = max(e_w, _ceil_log2(_min_unit(p)))
@@ -462,7 +521,7 @@ def _fix(plan: LoihiPlan) -> None:
             c["vth_mant_range"] = [int(p.vth_mant.min()), int(p.vth_mant.max())]
             c["vth_max_relative_error"] = float(np.max(np.abs(p.vth_mant * unit - p.threshold)
                                                        / p.threshold))
-            alpha = 0.0 if p.kind == "if-hard" else p.alpha
+            alpha = 0.0 if p.kind in ("if-hard", "sigma-delta") else p.alpha
             p.v_init = np.rint(alpha * p.vth_mant * 2 ** VTH_SHIFT).astype(np.int64)
             if p.kind == "signed-if":
                 p.neg_level = np.rint(SIGNED_EPS * p.vth_mant * 2 ** VTH_SHIFT).astype(np.int64)
@@ -470,7 +529,7 @@ def _fix(plan: LoihiPlan) -> None:
         p.bias_mant, p.bias_exp = mant, bexp
         c.update(biases=int(np.count_nonzero(p.bias)), biases_rounded=rounded,
                  biases_clipped=clipped)
-        plan.counts[n] = c
+        plan.counts[n] = {**c, **plan.counts.get(n, {})}
 
 
 def build_plan(graph: Graph) -> LoihiPlan:
@@ -514,7 +573,7 @@ def build_plan(graph: Graph) -> LoihiPlan:
             th = np.asarray(op.neuron.threshold, np.float64)
             theta = np.broadcast_to(th.reshape((-1,) + (1,) * (len(shape) - 1)), shape).copy()
             alpha = float(op.neuron.alpha)
-            members = int(op.neuron.members) if model == "gn" else 1
+            members = int(op.neuron.members) if model in ("gn", "bistable") else 1
         srcs = _sources(graph, name)
         try:
             zero = {s: torch.zeros((1, *graph.shape(s)), dtype=torch.float64) for s in srcs}
@@ -542,6 +601,17 @@ def build_plan(graph: Graph) -> LoihiPlan:
             continue
         pops[name] = Population(name=name, shape=shape, kind=kind, threshold=theta,
                                 alpha=alpha, bias=bias, origin=op.origin, members=members)
+    kinds = {p.kind for p in pops.values() if p.kind in SPIKING_KINDS}
+    if "sigma-delta" in kinds:
+        for name, p in pops.items():
+            if p.kind in SPIKING_KINDS and p.kind != "sigma-delta":
+                problems.append(Diagnostic(
+                    f"neuron model {p.kind!r} in a sigma-delta network", node=name,
+                    origin=p.origin or None, hint="use sigma-delta for every layer"))
+            if p.kind == "maxpool" and pops[p.gate_src].kind == "sigma-delta":
+                problems.append(Diagnostic(
+                    "MaxPool after a sigma-delta layer (graded deltas cannot be gated)",
+                    node=name, origin=p.origin or None, hint="use AvgPool"))
     if problems:
         unique = {(d.message, d.node): d for d in problems}  # a MaxPool is met twice
         raise CompileError("cannot compile for the loihi target", list(unique.values()))

@@ -10,6 +10,14 @@ integer values held in float64 tensors (exact below 2^53). Per population B, per
     if-hard   u = wrap24(a << 6);  v = clip(v + u + bias);  s = v > vth<<6;  v = 0 where s
               (Lava's stock LIF with du = 4095, dv = 0)
     readout   v = clip(v + (a << 6) + bias)        (the Integrator; prediction = argmax v)
+    bistable  s = v ≥ vth<<6;  v −= s·(vth<<6);  u = clip(u + (a << 6) + bias);
+              at the end of each window of ρ steps: v = clip(v + u), u = 0
+    sigma-delta (every layer; synapses carry deltas, the Input sends x at step 0 only)
+              σ = clip(σ + (a << 6), ±SD_MAX);  act = min(max(σ + bias, 0), SD_MAX);
+              act = floor to multiples of 2^(6+g);  d = act − S;  d = 0 where
+              |d| < vth<<6;  S += d;  sends d >> (6+g)   (g = grid_exp: the payload unit);
+              readout: σ = clip(σ + (a << 6));  v = clip(σ + bias)  (not integrated: the
+              current decoded output, as lava-dl SDNN's Sigma readout)
 
 with v = v_init at the first step of every sample and bias = bias_mant << bias_exp.
 
@@ -38,9 +46,11 @@ from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.execute import check_input
 from snncompile.ir.fixed_point import (
     ACT_SHIFT,
+    SD_MAX,
     STATE_MAX,
     VTH_SHIFT,
     LoihiPlan,
+    Population,
     build_plan,
     fanout,
 )
@@ -125,8 +135,9 @@ class LoihiNetwork:
                 static[name] = False
                 continue
             srcs = {s.src for s in plan.synapses_into(name)}
-            all_static = all(static[s] for s in srcs)
-            ins = {s: (vals[s] if static[s] == all_static else
+            all_static = all(static[s] for s in srcs) and not plan.delta_coded
+            ins = {s: (vals[s] if static[s] == all_static else _delta_code(vals[s], steps)
+                       if plan.delta_coded else
                        vals[s].unsqueeze(0).expand(steps, *vals[s].shape).flatten(0, 1))
                    for s in srcs}
             a = self._current(ins, name)
@@ -137,12 +148,22 @@ class LoihiNetwork:
             if p.kind == "readout":
                 v = torch.zeros((batch, *p.shape), dtype=torch.float64, device=dev)
                 out = torch.empty((steps, batch, *p.shape), dtype=torch.float64, device=dev)
+                sig = torch.zeros_like(v) if plan.delta_coded else None
                 for t in range(steps):
-                    v.add_(a[t], alpha=2 ** ACT_SHIFT).add_(bias)
+                    if sig is not None:  # decode the deltas; the output is sigma + bias
+                        sig.add_(a[t], alpha=2 ** ACT_SHIFT).clamp_(-STATE_MAX, STATE_MAX)
+                        v.copy_(sig).add_(bias)
+                    else:
+                        v.add_(a[t], alpha=2 ** ACT_SHIFT).add_(bias)
                     sat += (v.abs() > STATE_MAX).sum()
                     v.clamp_(-STATE_MAX, STATE_MAX)
                     out[t] = v
                 pot = out
+            elif p.kind in ("sigma-delta", "bistable"):
+                s_all = (self._sigma_delta if p.kind == "sigma-delta" else self._bistable)(
+                    p, a, bias, batch)
+                spikes[name] = s_all
+                vals[name], static[name] = s_all.flatten(0, 1), False
             else:
                 vth = _chan(p.vth_mant, dev) * 2 ** VTH_SHIFT
                 v = _chan(p.v_init, dev).expand(batch, *p.shape).clone()
@@ -183,6 +204,38 @@ class LoihiNetwork:
             self.saturations[name] = self.saturations.get(name, 0) + int(sat.item())
         return pot, spikes
 
+    def _sigma_delta(self, p: Population, a: Tensor, bias: Tensor, batch: int) -> Tensor:
+        """Graded deltas d >> 6 (steps, batch, *shape) of a sigma-delta population."""
+        dev = self.device
+        vth = _chan(p.vth_mant, dev) * 2 ** VTH_SHIFT
+        sig = torch.zeros((batch, *p.shape), dtype=torch.float64, device=dev)
+        sent = torch.zeros_like(sig)
+        out = torch.empty((a.shape[0], batch, *p.shape), dtype=torch.float64, device=dev)
+        for t in range(a.shape[0]):
+            sig.add_(a[t], alpha=2 ** ACT_SHIFT).clamp_(-SD_MAX, SD_MAX)
+            unit = 2.0 ** (ACT_SHIFT + p.grid_exp)
+            d = (sig + bias).clamp_(0, SD_MAX).div_(unit).floor_().mul_(unit).sub_(sent)
+            d.mul_(d.abs() >= vth)
+            sent.add_(d)
+            out[t] = d / unit
+        return out
+
+    def _bistable(self, p: Population, a: Tensor, bias: Tensor, batch: int) -> Tensor:
+        """Spikes (steps, batch, *shape) of a bistable population (window ρ = members)."""
+        dev = self.device
+        vth = _chan(p.vth_mant, dev) * 2 ** VTH_SHIFT
+        v = _chan(p.v_init, dev).expand(batch, *p.shape).clone()
+        u = torch.zeros_like(v)
+        out = torch.empty((a.shape[0], batch, *p.shape), dtype=torch.float64, device=dev)
+        for t in range(a.shape[0]):
+            torch.ge(v, vth, out=out[t])
+            v.addcmul_(out[t], vth, value=-1.0)
+            u.add_(a[t], alpha=2 ** ACT_SHIFT).add_(bias).clamp_(-STATE_MAX, STATE_MAX)
+            if (t + 1) % max(p.members, 1) == 0:
+                v.add_(u).clamp_(-STATE_MAX, STATE_MAX)
+                u.zero_()
+        return out
+
     @torch.no_grad()
     def run(self, x: np.ndarray, timesteps: int | None = None, *, record: bool = False,
             progress: bool = True) -> SimResult:
@@ -214,12 +267,15 @@ class LoihiNetwork:
             if record:
                 pots.append(pot.cpu().numpy())
             total = np.zeros(pot.shape[1])
+            graded = self.plan.delta_coded
             for name, s in spikes.items():
-                per_unit = s.abs().sum(0)  # messages |s| (signed spikes, gn member spikes)
+                # messages |s| (signed spikes, gn member spikes); sigma-delta: nonzero deltas
+                per_unit = (s != 0).to(s.dtype).sum(0) if graded else s.abs().sum(0)
                 counts[name].append(per_unit.flatten(1).sum(1).cpu().numpy())
                 total += (per_unit.flatten(1) * fan[name]).sum(1).cpu().numpy()
                 if record:
-                    trains[name].append(s.to(torch.int8).cpu().numpy())
+                    trains[name].append(s.to(torch.int32 if graded else torch.int8)
+                                        .cpu().numpy())
             syn.append(total)
             bar.update(1)
         bar.close()
@@ -244,6 +300,14 @@ class LoihiNetwork:
                 "input_frac_bits": self.plan.input_frac_bits,
                 "populations": self.plan.summary(), "fixed_point": self.plan.counts}
         (d / "loihi_mode.json").write_text(json.dumps(info, indent=1) + "\n")
+
+
+def _delta_code(x: Tensor, steps: int) -> Tensor:
+    """A static value (B, ...) as deltas over ``steps``: x at the first step, then 0
+    (T·B, ...)."""
+    out = torch.zeros((steps, *x.shape), dtype=x.dtype, device=x.device)
+    out[0] = x
+    return out.flatten(0, 1)
 
 
 def compile_loihi(graph: Graph, options: CompileOptions | None = None) -> LoihiNetwork:

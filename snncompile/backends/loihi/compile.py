@@ -11,6 +11,9 @@ process per population and per synapse, connected as on the chip.
                in front when a residual branch must be aligned
     neurons    ``IFReset`` (ours: reset by subtraction, ``>=``) for ``--neuron if``; Lava's own
                ``LIFReset`` (du = full, dv = 0: hard reset, ``>``) for ``--neuron if-hard``
+               ``BistableReset`` (ours) for ``--neuron bistable``; ``SigmaDeltaReset`` (ours:
+               lava.proc.sdn's SigmaDelta with a per-sample reset) for ``--neuron sigma-delta``,
+               whose synapses carry graded deltas (the Input sends x at a sample's first step)
     readout    ``Integrator`` (ours), its potential recorded every step by a ``RingBuffer`` sink
 
 Many samples, one network: sample k occupies source steps k·T+1 … k·T+T, followed by
@@ -227,7 +230,25 @@ class LavaNetwork:
             bias_mant, bias_exp = to_lava(p.bias, p.shape), np.zeros(shape)
         if p.kind == "readout":
             return Integrator(shape=shape, bias_mant=bias_mant, bias_exp=bias_exp,
-                              reset_interval=steps, reset_offset=offset, name=p.name)
+                              reset_interval=steps, reset_offset=offset,
+                              accumulate=self.plan.delta_coded, name=p.name)
+        if p.kind in ("sigma-delta", "bistable"):
+            from snncompile.backends.loihi.lava_models.lowlatency import (
+                BistableReset,
+                SigmaDeltaReset,
+            )
+
+            vth = to_lava(p.vth_mant if fixed else p.threshold, p.shape)
+            window = (offset, offset + n_samples * steps)
+            if p.kind == "sigma-delta":
+                return SigmaDeltaReset(shape=shape, vth=vth, bias_mant=bias_mant,
+                                       bias_exp=bias_exp, reset_interval=steps,
+                                       reset_offset=offset, shift=6 + p.grid_exp,
+                                       count_window=window, name=p.name)
+            v_init = to_lava(p.v_init, p.shape) if fixed else p.alpha * vth
+            return BistableReset(shape=shape, vth=vth, bias_mant=bias_mant, bias_exp=bias_exp,
+                                 v_init=v_init, period=p.members, reset_interval=steps,
+                                 reset_offset=offset, count_window=window, name=p.name)
         if p.kind in ("if", "signed-if", "gn"):
             vth = to_lava(p.vth_mant if fixed else p.threshold, p.shape)
             v_init = to_lava(p.v_init, p.shape) if fixed else p.alpha * vth
@@ -358,7 +379,10 @@ class LavaNetwork:
         total = n * steps + self.plan.depth
         data = np.zeros((*lava_shape(shape), total), dtype=xs.dtype)
         per_sample = to_lava(np.moveaxis(xs, 0, -1), shape)  # (*Lava shape, N)
-        data[..., :n * steps] = np.repeat(per_sample, steps, axis=-1)
+        if self.plan.delta_coded:  # sigma-delta: x as a delta at each sample's first step
+            data[..., :n * steps:steps] = per_sample
+        else:
+            data[..., :n * steps] = np.repeat(per_sample, steps, axis=-1)
         return data
 
     def run(self, x: np.ndarray, timesteps: int | None = None, *, record: bool = False,
@@ -443,8 +467,10 @@ class LavaNetwork:
         for name, buf in trains.items():
             p = plan.pops[name]
             w = trailing_to_torch(self._window(buf, p.depth, n, steps), p.shape)
-            spike_trains[name] = w.astype(np.int8)
+            spike_trains[name] = w.astype(np.int32 if plan.delta_coded else np.int8)
             events = np.abs(w.reshape(steps, n, -1)).astype(np.float64)  # messages |s|
+            if plan.delta_coded:  # one graded message per nonzero delta
+                events = (events != 0).astype(np.float64)
             per_sample[name] = events.sum((0, 2))
             per_unit[name] = events.sum((0, 1))
         for name, c in counts.items():
@@ -453,8 +479,10 @@ class LavaNetwork:
             per_unit[name] = c.ravel().astype(np.float64)
         fan = self.fanouts()
         if len(spike_trains) == len(plan.spiking()):
-            synops = sum((np.abs(spike_trains[k].reshape(steps, n, -1)).sum(0, dtype=np.int64)
-                          * fan[k]).sum(1) for k in spike_trains)
+            ev = {k: np.abs(t.reshape(steps, n, -1)) for k, t in spike_trains.items()}
+            if plan.delta_coded:
+                ev = {k: (e != 0) for k, e in ev.items()}
+            synops = sum((ev[k].sum(0, dtype=np.int64) * fan[k]).sum(1) for k in ev)
         else:
             synops = np.full(n, sum(float((per_unit[k] * fan[k]).sum()) for k in per_unit) / n)
         return LavaResult(

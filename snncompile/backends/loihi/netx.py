@@ -52,9 +52,10 @@ def _problems(plan: LoihiPlan) -> list[Diagnostic]:
         if s.delay:
             bad.append(Diagnostic("needs a delay line (netx layers are sequential)", node=name,
                                   origin=origin))
-        if p.kind in ("if", "signed-if", "gn"):
+        if p.kind in ("if", "signed-if", "gn", "bistable", "sigma-delta"):
             what = {"if": "reset by subtraction", "signed-if": "signed spikes",
-                    "gn": "group neurons"}[p.kind]
+                    "gn": "group neurons", "bistable": "bistable windows",
+                    "sigma-delta": "sigma-delta (not yet exported)"}[p.kind]
             bad.append(Diagnostic(
                 f"{what} cannot be expressed: netx neurons are CUBA LIF "
                 "(reset to zero, v > vth)", node=name, origin=origin,

@@ -5,6 +5,7 @@ Process when it looks for ProcessModels (LAVA_NOTES gotcha 1), so this package h
 side-effect-free modules: no scripts, no tests, nothing that runs on import.
 
 - ``neurons``: ``IFReset`` (IF, reset by subtraction), ``Integrator`` (readout), ``DelayLine``
+- ``lowlatency``: ``SigmaDeltaReset`` (sigma-delta with reset), ``BistableReset`` (BSNN)
 - ``gate``: ``MaxPoolGate`` (spiking max-pool, host process)
 - ``recorder``: ``SpikeRecorder`` (spikes packed 48 per word, cheap to read back)
 """

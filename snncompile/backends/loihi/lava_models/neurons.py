@@ -79,15 +79,21 @@ class IFReset(AbstractProcess):
 
 
 class Integrator(AbstractProcess):
-    """Non-spiking readout: integrates its input and sends its potential every step."""
+    """Non-spiking readout: integrates its input and sends its potential every step.
+
+    With ``accumulate`` (sigma-delta networks, whose synapses carry deltas) it decodes its
+    input, sigma += a_in (fixed: 24-bit saturating, state units), and sends v = sigma + bias,
+    the network's current output (lava-dl SDNN's Sigma readout), instead of integrating."""
 
     def __init__(self, *, shape: tuple[int, ...], bias_mant: np.ndarray, bias_exp: np.ndarray,
-                 reset_interval: int, reset_offset: int, name: str | None = None) -> None:
+                 reset_interval: int, reset_offset: int, accumulate: bool = False,
+                 name: str | None = None) -> None:
         super().__init__(shape=shape, reset_interval=reset_interval,
-                         reset_offset=reset_offset, name=name)
+                         reset_offset=reset_offset, accumulate=bool(accumulate), name=name)
         self.a_in = InPort(shape=shape)
         self.v_out = OutPort(shape=shape)
         self.v = Var(shape=shape, init=0)
+        self.sigma = Var(shape=shape, init=0)  # accumulate: the sum of all inputs (sigma)
         self.bias_mant = Var(shape=shape, init=bias_mant)
         self.bias_exp = Var(shape=shape, init=bias_exp)
 
@@ -191,11 +197,17 @@ class PyIntegratorFloat(_ResetMixin, PyLoihiProcessModel):
     v: np.ndarray = LavaPyType(np.ndarray, float)
     bias_mant: np.ndarray = LavaPyType(np.ndarray, float)
     bias_exp: np.ndarray = LavaPyType(np.ndarray, float)
+    sigma: np.ndarray = LavaPyType(np.ndarray, float)
 
     def run_spk(self) -> None:
         a = self.a_in.recv()
         if self._reset_due():
             self.v[:] = 0.0
+            self.sigma[:] = 0.0
+        if self.proc_params["accumulate"]:
+            self.sigma[:] += a
+            self.v[:] = 0.0
+            a = self.sigma
         self.v[:] += a + self.bias_mant
         self.v_out.send(self.v.copy())
 
@@ -209,13 +221,20 @@ class PyIntegratorFixed(_ResetMixin, PyLoihiProcessModel):
     v: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
     bias_mant: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=13)
     bias_exp: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=3)
+    sigma: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
 
     def run_spk(self) -> None:
-        a = self.a_in.recv().astype(np.int64)
+        a = np.left_shift(self.a_in.recv().astype(np.int64), ACT_SHIFT)
         if self._reset_due():
             self.v[:] = 0
+            self.sigma[:] = 0
+        v = self.v.astype(np.int64)
+        if self.proc_params["accumulate"]:
+            a = np.clip(self.sigma.astype(np.int64) + a, -V_MAX, V_MAX)
+            self.sigma[:] = a.astype(np.int32)
+            v = np.zeros_like(v)
         bias = np.left_shift(self.bias_mant.astype(np.int64), self.bias_exp.astype(np.int64))
-        v = np.clip(self.v.astype(np.int64) + np.left_shift(a, ACT_SHIFT) + bias, -V_MAX, V_MAX)
+        v = np.clip(v + a + bias, -V_MAX, V_MAX)
         self.v[:] = v.astype(np.int32)
         self.v_out.send(self.v.copy())
 

@@ -72,11 +72,13 @@ class PySpikeRecorderFixed(_RecorderMixin, PyLoihiProcessModel):
 
 
 def unpack(bits: np.ndarray, shape: tuple[int, ...], low: int = 0, high: int = 1) -> np.ndarray:
-    """(steps, words) packed words -> (*shape, steps) int8 values."""
+    """(steps, words) packed words -> (*shape, steps) values (int8, or int32 for wide
+    graded payloads)."""
     words = np.asarray(bits, np.float64).astype(np.int64)
     b = field_bits(low, high)
     n = int(np.prod(shape))
     shifts = np.arange(WORD_BITS // b, dtype=np.int64) * b
     vals = (words[:, :, None] >> shifts) & ((1 << b) - 1)
-    s = (vals.reshape(words.shape[0], -1)[:, :n] + low).astype(np.int8)
+    s = (vals.reshape(words.shape[0], -1)[:, :n] + low).astype(
+        np.int8 if -128 <= low and high <= 127 else np.int32)
     return np.moveaxis(s.reshape(words.shape[0], *shape), 0, -1)
