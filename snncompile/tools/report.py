@@ -1,11 +1,12 @@
 """report.json, the printed accuracy/spike tables and the PNG plots of a simulation run.
 
-``build_report`` assembles the DESIGN.md fields from a ``SimResult``: accuracy after every step
-t (prediction at t = argmax of the readout potential integrated up to t), the ANN accuracy on
-the same samples, spikes and synaptic operations per sample, and per spiking layer its neuron
-count, threshold (a scalar, or [min, max] when channel-wise), firing rate = spikes /
-(neurons · T) and spikes per sample. ``print_report`` prints the tables; ``plot_report`` writes
-accuracy_vs_timestep.png (with the ANN line) and firing_rate.png (matplotlib, Agg backend).
+``build_report`` assembles the DESIGN.md fields from a ``SimResult``
+(``snncompile.backends.result``): accuracy after every step t (prediction at t = argmax of the
+readout potential integrated up to t), the ANN accuracy on the same samples, spikes and synaptic
+operations per sample, and per spiking layer its neuron count, threshold (a scalar, or [min,
+max] when channel-wise), firing rate = spikes / (neurons · T) and spikes per sample.
+``print_report`` prints the tables; ``plot_report`` writes accuracy_vs_timestep.png (with the
+ANN line) and firing_rate.png (matplotlib, Agg backend).
 """
 
 from __future__ import annotations

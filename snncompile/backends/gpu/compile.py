@@ -40,6 +40,7 @@ from snncompile.ir.graph import Graph
 from snncompile.ir.nodes import Input, Layer, Output
 from snncompile.options import CompileOptions
 
+from snncompile.backends.result import SimResult
 from snncompile.backends.gpu.lowerings import fanout, lower
 from snncompile.backends.gpu.neurons import SpikeFn, get_model, heaviside
 
@@ -49,54 +50,6 @@ CPU_CHUNK_BYTES = 16 * 2**20
 
 
 # ------------------------------------------------------------------------------ results
-@dataclass
-class SimResult:
-    """What one simulation run returns (the loihi-mode simulator returns the same type).
-
-    Attributes:
-        timesteps: T.
-        predictions: (T, N) int64, argmax of the readout potential after each step t = 1..T
-            (row t-1 is the prediction at t).
-        output: (N, K) float, the readout potential after T steps.
-        layer_spikes: spiking layer name -> (N,) float64, spikes per sample (all steps, all units;
-            every GN member spike and every negative spike counts 1, a graded delta counts 1).
-        layer_neurons: spiking layer name -> number of neurons (units of its output).
-        synops: (N,) float64, synaptic operations per sample (spikes × fan-out, all layers).
-        seconds: wall time of the run.
-        device: the torch device it ran on.
-        spike_trains: with ``record``: layer name -> (T, N, *shape) int8 spikes s(t) (not θ·s);
-            float32 for graded models (sigma-delta).
-        potentials: with ``record``: (T, N, K) readout potentials.
-    """
-
-    timesteps: int
-    predictions: np.ndarray
-    output: np.ndarray
-    layer_spikes: dict[str, np.ndarray]
-    layer_neurons: dict[str, int]
-    synops: np.ndarray
-    seconds: float = 0.0
-    device: str = "cpu"
-    spike_trains: dict[str, np.ndarray] | None = None
-    potentials: np.ndarray | None = None
-
-    @property
-    def samples(self) -> int:
-        return int(self.predictions.shape[1])
-
-    def accuracy_by_timestep(self, labels: np.ndarray) -> np.ndarray:
-        """(T,) accuracy after each step t = 1..T."""
-        return (self.predictions == np.asarray(labels).reshape(1, -1)).mean(axis=1)
-
-    def firing_rates(self) -> dict[str, float]:
-        """Spikes per neuron per step, per layer (averaged over samples)."""
-        return {k: float(v.mean()) / (self.layer_neurons[k] * self.timesteps)
-                for k, v in self.layer_spikes.items()}
-
-    def spikes_per_sample(self) -> float:
-        return float(sum(v.mean() for v in self.layer_spikes.values()))
-
-
 # ------------------------------------------------------------------------------ torch module
 def _key(i: int, name: str) -> str:
     return f"{i:03d}_" + re.sub(r"[^A-Za-z0-9_]", "_", name)

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from snncompile.backends.result import SimResult
 from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.execute import check_input
 from snncompile.ir.fixed_point import (
@@ -122,40 +123,6 @@ def dense_weight(w: np.ndarray, src: tuple[int, ...], dst: tuple[int, ...]) -> n
 
 
 # ------------------------------------------------------------------------------ results
-@dataclass
-class LavaResult:
-    """One Lava run, with the same fields and meaning as the GPU simulator's ``SimResult``
-    (backends do not import each other): predictions (T, N) after each effective step,
-    output (N, K), layer_spikes (N,) per spiking layer (without ``record``: the run's mean,
-    since the neuron process counts totals per neuron), synops (N,), and with ``record`` the
-    spike trains (T, N, *shape) and readout potentials (T, N, K)."""
-
-    timesteps: int
-    predictions: np.ndarray
-    output: np.ndarray
-    layer_spikes: dict[str, np.ndarray]
-    layer_neurons: dict[str, int]
-    synops: np.ndarray
-    seconds: float = 0.0
-    device: str = "lava"
-    spike_trains: dict[str, np.ndarray] | None = None
-    potentials: np.ndarray | None = None
-
-    @property
-    def samples(self) -> int:
-        return int(self.predictions.shape[1])
-
-    def accuracy_by_timestep(self, labels: np.ndarray) -> np.ndarray:
-        return (self.predictions == np.asarray(labels).reshape(1, -1)).mean(axis=1)
-
-    def firing_rates(self) -> dict[str, float]:
-        return {k: float(v.mean()) / (self.layer_neurons[k] * self.timesteps)
-                for k, v in self.layer_spikes.items()}
-
-    def spikes_per_sample(self) -> float:
-        return float(sum(v.mean() for v in self.layer_spikes.values()))
-
-
 # ------------------------------------------------------------------------------ network
 @dataclass
 class LavaRun:
@@ -177,9 +144,9 @@ class LavaNetwork:
     """The compiled network of ``--target loihi``: ``run(x, timesteps)`` and ``save(dir)``.
 
     ``mode`` is "fixed" (Lava ``fixed_pt``, bit-accurate Loihi arithmetic) or "float"
-    (``floating_pt``). ``run`` returns a ``LavaResult`` (the fields of the GPU simulator's
-    ``SimResult``), indexed in effective time (step τ of every layer of a sample), so results
-    compare one to one.
+    (``floating_pt``). ``run`` returns a ``SimResult`` (``snncompile.backends.result``; without
+    ``record``, layer_spikes are the run's mean per sample), indexed in effective time (step τ of
+    every layer of a sample), so results compare one to one.
     """
 
     graph: Graph
@@ -386,10 +353,10 @@ class LavaNetwork:
         return data
 
     def run(self, x: np.ndarray, timesteps: int | None = None, *, record: bool = False,
-            progress: bool = True, chunk_samples: int = 10) -> LavaResult:
+            progress: bool = True, chunk_samples: int = 10) -> SimResult:
         """Run ``x`` (N, *input shape) through one Lava network for ``timesteps`` each.
 
-        Returns a ``LavaResult`` (predictions at every step, readout potentials, spikes per
+        Returns a ``SimResult`` (predictions at every step, readout potentials, spikes per
         layer; with ``record`` the spike trains (T, N, *shape) of every spiking layer)."""
         import_lava()
         from lava.magma.core.run_conditions import RunSteps
@@ -456,7 +423,7 @@ class LavaNetwork:
 
     def _result(self, pot_buf: np.ndarray, trains: dict[str, np.ndarray],
                 counts: dict[str, np.ndarray], n: int, steps: int, seconds: float,
-                record: bool) -> LavaResult:
+                record: bool) -> SimResult:
         plan = self.plan
         ro = plan.pops[plan.readout_name]
         pot = trailing_to_torch(self._window(pot_buf, ro.depth, n, steps), ro.shape)
@@ -485,7 +452,7 @@ class LavaNetwork:
             synops = sum((ev[k].sum(0, dtype=np.int64) * fan[k]).sum(1) for k in ev)
         else:
             synops = np.full(n, sum(float((per_unit[k] * fan[k]).sum()) for k in per_unit) / n)
-        return LavaResult(
+        return SimResult(
             timesteps=steps, predictions=pot.argmax(-1).astype(np.int64), output=pot[-1],
             layer_spikes={k: np.asarray(per_sample[k], np.float64) for k in plan.spiking()},
             layer_neurons={k: plan.pops[k].size for k in plan.spiking()},

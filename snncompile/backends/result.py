@@ -1,0 +1,57 @@
+"""The result of running a compiled network on samples, shared by every backend (a neutral
+module: backends never import each other, but all of them return this type, and
+``snncompile.tools.report`` reads it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class SimResult:
+    """What one run returns: the GPU simulator (float and loihi mode) and the Lava backend.
+
+    Attributes:
+        timesteps: T.
+        predictions: (T, N) int64, argmax of the readout potential after each step t = 1..T
+            (row t-1 is the prediction at t).
+        output: (N, K) float, the readout potential after T steps.
+        layer_spikes: spiking layer name -> (N,) float64, spikes per sample (all steps, all units;
+            every GN member spike and every negative spike counts 1, a graded delta counts 1).
+        layer_neurons: spiking layer name -> number of neurons (units of its output).
+        synops: (N,) float64, synaptic operations per sample (spikes × fan-out, all layers).
+        seconds: wall time of the run.
+        device: the torch device it ran on.
+        spike_trains: with ``record``: layer name -> (T, N, *shape) int8 spikes s(t) (not θ·s);
+            float32 for graded models (sigma-delta).
+        potentials: with ``record``: (T, N, K) readout potentials.
+    """
+
+    timesteps: int
+    predictions: np.ndarray
+    output: np.ndarray
+    layer_spikes: dict[str, np.ndarray]
+    layer_neurons: dict[str, int]
+    synops: np.ndarray
+    seconds: float = 0.0
+    device: str = "cpu"
+    spike_trains: dict[str, np.ndarray] | None = None
+    potentials: np.ndarray | None = None
+
+    @property
+    def samples(self) -> int:
+        return int(self.predictions.shape[1])
+
+    def accuracy_by_timestep(self, labels: np.ndarray) -> np.ndarray:
+        """(T,) accuracy after each step t = 1..T."""
+        return (self.predictions == np.asarray(labels).reshape(1, -1)).mean(axis=1)
+
+    def firing_rates(self) -> dict[str, float]:
+        """Spikes per neuron per step, per layer (averaged over samples)."""
+        return {k: float(v.mean()) / (self.layer_neurons[k] * self.timesteps)
+                for k, v in self.layer_spikes.items()}
+
+    def spikes_per_sample(self) -> float:
+        return float(sum(v.mean() for v in self.layer_spikes.values()))
