@@ -36,6 +36,9 @@ bench: venv
 	$(PY) benchmarks/gpu_sim.py
 	$(PY) benchmarks/vs_spikingjelly.py
 	$(PY) benchmarks/lava_sim.py
+	$(PY) benchmarks/thresholds.py
+	$(PY) benchmarks/latency.py
+	$(PY) benchmarks/finetune.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -50,51 +50,42 @@ Tensor = torch.Tensor
 
 
 # ------------------------------------------------------------------------------ surrogates
-class _Triangle(torch.autograd.Function):
+def _sigmoid_derivative(x: Tensor, k: float = 4.0) -> Tensor:
+    sg = torch.sigmoid(k * x)
+    return k * sg * (1.0 - sg)
+
+
+#: name -> d spike / dx used in the backward pass (x = v/θ − 1)
+DERIVATIVES: dict[str, Callable[[Tensor], Tensor]] = {
+    "triangle": lambda x: torch.clamp(1.0 - x.abs(), min=0.0),
+    "rectangle": lambda x: (x.abs() < 0.5).to(x.dtype),
+    "sigmoid": _sigmoid_derivative,
+}
+
+
+class _Spike(torch.autograd.Function):
+    """Heaviside forward (x ≥ 0 -> 1), a surrogate derivative backward."""
+
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor) -> Tensor:
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor,
+                derivative: Callable[[Tensor], Tensor]) -> Tensor:
         ctx.save_for_backward(x)
+        ctx.derivative = derivative  # type: ignore[attr-defined]
         return (x >= 0).to(x.dtype)
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor, None]:
         (x,) = ctx.saved_tensors
-        return grad * torch.clamp(1.0 - x.abs(), min=0.0)
+        return grad * ctx.derivative(x), None  # type: ignore[attr-defined]
 
 
-class _Rectangle(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor) -> Tensor:
-        ctx.save_for_backward(x)
-        return (x >= 0).to(x.dtype)
-
-    @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
-        (x,) = ctx.saved_tensors
-        return grad * (x.abs() < 0.5).to(grad.dtype)
-
-
-class _Sigmoid(torch.autograd.Function):
-    K = 4.0
-
-    @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor) -> Tensor:
-        ctx.save_for_backward(x)
-        return (x >= 0).to(x.dtype)
-
-    @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
-        (x,) = ctx.saved_tensors
-        sg = torch.sigmoid(_Sigmoid.K * x)
-        return grad * (_Sigmoid.K * sg * (1.0 - sg))
+def _spike_fn(derivative: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    return lambda x: _Spike.apply(x, derivative)
 
 
 #: name -> spike function (Heaviside forward, surrogate backward)
 SURROGATES: dict[str, Callable[[Tensor], Tensor]] = {
-    "triangle": _Triangle.apply,
-    "rectangle": _Rectangle.apply,
-    "sigmoid": _Sigmoid.apply,
-}
+    name: _spike_fn(d) for name, d in DERIVATIVES.items()}
 
 
 def get_surrogate(name: str) -> Callable[[Tensor], Tensor]:

@@ -65,7 +65,8 @@ def lower(name: str, op: Node, dtype: torch.dtype) -> nn.Module:
 
 
 def _buf(a: np.ndarray | None, dtype: torch.dtype) -> Tensor | None:
-    return None if a is None else torch.as_tensor(np.asarray(a, np.float64)).to(dtype)
+    # a copy: IR arrays are read-only, and torch may not share read-only memory
+    return None if a is None else torch.from_numpy(np.array(a, np.float64)).to(dtype)
 
 
 class _Op(nn.Module):
