@@ -24,6 +24,8 @@ class CompileOptions:
     alpha: float = 0.5  # v(0) = α·θ
     neuron: str = "if"
     gn_members: int = 4
+    bistable_period: int = 2  # bistable: window ρ (steps integrating, then as many firing)
+    sd_delta: float = 0.0625  # sigma-delta: delta threshold as a fraction of θ
     weight_bits: int | None = None  # None: float weights
     weight_granularity: str = "layer"  # layer | channel
     fold_thresholds: bool = False  # weight normalisation: θ folded into the weights (θ = 1)
@@ -60,6 +62,10 @@ class CompileOptions:
             bad.append(Diagnostic(f"batch_size={self.batch_size}; must be >= 1"))
         if self.gn_members < 1:
             bad.append(Diagnostic(f"gn_members={self.gn_members}; must be >= 1"))
+        if self.bistable_period < 1:
+            bad.append(Diagnostic(f"bistable_period={self.bistable_period}; must be >= 1"))
+        if not 0.0 < self.sd_delta <= 1.0:
+            bad.append(Diagnostic(f"sd_delta={self.sd_delta}; must be in (0, 1]"))
         if bad:
             raise CompileError("bad option", bad)
 
@@ -85,7 +91,8 @@ def conversion_passes(o: CompileOptions) -> list[str]:
     if o.fold_thresholds:
         specs.append("fold-thresholds")
     if o.neuron != "if":
-        extra = f",members={o.gn_members}" if o.neuron == "gn" else ""
+        extra = {"gn": f",members={o.gn_members}", "bistable": f",period={o.bistable_period}",
+                 "sigma-delta": f",delta={o.sd_delta}"}.get(o.neuron, "")
         specs.append(f"select-neurons{{model={o.neuron}{extra}}}")
     if o.sync_shortcuts:
         specs.append("sync-shortcuts")

@@ -74,6 +74,12 @@ def test_print_pipeline_and_list_passes() -> None:
     first = res.stdout.splitlines()[0]
     assert first.startswith("fold-batchnorm,remove-identity,fuse-activations,balance-thresholds")
     assert "norm=max" in first and "alpha=0.25" in first
+    res = cli("--target", "gpu", "--neuron", "bistable", "--bistable-period", "3",
+              "--print-pipeline")
+    assert "select-neurons{model=bistable,period=3}" in res.stdout.splitlines()[0]
+    res = cli("--target", "gpu", "--neuron", "sigma-delta", "--sd-delta", "0.125",
+              "--print-pipeline")
+    assert "select-neurons{model=sigma-delta,delta=0.125}" in res.stdout.splitlines()[0]
     res = cli("--list-passes")
     assert res.returncode == 0 and "fold-batchnorm" in res.stdout
 

@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--alpha", type=float, default=0.5, help="initial potential v(0) = α·θ")
     conv.add_argument("--neuron", choices=NEURONS, default="if")
     conv.add_argument("--gn-members", type=int, default=4, help="members per group neuron")
+    conv.add_argument("--bistable-period", type=int, default=2,
+                      help="bistable neurons: steps integrating, then as many firing")
+    conv.add_argument("--sd-delta", type=float, default=0.0625,
+                      help="sigma-delta: send a change once it exceeds this fraction of θ")
     conv.add_argument("--weight-bits", type=int, default=None, help="quantize weights (2..16)")
     conv.add_argument("--weight-granularity", choices=("layer", "channel"), default="layer")
     conv.add_argument("--fold-thresholds", action="store_true",
@@ -83,7 +87,8 @@ def options_from_args(a: argparse.Namespace) -> CompileOptions:
     return CompileOptions(
         timesteps=a.timesteps, norm=a.norm, channelwise=a.channelwise,
         calibration_samples=a.calibration_samples, alpha=a.alpha, neuron=a.neuron,
-        gn_members=a.gn_members, weight_bits=a.weight_bits,
+        gn_members=a.gn_members, bistable_period=a.bistable_period, sd_delta=a.sd_delta,
+        weight_bits=a.weight_bits,
         weight_granularity=a.weight_granularity, fold_thresholds=a.fold_thresholds,
         sync_shortcuts=a.sync_shortcuts, device=a.device, batch_size=a.batch_size,
         encoding=a.encoding, seed=a.seed, lava_mode=a.lava_mode, eval_samples=a.eval_samples,
