@@ -27,27 +27,12 @@ from snncompile.train import quant_parameters, quantize_relus  # noqa: E402
 
 def finetune(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> None:
     """Adam at 1e-3 (cosine), no weight decay on λ, same 1-pixel-shift augmentation."""
-    g = torch.Generator().manual_seed(seed + 1)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     lam = set(map(id, quant_parameters(model)))
     weights = [p for p in model.parameters() if id(p) not in lam]
     opt = torch.optim.Adam([{"params": weights, "weight_decay": 1e-4},
                             {"params": list(quant_parameters(model)), "weight_decay": 0.0}],
                            lr=1e-3)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(epochs, 1))
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(xt), generator=g)
-        for i in range(0, len(xt), 64):
-            idx = perm[i:i + 64]
-            xb = torch.roll(xt[idx], shifts=tuple(torch.randint(-1, 2, (2,), generator=g).tolist()),
-                            dims=(2, 3))
-            loss = nn.functional.cross_entropy(model(xb), yt[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        sched.step()
-    model.eval()
+    train(model, x, y, epochs, seed + 1, opt=opt)
 
 
 @torch.no_grad()
