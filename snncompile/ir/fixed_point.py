@@ -89,6 +89,7 @@ NEURON_KINDS = {"if": "if", "if-hard": "if-hard", "signed-if": "signed-if", "gn"
 SPIKING_KINDS = ("if", "if-hard", "signed-if", "gn", "bistable", "sigma-delta")
 SD_MAX = 2 ** 23 - 64  # sigma-delta state bound: a multiple of 64 (lava_models/lowlatency.py)
 SD_VTH_TARGET = 2 ** 10  # sigma-delta: act up to 2^17 units = 2^7 delta thresholds (8θ at δ=1/16)
+NETX_GRID_EXP = 6  # lava-dl netx SDNN sends delta >> 6: a payload unit of 64 weight LSBs
 SIGNED_EPS = 1e-3  # signed-if: a negative spike needs v <= -SIGNED_EPS·θ (the GPU simulator's)
 
 
@@ -455,22 +456,27 @@ def _fixed_scale(plan: LoihiPlan, s: Synapse, k: int) -> np.ndarray:
     return _scale_in(s.weight, f.reshape(f.shape[0], -1)[:, 0], s.groups)
 
 
-def _choose_grid(plan: LoihiPlan, s: Synapse, k: int, e_min: int, coarsest: bool) -> None:
+def _choose_grid(plan: LoihiPlan, s: Synapse, k: int, e_min: int, coarsest: bool,
+                 forced: int | None = None) -> None:
     """Payload unit 2^(exp+g) of sigma-delta population ``s.src``, chosen at its first
     consumer: the largest g ≥ 0 whose weights still fit 8 bits at the consumer's smallest
     unit 2^e_min (so they use the full mantissa), at most 1/2..1/4 of the delta threshold
-    (``coarsest``, for the readout: that bound, keeping its potential in range)."""
+    (``coarsest``, for the readout: that bound, keeping its potential in range).
+    ``forced``: use this g instead (``NETX_GRID_EXP`` for a netx export)."""
     src = plan.pops[s.src]
     cap = max(0, int(src.vth_mant.min()).bit_length() - 2)
     src.grid_exp = 0
     base = float(np.abs(_fixed_scale(plan, s, k)).max())
     fit = int(math.floor(math.log2(WEIGHT_MAX * 2.0 ** e_min / base))) if base > 0 else cap
     src.grid_exp = cap if coarsest else min(cap, max(0, fit))
+    if forced is not None:
+        src.grid_exp = forced
     plan.counts.setdefault(s.src, {})["payload_unit_exp"] = src.exp + src.grid_exp
 
 
-def _fix(plan: LoihiPlan) -> None:
-    """Fill the fixed-point fields of every population and synapse (module docstring)."""
+def _fix(plan: LoihiPlan, grid_exp: int | None = None) -> None:
+    """Fill the fixed-point fields of every population and synapse (module docstring);
+    ``grid_exp`` forces every sigma-delta payload unit to 2^(exp+grid_exp)."""
     into = {n: plan.synapses_into(n) for n in plan.pops}
     # input fractional bits: the first layer's threshold must fit VTH_TARGET
     k = INPUT_FRAC_MAX
@@ -489,7 +495,8 @@ def _fix(plan: LoihiPlan) -> None:
             src = plan.pops[s.src]
             if src.kind == "sigma-delta" and s.src not in graded:
                 graded.add(s.src)
-                _choose_grid(plan, s, k, _ceil_log2(_min_unit(p)), p.kind == "readout")
+                _choose_grid(plan, s, k, _ceil_log2(_min_unit(p)), p.kind == "readout",
+                             grid_exp)
         w_eff = [_fixed_scale(plan, s, k) for s in syns]
         wmax = max((float(np.abs(w).max()) for w in w_eff if w.size), default=0.0)
         e_w = _ceil_log2(wmax / WEIGHT_MAX) if wmax > 0 else 0
@@ -532,8 +539,11 @@ def _fix(plan: LoihiPlan) -> None:
         plan.counts[n] = {**c, **plan.counts.get(n, {})}
 
 
-def build_plan(graph: Graph) -> LoihiPlan:
-    """Spiking IR -> ``LoihiPlan`` (float and fixed-point parameters, synapses, depths)."""
+def build_plan(graph: Graph, grid_exp: int | None = None) -> LoihiPlan:
+    """Spiking IR -> ``LoihiPlan`` (float and fixed-point parameters, synapses, depths).
+
+    ``grid_exp``: sigma-delta payload unit exponent for every sigma-delta population
+    (``NETX_GRID_EXP`` when exporting netx; default: chosen per layer, ``_choose_grid``)."""
     problems: list[Diagnostic] = []
     pops: dict[str, Population] = {}
     syns: list[Synapse] = []
@@ -627,7 +637,7 @@ def build_plan(graph: Graph) -> LoihiPlan:
     for s in syns:
         s.connections = _connections(graph, s)
     plan = LoihiPlan(pops=pops, syns=syns, input_name=inp, readout_name=readout)
-    _fix(plan)
+    _fix(plan, grid_exp)
     return plan
 
 

@@ -46,6 +46,7 @@ from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.execute import check_input
 from snncompile.ir.fixed_point import (
     ACT_SHIFT,
+    NETX_GRID_EXP,
     SD_MAX,
     STATE_MAX,
     VTH_SHIFT,
@@ -84,7 +85,8 @@ class LoihiNetwork:
         if self.options.encoding != "direct":
             raise CompileError("the loihi numeric mode needs direct input coding", [Diagnostic(
                 f"encoding={self.options.encoding!r}", hint="use --encoding direct")])
-        self.plan = build_plan(self.graph)
+        self.plan = build_plan(self.graph, grid_exp=NETX_GRID_EXP  # netx: delta >> 6
+                               if self.options.export == "netx" else None)
         self.device = resolve_device(self.options.device)
         dev = self.device
         self._w = [torch.as_tensor(s.weight_int.astype(np.float64), device=dev)

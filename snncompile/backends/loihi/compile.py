@@ -38,6 +38,7 @@ from snncompile.backends.result import SimResult
 from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.execute import check_input
 from snncompile.ir.fixed_point import (
+    NETX_GRID_EXP,
     SIGNED_EPS,
     LoihiPlan,
     Population,
@@ -162,7 +163,8 @@ class LavaNetwork:
             raise CompileError("the loihi target needs direct input coding", [Diagnostic(
                 f"encoding={self.options.encoding!r}", hint="use --encoding direct")])
         self.mode = self.options.lava_mode
-        self.plan = build_plan(self.graph)
+        self.plan = build_plan(self.graph, grid_exp=NETX_GRID_EXP  # netx: delta >> 6
+                               if self.options.export == "netx" else None)
         problems = []
         for n, p in self.plan.pops.items():
             if p.kind == "if-hard" and len(np.unique(p.vth_mant if self.mode == "fixed"

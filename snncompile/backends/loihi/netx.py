@@ -17,18 +17,39 @@ the plan's integer mantissas (torch layout; netx flips and transposes conv kerne
 The file's attributes record how to drive it: ``input_frac_bits`` k (feed round(x·2^k)),
 ``input_message_bits`` (pass as ``Network(input_message_bits=...)``), ``reset_offset`` (pass
 ``reset_offset=1``, ``reset_interval=T``) and ``timesteps``.
+
+Sigma-delta plans (``--neuron sigma-delta --export netx``) become netx SDNN layers, only when
+the plan was built for netx (every payload unit is 64 weight LSBs, ``NETX_GRID_EXP``, because
+netx's SigmaDelta sends ``delta >> 6``). Load with ``spike_exp=-6`` (then netx scales vth and
+bias by 2^0: both are in weight LSBs, as in our plan) and no reset: netx's SDNN ignores
+``reset_interval``, so run one sample per loaded Network and feed round(x·2^k) at the first
+step only (attribute ``input_delta_coded``). The input layer has no neuron (the Network's input
+port feeds the first synapse), the readout is netx's ``Sigma`` (``sigma_output``; no bias: our
+potential is ``64·(sigma + readout_bias)``, ``readout_bias`` a top-level dataset).
+What netx then computes is close to, not equal to, our sigma-delta (docs/neurons.md):
+its layers integrate their bias from step 1, before the sample reaches them (ours reset each
+layer when its sample arrives), and it truncates each delta instead of flooring the activation.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from snncompile.ir.diagnostics import CompileError, Diagnostic
-from snncompile.ir.fixed_point import ACT_SHIFT, BIAS_MANT_MAX, VTH_MANT_MAX, LoihiPlan
+from snncompile.ir.fixed_point import (
+    ACT_SHIFT,
+    BIAS_MANT_MAX,
+    NETX_GRID_EXP,
+    VTH_MANT_MAX,
+    LoihiPlan,
+    Population,
+)
 
 INPUT_MESSAGE_BITS = 16
+SPIKE_EXP = -ACT_SHIFT  # Network(spike_exp=-6): SDNN vth and bias in weight LSBs
 
 
 def _problems(plan: LoihiPlan) -> list[Diagnostic]:
@@ -52,15 +73,19 @@ def _problems(plan: LoihiPlan) -> list[Diagnostic]:
         if s.delay:
             bad.append(Diagnostic("needs a delay line (netx layers are sequential)", node=name,
                                   origin=origin))
-        if p.kind in ("if", "signed-if", "gn", "bistable", "sigma-delta"):
+        if p.kind == "sigma-delta" and p.grid_exp != NETX_GRID_EXP:
+            bad.append(Diagnostic(
+                f"sigma-delta payload unit 2^(exp+{p.grid_exp}); netx sends delta >> 6 "
+                f"(needs 2^(exp+{NETX_GRID_EXP}))", node=name, origin=origin,
+                hint="build the plan for netx (--export netx does)"))
+        if p.kind in ("if", "signed-if", "gn", "bistable"):
             what = {"if": "reset by subtraction", "signed-if": "signed spikes",
-                    "gn": "group neurons", "bistable": "bistable windows",
-                    "sigma-delta": "sigma-delta (not yet exported)"}[p.kind]
+                    "gn": "group neurons", "bistable": "bistable windows"}[p.kind]
             bad.append(Diagnostic(
                 f"{what} cannot be expressed: netx neurons are CUBA LIF "
                 "(reset to zero, v > vth)", node=name, origin=origin,
                 hint="compile with --neuron if-hard to export netx"))
-        if p.kind == "if-hard" and len(np.unique(p.vth_mant)) > 1:
+        if p.kind in ("if-hard", "sigma-delta") and len(np.unique(p.vth_mant)) > 1:
             bad.append(Diagnostic("one threshold per channel; netx has one vThMant per layer",
                                   node=name, origin=origin, hint="drop --channelwise"))
         if s.kind == "dense" and len(p.shape) != 1:
@@ -97,8 +122,14 @@ def export_netx(plan: LoihiPlan, path: str | Path, timesteps: int,
         f.attrs["writer"] = "snn-compile"
         f.attrs["input_frac_bits"] = plan.input_frac_bits
         f.attrs["input_message_bits"] = INPUT_MESSAGE_BITS
-        f.attrs["reset_offset"] = 1
         f.attrs["timesteps"] = timesteps
+        sdnn = plan.delta_coded
+        if sdnn:  # no reset in netx's SDNN: one sample per loaded Network
+            f.attrs["spike_exp"] = SPIKE_EXP
+            f.attrs["input_delta_coded"] = True
+            f.attrs["one_sample_per_network"] = True
+        else:
+            f.attrs["reset_offset"] = 1
         layers = f.create_group("layer")
         g = layers.create_group("0")
         g.create_dataset("type", data=np.bytes_("input"))
@@ -116,13 +147,19 @@ def export_netx(plan: LoihiPlan, path: str | Path, timesteps: int,
             g.create_dataset("shape", data=np.array(p.shape))
             g.create_dataset("weight", data=s.weight_int.astype(np.int64))
             mant = (p.bias_mant * 2 ** (p.bias_exp - ACT_SHIFT)).astype(np.int64)
-            g.create_dataset("bias", data=mant[:, 0, 0] if len(p.shape) == 3 else mant)
+            if sdnn and p.kind == "readout":
+                f.create_dataset("readout_bias", data=mant)
+            else:
+                g.create_dataset("bias", data=mant[:, 0, 0] if len(p.shape) == 3 else mant)
             if s.kind == "conv":
                 g.create_dataset("stride", data=np.array(s.stride))
                 g.create_dataset("padding", data=np.array(s.padding))
                 g.create_dataset("dilation", data=np.array(s.dilation))
                 g.create_dataset("groups", data=s.groups)
             n = g.create_group("neuron")
+            if sdnn:
+                _sdnn_neuron(n, p)
+                continue
             n.create_dataset("type", data=np.bytes_("CUBA"))
             n.create_dataset("iDecay", data=4096)
             n.create_dataset("vDecay", data=0)
@@ -131,3 +168,15 @@ def export_netx(plan: LoihiPlan, path: str | Path, timesteps: int,
             n.create_dataset("refDelay", data=1)
             n.create_dataset("gradedSpike", data=False)
     return path
+
+
+def _sdnn_neuron(n: Any, p: Population) -> None:
+    """netx SDNN neuron: ``Sigma`` for the readout, else ``SigmaDelta`` (ReLU) whose vThMant is
+    vth rounded up to the payload unit (64): netx compares the unfloored delta, we the floored
+    activation, and both fire a first delta at the same activations with that threshold."""
+    n.create_dataset("type", data=np.bytes_("SDNN"))
+    if p.kind == "readout":
+        n.create_dataset("sigma_output", data=True)
+        return
+    unit = 2 ** ACT_SHIFT
+    n.create_dataset("vThMant", data=-(-int(p.vth_mant.flat[0]) // unit) * unit)
