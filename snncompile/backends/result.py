@@ -1,12 +1,16 @@
-"""The result of running a compiled network on samples, shared by every backend (a neutral
-module: backends never import each other, but all of them return this type, and
-``snncompile.tools.report`` reads it)."""
+"""What every backend shares (a neutral module: backends never import each other): the result
+of running a compiled network on samples, which ``snncompile.tools.report`` reads, and the
+checks every ``run`` starts with."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+
+from snncompile.ir.diagnostics import CompileError, Diagnostic
+from snncompile.ir.execute import check_input
+from snncompile.ir.graph import Graph
 
 
 @dataclass
@@ -55,3 +59,13 @@ class SimResult:
 
     def spikes_per_sample(self) -> float:
         return float(sum(v.mean() for v in self.layer_spikes.values()))
+
+
+def run_steps(graph: Graph, x: np.ndarray, timesteps: int | None, default: int) -> int:
+    """The number of steps a ``run`` simulates (``timesteps``, else ``default``), after checking
+    it and that ``x`` fits the graph's input; every problem is a one-line CompileError."""
+    steps = int(timesteps or default)
+    if steps < 1:
+        raise CompileError("bad option", [Diagnostic(f"timesteps={steps}; must be >= 1")])
+    check_input(graph, x)
+    return steps

@@ -35,12 +35,11 @@ import torch
 from torch import nn
 
 from snncompile.ir.diagnostics import CompileError, Diagnostic
-from snncompile.ir.execute import check_input
 from snncompile.ir.graph import Graph
 from snncompile.ir.nodes import Input, Layer, Output
 from snncompile.options import CompileOptions
 
-from snncompile.backends.result import SimResult
+from snncompile.backends.result import SimResult, run_steps
 from snncompile.backends.gpu.lowerings import fanout, lower
 from snncompile.backends.gpu.neurons import SpikeFn, get_model, heaviside
 
@@ -217,10 +216,7 @@ class GpuNetwork:
     def run(self, x: np.ndarray, timesteps: int | None = None, *, record: bool = False,
             progress: bool = True) -> SimResult:
         """Simulate ``x`` (N, *input shape) for ``timesteps`` (default options.timesteps)."""
-        steps = int(timesteps or self.options.timesteps)
-        if steps < 1:
-            raise CompileError("bad option", [Diagnostic(f"timesteps={steps}; must be >= 1")])
-        check_input(self.graph, x)
+        steps = run_steps(self.graph, x, timesteps, self.options.timesteps)
         from tqdm import tqdm
 
         t0 = time.perf_counter()

@@ -41,9 +41,9 @@ import torch
 import torch.nn.functional as F
 
 from snncompile.backends.gpu.compile import SimResult, resolve_device
+from snncompile.backends.result import run_steps
 from snncompile.backends.gpu.lowerings import maxpool_gate
 from snncompile.ir.diagnostics import CompileError, Diagnostic
-from snncompile.ir.execute import check_input
 from snncompile.ir.fixed_point import (
     ACT_SHIFT,
     NETX_GRID_EXP,
@@ -242,10 +242,7 @@ class LoihiNetwork:
     def run(self, x: np.ndarray, timesteps: int | None = None, *, record: bool = False,
             progress: bool = True) -> SimResult:
         """Simulate ``x`` (N, *input shape) for ``timesteps`` steps in Loihi fixed point."""
-        steps = int(timesteps or self.options.timesteps)
-        if steps < 1:
-            raise CompileError("bad option", [Diagnostic(f"timesteps={steps}; must be >= 1")])
-        check_input(self.graph, x)
+        steps = run_steps(self.graph, x, timesteps, self.options.timesteps)
         from tqdm import tqdm
 
         t0 = time.perf_counter()

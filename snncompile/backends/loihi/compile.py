@@ -34,9 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from snncompile.backends.result import SimResult
+from snncompile.backends.result import SimResult, run_steps
 from snncompile.ir.diagnostics import CompileError, Diagnostic
-from snncompile.ir.execute import check_input
 from snncompile.ir.fixed_point import (
     NETX_GRID_EXP,
     SIGNED_EPS,
@@ -367,10 +366,7 @@ class LavaNetwork:
 
         from snncompile.backends.loihi.lava_models.recorder import unpack
 
-        steps = int(timesteps or self.options.timesteps)
-        if steps < 1:
-            raise CompileError("bad option", [Diagnostic(f"timesteps={steps}; must be >= 1")])
-        check_input(self.graph, x)
+        steps = run_steps(self.graph, x, timesteps, self.options.timesteps)
         n = len(x)
         t0 = time.perf_counter()
         data = self.payload(x, steps)
