@@ -13,8 +13,8 @@ import models
 import numpy as np
 import pytest
 
-from snncompile.tools.cli import main
 from snncompile.data import save_npz
+from snncompile.tools.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 import snncompile
 from snncompile.backends import gpu
-from snncompile.ir import AvgPool2d, Flatten, MaxPool2d
 from snncompile.interp import run_ann
+from snncompile.ir import AvgPool2d, Flatten, MaxPool2d
 from snncompile.options import CompileOptions
 
 CPU = CompileOptions(device="cpu", batch_size=512)

@@ -6,16 +6,16 @@ once for all its samples.
 
 from __future__ import annotations
 
+import build
 import numpy as np
 import pytest
 
-import build
 import snncompile
 from snncompile.backends.gpu import compile as gpu_compile
 from snncompile.backends.loihi import compile_reference as loihi_reference
-from snncompile.ir import CompileError
 from snncompile.backends.loihi.fixed import BIAS_MANT_MAX, VTH_MANT_MAX, WEIGHT_MAX
 from snncompile.backends.loihi.plan import build_plan
+from snncompile.ir import CompileError
 
 T = 32
 

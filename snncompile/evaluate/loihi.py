@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from snncompile.evaluate.gpu import ann_accuracy
+from snncompile.evaluate.report import build_report, plot_report, print_report
 from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.graph import Graph
 from snncompile.options import CompileOptions
-from snncompile.evaluate.gpu import ann_accuracy
-from snncompile.evaluate.report import build_report, plot_report, print_report
 
 #: Lava runs ~1 ms per process per step on a CPU: without --eval-samples, evaluate this many
 DEFAULT_LAVA_SAMPLES = 100

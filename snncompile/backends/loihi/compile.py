@@ -21,8 +21,8 @@ import numpy as np
 from snncompile.backends.common import Recorder, SimResult, run_steps
 from snncompile.backends.loihi.build import CONV_AS_DENSE_LIMIT, LavaBuilder
 from snncompile.backends.loihi.fixed import NETX_GRID_EXP
-from snncompile.backends.loihi.layout import trailing_to_torch
 from snncompile.backends.loihi.lava_runtime import TAGS, LavaRun, run_lava
+from snncompile.backends.loihi.layout import trailing_to_torch
 from snncompile.backends.loihi.plan import LoihiPlan, build_plan, fanout
 from snncompile.backends.loihi.torch_sim import LoihiNetwork, compile_reference
 from snncompile.ir.diagnostics import CompileError, Diagnostic
