@@ -6,6 +6,8 @@
 - ``Recorder`` and ``batches``: the one run loop — batching with a progress bar, per-layer event
   counts, synaptic operations (events × fan-out), predictions at every step, optional spike
   trains — used by the gpu simulator, the torch Loihi reference and the Lava run;
+- ``run_stream``: a compiled network (and optionally the ANN) over a streamed data source,
+  batch by batch, merged with ``SimResult.concat`` and all-gathered over torchrun ranks;
 - ``run_steps`` (the checks every ``run`` starts with), ``resolve_device`` and the spiking
   max-pool gate both simulators apply.
 """
@@ -78,6 +80,38 @@ class SimResult:
 
     def spikes_per_sample(self) -> float:
         return float(sum(v.mean() for v in self.layer_spikes.values()))
+
+    @classmethod
+    def concat(cls, parts: list[SimResult]) -> SimResult:
+        """One result for the samples of ``parts`` in order (batches of one run, or the ranks'
+        shards): every per-sample array is concatenated, so the merged result equals a single
+        run on the concatenated input; ``seconds`` is the longest part's (parts run side by
+        side under torchrun; a caller timing sequential batches sets it itself)."""
+        parts = [p for p in parts if p is not None]
+        if not parts:
+            raise ValueError("SimResult.concat of nothing")
+        if len(parts) == 1:
+            return parts[0]
+        first = parts[0]
+        if any(p.timesteps != first.timesteps for p in parts):
+            raise ValueError("SimResult.concat: parts with different T")
+        trains = None
+        if all(p.spike_trains is not None for p in parts):
+            trains = {k: np.concatenate([p.spike_trains[k] for p in parts], axis=1)
+                      for k in first.spike_trains}
+        pots = None
+        if all(p.potentials is not None for p in parts):
+            pots = np.concatenate([p.potentials for p in parts], axis=1)
+        return cls(
+            timesteps=first.timesteps,
+            predictions=np.concatenate([p.predictions for p in parts], axis=1),
+            output=np.concatenate([p.output for p in parts]),
+            layer_spikes={k: np.concatenate([p.layer_spikes[k] for p in parts])
+                          for k in first.layer_spikes},
+            layer_neurons=dict(first.layer_neurons),
+            synops=np.concatenate([p.synops for p in parts]),
+            seconds=max(p.seconds for p in parts), device=first.device,
+            spike_trains=trains, potentials=pots)
 
 
 @runtime_checkable
@@ -210,6 +244,52 @@ def batches(n: int, batch_size: int, *, desc: str, progress: bool = True,
             bar.update(1)
     finally:
         bar.close()
+
+
+def as_source(ev: Any) -> Any:
+    """A ``data.Source`` for ``ev`` (a Source already, or an in-memory ``data.Dataset``)."""
+    from snncompile.data import Dataset, Source
+
+    return Source.of(ev) if isinstance(ev, Dataset) else ev
+
+
+def run_stream(net: Any, ev: Any, opts: Any, steps: int, *, ann: Graph | None = None,
+               progress: bool = True) -> tuple[Any, np.ndarray, np.ndarray | None]:
+    """Run ``net`` (a gpu ``CompiledNetwork``) and the ANN on every batch of ``ev`` (this rank's
+    share under torchrun), gather the batches from all ranks in order. Returns the merged
+    ``SimResult``, the labels and the ANN's predictions (None without ``ann``)."""
+    import dataclasses
+
+    from tqdm import tqdm
+
+    from snncompile import distributed
+    from snncompile.interp import run_ann
+
+    src = as_source(ev)
+    t0 = time.perf_counter()
+    parts = []
+    nb = (len(src) + opts.batch_size - 1) // opts.batch_size
+    bar = tqdm(total=len(distributed.shard(nb)), desc="simulate", unit="batch", leave=False,
+               disable=not progress or not distributed.is_main() or not sys.stderr.isatty())
+    for b, x, y in src.batches(opts.batch_size):
+        if opts.encoding == "poisson":
+            net.options = dataclasses.replace(opts, seed=opts.seed + 7919 * b)
+        r = net.run(x, steps, progress=False)
+        ann_pred = (run_ann(ann, x, batch_size=opts.batch_size).reshape(len(x), -1).argmax(1)
+                    if ann is not None else None)
+        parts.append((b, r, y, ann_pred))
+        bar.update(1)
+    bar.close()
+    net.options = opts
+    seconds = time.perf_counter() - t0
+    gathered = sorted((p for rank_parts in distributed.all_gather(parts) for p in rank_parts),
+                      key=lambda p: p[0])
+    result = SimResult.concat([p[1] for p in gathered])
+    result.seconds = max(distributed.all_gather(seconds))
+    labels = np.concatenate([p[2] for p in gathered]) if all(
+        p[2] is not None for p in gathered) else None
+    preds = np.concatenate([p[3] for p in gathered]) if ann is not None else None
+    return result, labels, preds
 
 
 def run_steps(graph: Graph, x: np.ndarray, timesteps: int | None, default: int) -> int:

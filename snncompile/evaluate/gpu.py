@@ -3,6 +3,15 @@
 ``evaluate_gpu`` is the ``gpu`` entry of ``snncompile.evaluate.EVALUATORS``: ANN accuracy from
 the ANN reference interpreter (``ann``, the frontend graph) on the evaluation set, one
 simulation run to T giving the accuracy at every t ≤ T, then the report (``report``).
+
+The evaluation set streams (``backends.common.run_stream``): batches of ``--batch-size`` come
+from the data source (a DataLoader whose workers decode ahead), each is simulated and run
+through the ANN,
+and the per-batch ``SimResult``s are merged (``SimResult.concat``) — the same numbers as one run
+on the whole array, since samples are independent. Under ``torchrun`` each rank takes its block
+of batches and the batches' results are all-gathered in global batch order; rank 0 prints and
+writes. Poisson input is seeded per global batch (seed + 7919·b), so it does not depend on the
+number of ranks either (batch 0 is the seed of a one-batch run).
 """
 
 from __future__ import annotations
@@ -30,22 +39,28 @@ def evaluate_gpu(snn: Graph, ann: Graph, ev: Any, opts: CompileOptions, out_dir:
                  model: str = "", pipeline: Any = None, ctx: Any = None) -> dict[str, Any]:
     """Simulate ``snn`` on ``ev`` (a labelled ``Dataset``), write plots, print the tables and
     return report.json's dict."""
+    from snncompile import distributed
+    from snncompile.backends.common import run_stream
     from snncompile.backends.gpu import compile as gpu_compile
 
-    if ev is None or ev.y is None:
+    if ev is None or not getattr(ev, "labelled", getattr(ev, "y", None) is not None):
         raise CompileError("no labelled evaluation data", [Diagnostic(
             "the gpu target measures accuracy", hint="give --dataset digits or --eval F.npz")])
     t0 = time.perf_counter()
     net = gpu_compile(snn, opts)
-    result = net.run(ev.x, opts.timesteps)
-    net.save(out_dir)
+    result, labels, ann_pred = run_stream(net, ev, opts, opts.timesteps, ann=ann)
+    main = distributed.is_main()
+    if main:
+        net.save(out_dir)
     report = build_report(
-        result, snn, ev.y, ann_accuracy=ann_accuracy(ann, ev.x, ev.y, opts.batch_size),
+        result, snn, labels, ann_accuracy=float(np.mean(ann_pred == labels)),
         model=model, target="gpu",
         pipeline=pipeline.spec() if pipeline is not None else "",
         options=dataclasses.asdict(opts), notes=getattr(ctx, "notes", None),
         seconds=time.perf_counter() - t0)
     report["simulation_seconds"] = result.seconds
-    print_report(report)
-    plot_report(report, out_dir)
+    report["processes"] = distributed.world()
+    if main:
+        print_report(report)
+        plot_report(report, out_dir)
     return report

@@ -8,6 +8,13 @@ trains compared one to one; ``float``: the float simulator). The report is the G
 plus ``lava_mode``, ``gpu_agreement``, ``gpu_spike_ratio``, ``spike_exact``,
 ``lava_samples_per_second``,
 ``resources`` and ``fixed_point`` (every rounded or clipped value, per layer).
+
+Under ``torchrun`` the samples are split into contiguous blocks, one per rank; each rank builds
+and runs its own Lava network on its block and checks it spike for spike against its own
+reference run; the per-rank results are all-gathered in sample order (``SimResult.concat``),
+``spike_exact`` holds when every rank's check holds, and ``lava_samples_per_second`` is the
+aggregate (all samples / the slowest rank's wall time). A Lava run holds its block in memory
+(the network's input buffer is built for all its samples at once).
 """
 
 from __future__ import annotations
@@ -20,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from snncompile.evaluate.gpu import ann_accuracy
+from snncompile.evaluate.gpu import ann_accuracy  # noqa: F401  (re-exported)
 from snncompile.evaluate.report import build_report, plot_report, print_report
+from snncompile.interp import run_ann
 from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.graph import Graph
 from snncompile.options import CompileOptions
@@ -40,35 +48,73 @@ def _spike_exact(lava: Any, ref: Any) -> tuple[bool, int]:
     return diff == 0 and pots, diff
 
 
+def _merge_counts(dicts: list[dict[str, int] | None]) -> dict[str, int] | None:
+    if any(d is None for d in dicts):
+        return None
+    out: dict[str, int] = {}
+    for d in dicts:
+        for k, v in d.items():  # type: ignore[union-attr]
+            out[k] = out.get(k, 0) + v
+    return out
+
+
 def evaluate_loihi(snn: Graph, ann: Graph, ev: Any, opts: CompileOptions, out_dir: Path, *,
                    model: str = "", pipeline: Any = None, ctx: Any = None) -> dict[str, Any]:
     """Run ``snn`` in Lava on ``ev`` (a labelled ``Dataset``); returns report.json's dict."""
+    from snncompile import distributed
+    from snncompile.backends.common import SimResult, as_source
     from snncompile.backends.gpu import compile as gpu_compile
     from snncompile.backends.loihi import compile as lava_compile
     from snncompile.backends.loihi import compile_reference as loihi_reference
 
-    if ev is None or ev.y is None:
+    if ev is None or not getattr(ev, "labelled", getattr(ev, "y", None) is not None):
         raise CompileError("no labelled evaluation data", [Diagnostic(
             "the loihi target measures accuracy", hint="give --dataset digits or --eval F.npz")])
-    if opts.eval_samples is None and len(ev.x) > DEFAULT_LAVA_SAMPLES:
-        print(f"note: Lava simulates ~tens of samples/s; evaluating the first "
-              f"{DEFAULT_LAVA_SAMPLES} of {len(ev.x)} (set --eval-samples)", file=sys.stderr)
-        ev = ev.take(DEFAULT_LAVA_SAMPLES)
+    src = as_source(ev)
+    main = distributed.is_main()
+    if opts.eval_samples is None and len(src) > DEFAULT_LAVA_SAMPLES:
+        if main:
+            print(f"note: Lava simulates ~tens of samples/s; evaluating the first "
+                  f"{DEFAULT_LAVA_SAMPLES} of {len(src)} (set --eval-samples)", file=sys.stderr)
+        src = src.take(DEFAULT_LAVA_SAMPLES)
+    block = distributed.shard(len(src))  # this rank's samples
     t0 = time.perf_counter()
     net = lava_compile(snn, opts)  # checks Loihi 2 limits (and --export netx) before running
     resources = net.resources
     fixed = opts.lava_mode == "fixed"
-    result = net.run(ev.x, opts.timesteps, record=fixed)
-    run = net.last_run
-    ref_net = (loihi_reference if fixed else gpu_compile)(snn, opts)
-    ref = ref_net.run(ev.x, opts.timesteps, record=fixed)
+    mine = None
+    if len(block):
+        part = src.take(len(block), offset=block.start).materialize()
+        result = net.run(part.x, opts.timesteps, record=fixed)
+        ref_net = (loihi_reference if fixed else gpu_compile)(snn, opts)
+        ref = ref_net.run(part.x, opts.timesteps, record=fixed)
+        exact, mismatched = _spike_exact(result, ref) if fixed else (None, None)
+        ann_pred = run_ann(ann, part.x, batch_size=opts.batch_size).reshape(
+            len(part.x), -1).argmax(1)
+        strip = dict(spike_trains=None, potentials=None)  # per-rank checks done; not gathered
+        mine = {"result": dataclasses.replace(result, **strip),
+                "ref": dataclasses.replace(ref, **strip), "y": part.y, "ann": ann_pred,
+                "exact": exact, "mismatched": mismatched, "run": net.last_run,
+                "input_clipped": getattr(net, "input_clipped", 0),
+                "saturations": getattr(ref_net, "saturations", None) if fixed else None}
+    ranks = [r for r in distributed.all_gather(mine) if r is not None]
+    result = SimResult.concat([r["result"] for r in ranks])
+    ref = SimResult.concat([r["ref"] for r in ranks])
+    labels = np.concatenate([r["y"] for r in ranks])
+    run = ranks[0]["run"]
+    lava_wall = max(r["run"].seconds for r in ranks)
+    samples_per_second = len(labels) / lava_wall if len(ranks) > 1 else run.samples_per_second
     agreement = float(np.mean(result.predictions[-1] == ref.predictions[-1]))
     spikes_ref = sum(float(v.sum()) for v in ref.layer_spikes.values())
     spike_ratio = sum(float(v.sum()) for v in result.layer_spikes.values()) / max(spikes_ref, 1)
-    exact, mismatched = _spike_exact(result, ref) if fixed else (None, None)
-    net.save(out_dir)
+    exact = all(r["exact"] for r in ranks) if fixed else None
+    mismatched = (sum(r["mismatched"] for r in ranks) if fixed and all(
+        r["mismatched"] >= 0 for r in ranks) else (-1 if fixed else None))
+    if main:
+        net.save(out_dir)
+    ann_acc = float(np.mean(np.concatenate([r["ann"] for r in ranks]) == labels))
     report = build_report(
-        result, snn, ev.y, ann_accuracy=ann_accuracy(ann, ev.x, ev.y, opts.batch_size),
+        result, snn, labels, ann_accuracy=ann_acc,
         model=model, target="loihi", pipeline=pipeline.spec() if pipeline is not None else "",
         options=dataclasses.asdict(opts), notes=getattr(ctx, "notes", None),
         seconds=time.perf_counter() - t0)
@@ -77,11 +123,14 @@ def evaluate_loihi(snn: Graph, ann: Graph, ev: Any, opts: CompileOptions, out_di
         "lava_tag": "fixed_pt" if fixed else "floating_pt",
         "gpu_agreement": agreement,
         "gpu_reference": "gpu loihi fixed-point mode" if fixed else "gpu float simulator",
-        "gpu_accuracy": float(ref.accuracy_by_timestep(ev.y)[-1]),
+        "gpu_accuracy": float(ref.accuracy_by_timestep(labels)[-1]),
         "gpu_spike_ratio": spike_ratio,  # total Lava spikes / total GPU spikes
         "spike_exact": exact,
         "spikes_mismatched": mismatched,
-        "lava_samples_per_second": run.samples_per_second,
+        "lava_samples_per_second": samples_per_second,
+        "lava_ranks": [{"samples": r["result"].samples, "spike_exact": r["exact"],
+                        "samples_per_second": r["run"].samples_per_second,
+                        "seconds": r["run"].seconds} for r in ranks],
         "lava_ms_per_step": run.ms_per_step,
         "lava_steps": run.steps,
         "lava_processes": run.processes,
@@ -90,17 +139,19 @@ def evaluate_loihi(snn: Graph, ann: Graph, ev: Any, opts: CompileOptions, out_di
                          "read_back": run.get_seconds, "stop": run.stop_seconds},
         "resources": resources,
         "fixed_point": {"input_frac_bits": net.plan.input_frac_bits,
-                        "input_clipped": getattr(net, "input_clipped", 0),
+                        "input_clipped": sum(r["input_clipped"] for r in ranks),
                         "layers": net.plan.counts,
-                        "state_saturations": getattr(ref_net, "saturations", None)
+                        "state_saturations": _merge_counts([r["saturations"] for r in ranks])
                         if fixed else None},
     })
+    if not main:
+        return report
     print_report(report)
     exact_s = ("" if exact is None else
                f", spike-exact vs GPU loihi mode: {'yes' if exact else f'NO ({mismatched})'}")
     print(f"lava {report['lava_tag']}: agreement with {report['gpu_reference']} "
           f"{agreement:.4f}, spikes ×{spike_ratio:.4f}{exact_s}; "
-          f"{run.samples_per_second:.2f} samples/s "
+          f"{samples_per_second:.2f} samples/s "
           f"({run.ms_per_step:.1f} ms/step, {run.processes} processes)")
     print(f"resources: {resources['neurons']} neurons, {resources['synapses']} synapses, "
           f"~{resources['neuro_cores']} Loihi 2 neuro-cores (limits: "

@@ -43,17 +43,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    default="triangle", help="surrogate gradient of the spike")
 
 
-def _training_data(a: argparse.Namespace, seed: int) -> Any:
+def _training_data(a: argparse.Namespace, seed: int, input_shape: Any = None) -> Any:
     from snncompile import data
 
     if a.dataset == "digits":
         ds = data.digits("train", seed=seed)
-    elif a.calibration is not None:
-        ds = data.load_npz(a.calibration)
+    elif a.calibration is not None:  # a streamed set is read into memory (--finetune-samples)
+        pre = data.preprocess_from(getattr(a, "preprocess", "none"), color=a.color,
+                                   resize=a.resize, crop=a.crop, mean=a.mean, std=a.std,
+                                   input_shape=input_shape)
+        return data.open_data(a.calibration, preprocess=pre, workers=a.workers).take(
+            a.finetune_samples).materialize()
     elif a.eval is not None:
         raise CompileError("no fine-tuning data", [Diagnostic(
             "--finetune trains on the calibration data; it never trains on --eval",
-            hint="give --calibration C.npz")])
+            hint="give --calibration DATA")])
     else:
         raise CompileError("no fine-tuning data", [Diagnostic(
             "--finetune needs --calibration C.npz or --dataset digits")])
@@ -61,28 +65,33 @@ def _training_data(a: argparse.Namespace, seed: int) -> Any:
 
 
 def _accuracy(graph: Graph, ev: Any, opts: Any, steps: int) -> dict[str, float]:
+    """Accuracy by timestep on the (streamed, rank-sharded) evaluation data."""
+    from snncompile.backends.common import run_stream
     from snncompile.backends.gpu import compile as gpu_compile
 
-    res = gpu_compile(graph, opts).run(ev.x, steps, progress=False)
-    return {str(t + 1): float(a) for t, a in enumerate(res.accuracy_by_timestep(ev.y))}
+    res, labels, _ = run_stream(gpu_compile(graph, opts), ev, opts, steps, progress=False)
+    return {str(t + 1): float(a) for t, a in enumerate(res.accuracy_by_timestep(labels))}
 
 
 def run_finetune(a: argparse.Namespace, opts: Any, snn: Graph, ev: Any, out_tmp: Path,
                  out_final: Path) -> tuple[Graph, dict[str, Any]]:
     """Fine-tune ``snn`` as the flags say; checkpoints under ``out_tmp/finetune``."""
+    from snncompile import distributed
     from snncompile.finetune import FinetuneConfig, parse_method, train
 
     parse_method(a.finetune)  # bad names fail before any data is read
     steps = a.finetune_timesteps or opts.timesteps
-    ds = _training_data(a, opts.seed)
+    ds = _training_data(a, opts.seed, snn.shape(snn.input_name))
+    main = distributed.is_main()  # under torchrun: rank 0 checkpoints, the others follow it
     ck = out_tmp / "finetune"
     prev = out_final / "finetune"
-    if prev.is_dir():  # resume: start from the previous run's checkpoints
+    if prev.is_dir() and main:  # resume: start from the previous run's checkpoints
         shutil.copytree(prev, ck, dirs_exist_ok=True)
     cfg = FinetuneConfig(epochs=a.finetune_epochs, lr=a.finetune_lr, timesteps=steps,
                          seed=opts.seed, batch_size=a.finetune_batch_size,
                          surrogate=a.finetune_surrogate, encoding=opts.encoding,
-                         device=opts.device, out_dir=ck, progress=sys.stderr.isatty())
+                         device=opts.device, out_dir=ck if main else None,
+                         progress=sys.stderr.isatty() and main)
     t0 = time.perf_counter()
     results = train(snn, ds, a.finetune, config=cfg)
     tuned = results[-1].graph
@@ -93,13 +102,14 @@ def run_finetune(a: argparse.Namespace, opts: Any, snn: Graph, ev: Any, out_tmp:
         "method": a.finetune, "epochs": a.finetune_epochs, "lr": a.finetune_lr,
         "timesteps": steps, "samples": len(ds), "labels": ds.y is not None,
         "seconds": time.perf_counter() - t0, "steps": [r.summary() for r in results]}
-    if ev is not None and ev.y is not None:
+    if ev is not None and getattr(ev, "labelled", getattr(ev, "y", None) is not None):
         before = _accuracy(snn, ev, opts, max(steps, opts.timesteps))
         after = _accuracy(tuned, ev, opts, max(steps, opts.timesteps))
         info["accuracy_before"], info["accuracy_after"] = before, after
         t = str(steps)
-        print(f"fine-tuning ({a.finetune}, {a.finetune_epochs} epochs at T={steps}, "
-              f"{len(ds)} samples, {info['seconds']:.1f} s): accuracy at T={steps} "
-              f"{before[t]:.4f} -> {after[t]:.4f} ({after[t] - before[t]:+.4f})")
+        if main:
+            print(f"fine-tuning ({a.finetune}, {a.finetune_epochs} epochs at T={steps}, "
+                  f"{len(ds)} samples, {info['seconds']:.1f} s): accuracy at T={steps} "
+                  f"{before[t]:.4f} -> {after[t]:.4f} ({after[t] - before[t]:+.4f})")
     return tuned, info
 

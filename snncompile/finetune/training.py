@@ -10,6 +10,12 @@ parameters it trains, and a loss over a ``StepOutputs``); ``run_stages`` trains 
   loss weighted by its share of the batch), then one Adam step: peak memory is that of one
   chunk, whatever the batch size;
 - thresholds are projected back to θ > 0 after every step;
+- under ``torchrun`` (``snncompile.distributed``) the same global batch is split into one
+  contiguous part per rank; each rank runs its part's chunks (each chunk's loss weighted by its
+  share of the *global* batch) and the gradients are summed over the ranks before the Adam step
+  (DistributedDataParallel's all-reduce, summed instead of averaged because of that weighting),
+  so every rank takes the same step from the same parameters: the single-process algorithm up to
+  float summation order. Rank 0 reads and writes the checkpoint and broadcasts what it resumed;
 - after every epoch the trainable tensors, the optimiser state and the loss history go to
   ``out_dir/checkpoint.pt`` (written to a temporary file, then renamed). A later call with the
   same method, options, hyper-parameters, IR and data (the *fingerprint*; the epoch count is not
@@ -281,6 +287,18 @@ def run_stages(net: Any, stages: Sequence[Stage], data: TrainData, cfg: Finetune
             start_stage, start_epoch = state["stage"], state["epoch"]
             opt_state = state["optimizer"]
             resumed = str(ckpt_path)
+    from snncompile import distributed
+
+    if distributed.active():  # every rank resumes (or not) exactly as rank 0 did
+        box = distributed.broadcast(
+            None if resumed is None else ({k: v.cpu() for k, v in trainables.items()}, history,
+                                          start_stage, start_epoch, opt_state, resumed))
+        if box is not None:
+            params0, history, start_stage, start_epoch, opt_state, resumed = box
+            with torch.no_grad():
+                for k, v in params0.items():
+                    trainables[k].copy_(v.to(device))
+        distributed.broadcast_parameters(list(trainables.values()))
     meter = _SavedBytes()
     n = len(data)
     for si, stage in enumerate(stages):
@@ -306,8 +324,9 @@ def run_stages(net: Any, stages: Sequence[Stage], data: TrainData, cfg: Finetune
             for bi, idx in enumerate(bar):
                 opt.zero_grad(set_to_none=True)
                 total = 0.0
-                for ci in range(0, len(idx), cfg.chunk_size):
-                    sub = np.sort(idx[ci:ci + cfg.chunk_size])
+                mine = np.array_split(idx, distributed.world())[distributed.rank()]
+                for ci in range(0, len(mine), cfg.chunk_size):
+                    sub = np.sort(mine[ci:ci + cfg.chunk_size])
                     xb = torch.from_numpy(data.x[sub]).to(device)
                     yb = torch.from_numpy(data.y[sub]).to(device) if data.y is not None else None
                     tch = None
@@ -329,6 +348,9 @@ def run_stages(net: Any, stages: Sequence[Stage], data: TrainData, cfg: Finetune
                             hint="lower --finetune-lr")])
                     (loss * (len(sub) / len(idx))).backward()
                     total += loss.item() * len(sub) / len(idx)
+                if distributed.active():
+                    distributed.sum_gradients(params)
+                    total = float(distributed.all_reduce(np.array([total]), "sum")[0])
                 opt.step()
                 net.clamp_thresholds()
                 losses.append(total)

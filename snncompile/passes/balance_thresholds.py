@@ -13,6 +13,11 @@ output channel (``channelwise``). A Clip activation's upper bound (and a quantiz
 ``hi``) is used directly: the ANN already bounds the layer there. A layer that never fires on
 the calibration data gets θ = 1 (no activity to scale to; noted in ``ctx.notes``). The readout
 (the op feeding Output) integrates and never gets a neuron.
+
+The statistics are streamed (``passes.statistics``): the calibration data (an array or a
+streaming source) goes through the ANN in batches, keeping a running max and, for percentiles,
+radix-select histograms, so no layer's activations are ever held whole; the result equals
+``np.percentile`` over all activations exactly, and is the same under ``torchrun`` sharding.
 """
 
 from __future__ import annotations
@@ -22,10 +27,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from snncompile.interp import record_activations
 from snncompile.ir.graph import Graph
 from snncompile.ir.nodes import Layer, Neuron
 from snncompile.passes.registry import PassContext, register_pass
+from snncompile.passes.statistics import layer_statistics
 
 #: norm name -> percentile of the activations (100 = max)
 PERCENTILES = {"max": 100.0, "p99": 99.0, "p99.9": 99.9, "p99.99": 99.99}
@@ -74,9 +79,9 @@ class BalanceThresholds:
         if not todo:
             ctx.notes["balance-thresholds"] = notes
             return g
-        need_data = any(graph.op(n).act.hi is None for n in todo)  # type: ignore[union-attr]
-        acts = record_activations(graph, ctx.need_calibration("balance-thresholds")) \
-            if need_data else {}
+        need_data = [n for n in todo if graph.op(n).act.hi is None]  # type: ignore[union-attr]
+        stats = layer_statistics(graph, need_data, ctx.need_calibration("balance-thresholds"),
+                                 q, self.channelwise) if need_data else {}
         for name in todo:
             op = graph.op(name)
             assert isinstance(op, Layer) and op.act is not None  # filtered above
@@ -85,7 +90,7 @@ class BalanceThresholds:
                 theta = np.full(c, op.act.hi, np.float64)
                 source = "clip"
             else:
-                theta = layer_thresholds(acts[name], q, self.channelwise)
+                theta = stats[name].copy()
                 source = self.norm
             dead = ~(theta > 0)
             if dead.any():

@@ -44,6 +44,24 @@ def _add_option(group: argparse._ArgumentGroup, f: dataclasses.Field) -> None:
                        choices=choices, help=(md.get("help") or "") + default)
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        v = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or H,W, got {text!r}") from None
+    if len(v) not in (1, 2) or min(v) < 1:
+        raise argparse.ArgumentTypeError(f"expected N or H,W (positive), got {text!r}")
+    return v if len(v) == 2 else (v[0], v[0])
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") \
+            from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="snn-compile",
@@ -58,9 +76,32 @@ def build_parser() -> argparse.ArgumentParser:
               "simulation": p.add_argument_group("simulation")}
     groups["data"].add_argument("--dataset", choices=("digits",),
                                 help="bundled dataset for calib + eval")
-    groups["data"].add_argument("--calibration", type=Path,
-                                help="calibration .npz (x, optional y)")
-    groups["data"].add_argument("--eval", type=Path, help="evaluation .npz (x, y)")
+    groups["data"].add_argument("--calibration", metavar="DATA",
+                                help="calibration data: F.npz (x, optional y), an image folder "
+                                     "(ROOT/<class>/<image>) or module:callable returning a "
+                                     "torch Dataset")
+    groups["data"].add_argument("--eval", metavar="DATA",
+                                help="evaluation data (labelled): as --calibration")
+    groups["data"].add_argument("--preprocess", default="none",
+                                choices=("none", "imagenet", "cifar10", "mnist"),
+                                help="image-folder preset (imagenet: resize 256, crop 224, RGB, "
+                                     "ImageNet mean/std; default none: pixels/255); the flags "
+                                     "below override it")
+    groups["data"].add_argument("--resize", type=int, default=None,
+                                help="images: shorter side to this many pixels (bilinear)")
+    groups["data"].add_argument("--crop", type=_ints, default=None, metavar="S|H,W",
+                                help="images: center crop (default: the model's input size "
+                                     "when neither --resize nor --crop is given)")
+    groups["data"].add_argument("--mean", type=_floats, default=None, metavar="M[,M,M]",
+                                help="images: per-channel mean subtracted from pixel/255")
+    groups["data"].add_argument("--std", type=_floats, default=None, metavar="S[,S,S]",
+                                help="images: per-channel std dividing (pixel/255 - mean)")
+    groups["data"].add_argument("--color", choices=("rgb", "gray"), default=None,
+                                help="images: colour mode (default: from the model's input "
+                                     "channels)")
+    groups["data"].add_argument("--workers", type=int, default=2,
+                                help="DataLoader worker processes decoding images ahead of the "
+                                     "simulator (default 2; 0: in the main process)")
     for f in OPTIONS:  # every compile option, from its declaration
         _add_option(groups[f.metadata.get("group", "conversion")], f)
     pm = p.add_argument_group("passes")
@@ -89,8 +130,13 @@ def options_from_args(a: argparse.Namespace) -> CompileOptions:
 class Output:
     """Write into a temporary directory; move the files into ``--out`` only on success."""
 
-    def __init__(self, final: Path) -> None:
+    def __init__(self, final: Path, private: bool = False) -> None:
+        """``private``: a scratch directory outside ``final``'s folder that is never committed
+        (the torchrun ranks other than 0)."""
         self.final = final
+        if private:
+            self.tmp = Path(tempfile.mkdtemp(prefix="snncompile-rank-"))
+            return
         final.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
 
@@ -109,19 +155,32 @@ class Output:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def _datasets(a: argparse.Namespace, opts: CompileOptions):
+def preprocess_from_args(a: argparse.Namespace, input_shape: Any = None) -> Any:
+    from snncompile import data
+
+    return data.preprocess_from(a.preprocess, color=a.color, resize=a.resize, crop=a.crop,
+                                mean=a.mean, std=a.std, input_shape=input_shape)
+
+
+def _datasets(a: argparse.Namespace, opts: CompileOptions, input_shape: Any = None):
+    """(calibration, evaluation) as ``data.Source``s (streamed, or arrays in memory)."""
     from snncompile import data
 
     if a.dataset and (a.calibration or a.eval):
         raise CompileError("bad usage",
                            [Diagnostic("give --dataset or --calibration/--eval, not both")])
+    if a.workers < 0:
+        raise CompileError("bad usage", [Diagnostic(f"--workers {a.workers}; must be >= 0")])
     if a.dataset == "digits":
-        calib = data.digits("train", seed=opts.seed).take(opts.calibration_samples)
-        ev = data.digits("test", seed=opts.seed)
+        calib = data.Source.of(data.digits("train", seed=opts.seed)).take(
+            opts.calibration_samples)
+        ev = data.Source.of(data.digits("test", seed=opts.seed))
     else:
-        calib = (data.load_npz(a.calibration).take(opts.calibration_samples)
-                 if a.calibration else None)
-        ev = data.load_npz(a.eval, need_labels=True) if a.eval else None
+        pre = preprocess_from_args(a, input_shape)
+        calib = (data.open_data(a.calibration, preprocess=pre, workers=a.workers).take(
+            opts.calibration_samples) if a.calibration else None)
+        ev = (data.open_data(a.eval, need_labels=True, preprocess=pre, workers=a.workers)
+              if a.eval else None)
         if calib is None and ev is not None:
             calib = ev.take(opts.calibration_samples)
     if ev is not None and opts.eval_samples is not None:
@@ -159,26 +218,33 @@ def run(a: argparse.Namespace) -> int:
     from snncompile.frontend import load_onnx
 
     graph = load_onnx(model)
-    calib, ev = _datasets(a, opts)
+    calib, ev = _datasets(a, opts, graph.shape(graph.input_name))
+    from snncompile import distributed
     from snncompile.interp import check_input
 
     for ds, what in ((calib, "calibration data"), (ev, "evaluation data")):
-        if ds is not None:
-            check_input(graph, ds.x, f"{what} ({ds.source})")
-    out = Output(a.out or Path("out") / model.stem)
+        if ds is not None:  # all of an in-memory set; the first sample of a streamed one
+            x = ds.arrays.x if ds.arrays is not None else ds.first(1)[0]
+            check_input(graph, x, f"{what} ({ds.source})")
+    main = distributed.is_main()  # under torchrun only rank 0 writes
+    out = Output(a.out or Path("out") / model.stem, private=not main)
     try:
-        if a.dump_ir_after:
+        if a.dump_ir_after and main:
             pm.dump_dir = out.tmp / "ir-after"
             pm.dump_after = set(x.replace("_", "-") for x in a.dump_ir_after)
-        ctx = passes.PassContext(calibration=None if calib is None else calib.x,
-                                 labels=None if calib is None else calib.y, seed=opts.seed)
+        cal: Any = None
+        labels = None
+        if calib is not None:  # arrays stay arrays for passes; a streamed set is a Source
+            cal, labels = calib.first(len(calib)) if calib.arrays is not None else (calib, None)
+        ctx = passes.PassContext(calibration=cal, labels=labels, seed=opts.seed)
         snn = pm.run(graph, ctx)
         finetune_info = None
         if a.finetune:
             from snncompile.finetune.cli import run_finetune
 
             snn, finetune_info = run_finetune(a, opts, snn, ev, out.tmp, out.final)
-        save(snn, out.tmp)
+        if main:
+            save(snn, out.tmp)
         if a.target == "ir":
             print(snn.summary())
             report: dict[str, Any] | None = None
@@ -192,15 +258,20 @@ def run(a: argparse.Namespace) -> int:
                 report["finetune"] = finetune_info
             report["seconds_total"] = time.perf_counter() - t0
             text = json.dumps(report, indent=1, default=_jsonable) + "\n"
-            (out.tmp / "report.json").write_text(text)
-            if a.report:
-                a.report.parent.mkdir(parents=True, exist_ok=True)
-                a.report.write_text(text)
-        out.commit()
+            if main:
+                (out.tmp / "report.json").write_text(text)
+                if a.report:
+                    a.report.parent.mkdir(parents=True, exist_ok=True)
+                    a.report.write_text(text)
+        if main:
+            out.commit()
+        else:
+            out.discard()
     except BaseException:
         out.discard()
         raise
-    print(f"wrote {out.final}/")
+    if main:
+        print(f"wrote {out.final}/")
     return 0
 
 
@@ -244,6 +315,11 @@ def main(argv: list[str] | None = None) -> int:
     a = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING - 10 * min(a.verbose, 2),
                         format="%(levelname)s %(name)s: %(message)s")
+    distributed = None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun (torch only then)
+        from snncompile import distributed
+
+        distributed.init()
     try:
         return run(a)
     except CompileError as e:
@@ -254,6 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("snn-compile: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if distributed is not None:
+            distributed.shutdown()
 
 
 if __name__ == "__main__":
