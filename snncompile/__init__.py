@@ -101,8 +101,12 @@ def _calibration(options: dict[str, Any], calibration: Any) -> tuple[np.ndarray 
         calibration = data.digits("train").take(options.get("calibration_samples", 512))
     if calibration is None:
         return None, None
-    if isinstance(calibration, (str, Path)):
-        calibration = data.load_npz(calibration)
+    if isinstance(calibration, (str, Path)):  # .npz, image folder or module:callable
+        calibration = data.open_data(calibration)
+    if isinstance(calibration, data.Source):  # in memory: arrays; else streamed by the passes
+        if calibration.arrays is None:
+            return calibration, None  # type: ignore[return-value]
+        calibration = calibration.arrays.take(len(calibration), calibration.start)
     if isinstance(calibration, data.Dataset):
         return calibration.x, calibration.y
     return np.asarray(calibration, np.float32), None

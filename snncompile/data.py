@@ -311,8 +311,14 @@ class Source:
                                 shuffle=False, num_workers=self.workers,
                                 collate_fn=_collate, persistent_workers=False,
                                 prefetch_factor=2 if self.workers else None)
-        for b, (x, y) in zip(block, loader):
-            yield b, x, y
+        try:
+            for b, (x, y) in zip(block, loader):
+                yield b, x, y
+        except CompileError as e:  # raised in a worker: the DataLoader wraps it in a traceback
+            if "\n" not in e.headline:
+                raise
+            last = [ln for ln in e.headline.splitlines() if ln.strip()][-1]
+            raise CompileError(last.split("CompileError: ", 1)[-1]) from None
 
     def materialize(self) -> Dataset:
         """All samples in memory (for what needs arrays: fine-tuning, one Lava run)."""

@@ -3,9 +3,9 @@ the toolchain needs (all-reduce of statistics, all-gather of per-sample results,
 
 ``torchrun --nproc-per-node N -m snncompile ARGS`` starts N copies of the CLI with ``RANK``,
 ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` set; ``init()`` joins them into
-one process group (gloo for the CPU collectives used here; each rank picks GPU ``LOCAL_RANK``
-when CUDA is present). Without those variables everything here is the single-process identity:
-rank 0 of a world of 1, collectives return their input.
+one process group (gloo: the collectives here move CPU tensors; each rank picks GPU
+``LOCAL_RANK`` mod the GPU count when CUDA is present). Without those variables everything here
+is the single-process identity: rank 0 of a world of 1, collectives return their input.
 
 Sharding is by whole batches in contiguous blocks (``shard``): rank r of W gets batches
 [r·nb/W, (r+1)·nb/W) of the nb global batches, so the ranks' results concatenated in rank order
@@ -35,8 +35,9 @@ def init() -> bool:
     if env_world() <= 1:
         return False
     if not dist.is_initialized():
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        if torch.cuda.is_available():  # more ranks than GPUs share them round-robin
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local % torch.cuda.device_count())
         dist.init_process_group(backend="gloo")
     return True
 

@@ -1,0 +1,129 @@
+"""Benchmark of ``torchrun --nproc-per-node N -m snncompile``: 1 vs 2 processes.
+
+    .venv/bin/python benchmarks/distributed.py         # digits CNN: gpu T=32, Lava 16 samples
+    .venv/bin/python benchmarks/distributed.py --lava-samples 8
+
+Rows (the bundled digits CNN, ``examples/digits_cnn.onnx``, default pipeline, CPU, gloo):
+
+- ``gpu``: ``--target gpu --dataset digits`` (540 evaluation samples, T=32, batch 64; 512
+  calibration samples) with 1 process × 1 thread, 1 process × 2 threads and 2 processes × 1
+  thread each. ``sim_s`` is the report's ``simulation_seconds`` (the slowest rank's streamed
+  simulation, data loading included), ``wall_s`` the whole command (interpreter start, ONNX
+  import, calibration, report). Scaling efficiency = t(1 process) / (N · t(N processes)) on
+  ``sim_s``, against the 1-thread single process.
+- ``loihi``: ``--target loihi`` on the first ``--lava-samples`` test digits, T=16: each rank runs
+  its own Lava runtime on its block; ``samples_per_s`` is the report's aggregate
+  ``lava_samples_per_second`` (all samples / the slowest rank's Lava run).
+
+Every row also checks that the 2-process report equals the 1-process one (accuracy by timestep,
+spikes per sample, thresholds). The machine load (``uptime``) is recorded before and after: on
+a small shared machine (2 cores, other jobs) the scaling numbers say more about the load than
+about the code. Writes benchmarks/results/distributed.json and prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DIGITS_CNN = ROOT / "examples" / "digits_cnn.onnx"
+
+
+def _load() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(procs: int, threads: int, args: list[str]) -> tuple[dict[str, Any], float]:
+    out = Path(tempfile.mkdtemp(prefix="snn-bench-dist-")) / "o"
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore",
+           "PYTHONPATH": str(ROOT)}
+    cmd = [str(Path(sys.executable).with_name("torchrun")), "--nproc-per-node", str(procs),
+           "--master-addr", "127.0.0.1", "--master-port", str(_port()), "-m", "snncompile",
+           *args, "--out", str(out)]
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=1800)
+    wall = time.perf_counter() - t0
+    if res.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}\n{res.stderr[-3000:]}")
+    return json.loads((out / "report.json").read_text()), wall
+
+
+def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    keys = ("accuracy_by_timestep", "spikes_per_sample", "synaptic_ops_per_sample", "samples")
+    return all(a[k] == b[k] for k in keys) and [ly["threshold"] for ly in a["layers"]] == [
+        ly["threshold"] for ly in b["layers"]]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--timesteps", type=int, default=32)
+    ap.add_argument("--lava-samples", type=int, default=16)
+    ap.add_argument("--lava-timesteps", type=int, default=16)
+    a = ap.parse_args()
+    load_before = _load()
+    rows: list[dict[str, Any]] = []
+    gpu_args = [str(DIGITS_CNN), "--target", "gpu", "--dataset", "digits", "--timesteps",
+                str(a.timesteps), "--batch-size", "64", "--device", "cpu"]
+    base = None
+    for procs, threads in ((1, 1), (1, 2), (2, 1)):
+        rep, wall = run(procs, threads, gpu_args)
+        base = base or rep
+        rows.append({"target": "gpu", "processes": procs, "threads_per_process": threads,
+                     "samples": rep["samples"], "timesteps": rep["timesteps"],
+                     "sim_s": rep["simulation_seconds"], "wall_s": wall,
+                     "samples_per_s": rep["samples"] / rep["simulation_seconds"],
+                     "same_as_1_process": same(base, rep)})
+    t1 = rows[0]["sim_s"]
+    for r in rows:
+        r["scaling_efficiency"] = t1 / (r["processes"] * r["sim_s"])
+    lava_args = [str(DIGITS_CNN), "--target", "loihi", "--dataset", "digits", "--timesteps",
+                 str(a.lava_timesteps), "--eval-samples", str(a.lava_samples), "--device", "cpu"]
+    lbase = None
+    for procs in (1, 2):
+        rep, wall = run(procs, 1, lava_args)
+        lbase = lbase or rep
+        sps = rep["lava_samples_per_second"]
+        rows.append({"target": "loihi", "processes": procs, "threads_per_process": 1,
+                     "samples": rep["samples"], "timesteps": rep["timesteps"],
+                     "sim_s": rep["samples"] / sps, "wall_s": wall, "samples_per_s": sps,
+                     "spike_exact": rep["spike_exact"], "same_as_1_process": same(lbase, rep),
+                     "lava_processes_per_rank": rep["lava_processes"]})
+    l1 = rows[3]["samples_per_s"]
+    for r in rows[3:]:
+        r["scaling_efficiency"] = r["samples_per_s"] / (r["processes"] * l1)
+    doc = {"rows": rows, "load_before": load_before, "load_after": _load(),
+           "cpus": os.cpu_count(), "machine": platform.platform(),
+           "python": platform.python_version(),
+           "command": "python benchmarks/distributed.py " + " ".join(sys.argv[1:])}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "distributed.json").write_text(json.dumps(doc, indent=1) + "\n")
+    print("| target | processes × threads | samples | T | sim s | wall s | samples/s | "
+          "scaling eff. | same report |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['target']} | {r['processes']} × {r['threads_per_process']} | {r['samples']} | "
+              f"{r['timesteps']} | {r['sim_s']:.2f} | {r['wall_s']:.1f} | "
+              f"{r['samples_per_s']:.1f} | {r['scaling_efficiency']:.2f} | "
+              f"{'yes' if r['same_as_1_process'] else 'NO'} |")
+    print(f"load before: {load_before}\nload after:  {doc['load_after']}; {os.cpu_count()} CPUs")
+
+
+if __name__ == "__main__":
+    main()
