@@ -341,13 +341,17 @@ def _import_dataset(spec: str) -> Any:
     except (ImportError, AttributeError) as e:
         raise CompileError("cannot import dataset", [Diagnostic(f"{spec}: {e}")]) from None
     try:
-        ds = obj() if callable(obj) and not hasattr(obj, "__getitem__") else obj
+        ds = obj() if isinstance(obj, type) or (callable(obj) and not hasattr(
+            obj, "__getitem__")) else obj
     except CompileError:
         raise
     except Exception as e:  # the user's code failed: say where, in one line
         raise CompileError("dataset callable failed", [Diagnostic(
             f"{spec}(): {type(e).__name__}: {e}")]) from None
-    if not (hasattr(ds, "__getitem__") and hasattr(ds, "__len__")):
+    import torch.utils.data as tud
+
+    if isinstance(ds, tud.IterableDataset) or not (hasattr(ds, "__getitem__")
+                                                   and hasattr(ds, "__len__")):
         raise CompileError("not a map-style dataset", [Diagnostic(
             f"{spec} returned {type(ds).__name__}",
             hint="return a torch Dataset with __len__ and __getitem__ giving x or (x, y)")])
