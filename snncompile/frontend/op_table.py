@@ -136,7 +136,13 @@ def converts(*op_types: str) -> Callable[[Converter], Converter]:
 
 
 def supported_ops() -> list[str]:
-    return sorted(CONVERTERS)
+    """ONNX op types with a converter; our own fused ops (``ai.snncompile.*``) are listed as
+    what they stand for."""
+    ops = sorted(t for t in CONVERTERS if "." not in t)
+    if len(ops) < len(CONVERTERS):
+        ops.append("quantized activations (Floor/Round clip-floor-shift chains, "
+                   "QuantizeLinear/DequantizeLinear around a Relu)")
+    return ops
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -187,6 +193,27 @@ def _no_ceil(node: OnnxNode, hw: tuple[int, int], k: tuple[int, ...], s: tuple[i
         if ceil != span // si + 1:
             raise Unsupported("ceil_mode=1 adds a partial window at the border; export with "
                               "ceil_mode=False")
+
+
+def _ceil_pads(node: OnnxNode, hw: tuple[int, int], k: tuple[int, ...], s: tuple[int, ...],
+               p: tuple[int, int, int, int], d: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """MaxPool with ceil_mode=1 as floor mode with extra −∞ padding at the bottom/right.
+
+    ceil mode has o = ⌈(n + p_b + p_e − d(k−1) − 1)/s⌉ + 1 windows, less one if the last would
+    start past n + p_b (torch/ONNX rule); floor mode gives the same o when the end padding grows
+    by e = max((o − 1)·s + d(k−1) + 1 − (n + p_b + p_e), 0). The added cells are −∞ and every
+    window keeps at least one real input, so the max is unchanged: exact.
+    """
+    if not node.attr("ceil_mode", 0):
+        return p
+    pads = list(p)
+    for i, (n, ki, si, di) in enumerate(zip(hw, k, s, d)):
+        span = n + p[i] + p[i + 2] - di * (ki - 1) - 1
+        out = -(-span // si) + 1
+        if (out - 1) * si >= n + p[i]:
+            out -= 1
+        pads[i + 2] += max((out - 1) * si + di * (ki - 1) + 1 - (n + p[i] + p[i + 2]), 0)
+    return tuple(pads)  # type: ignore[return-value]
 
 
 def _single_output(node: OnnxNode, b: Builder) -> None:
@@ -345,15 +372,14 @@ def clip(node: OnnxNode, b: Builder) -> str:
 
 @converts("MaxPool")
 def maxpool(node: OnnxNode, b: Builder) -> str:
-    """MaxPool (2-D) -> MaxPool2d."""
+    """MaxPool (2-D) -> MaxPool2d; ceil_mode=1 becomes extra −∞ padding (exact)."""
     _single_output(node, b)
     x = node.inputs[0]
     _, h, w = _image(node, b, x)
     k = _ints(node.attr("kernel_shape"), 2, 1, "kernel_shape")
     s = _ints(node.attr("strides"), 2, 1, "strides")
     d = _ints(node.attr("dilations"), 2, 1, "dilations")
-    p = _pads(node, (h, w), k, s, d)
-    _no_ceil(node, (h, w), k, s, p, d)
+    p = _ceil_pads(node, (h, w), k, s, _pads(node, (h, w), k, s, d), d)
     op = MaxPool2d(origin=node.origin, kernel=k, stride=s, padding=p, dilation=d)  # type: ignore[arg-type]
     return b.add(node, op, [b.tensor(x)])
 
@@ -450,8 +476,10 @@ def reshape(node: OnnxNode, b: Builder) -> str:
 
 @converts("Concat")
 def concat(node: OnnxNode, b: Builder) -> str:
-    """Concat on the channel axis (ONNX axis 1) -> Concat(axis=0)."""
+    """Concat on the channel axis (ONNX axis 1) -> Concat(axis=0); one input -> Identity."""
     ins = [b.tensor(i) for i in node.inputs]
+    if len(ins) == 1:  # torch.cat([x], 1), as in torchvision's densenet
+        return b.add(node, Identity(origin=node.origin, onnx_op="Concat"), ins)
     rank = len(b.shape(node.inputs[0])) + 1
     axis = int(node.attr("axis", 1))
     if axis % rank != 1:
