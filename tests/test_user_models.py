@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from snncompile.frontend import load_onnx, run_onnxruntime
-from snncompile.ir import CompileError, Conv2d, Identity, MaxPool2d
+from snncompile.ir import CompileError, Identity, MaxPool2d
 from snncompile.ir.execute import run_ann
 
 

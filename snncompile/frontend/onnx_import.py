@@ -204,7 +204,8 @@ def load_onnx(src: str | Path | onnx.ModelProto) -> Graph:
         raise CompileError("unsupported ONNX opset", [Diagnostic(
             f"{where}: opset {opset}; re-export with opset_version >= 13")])
     # QCFS clip-floor-shift chains and Q/DQ pairs -> one ai.snncompile.QuantReLU node each
-    model = fold_quantized_activations(model)
+    quant_notes: list[Diagnostic] = []  # why a Floor/Round/QuantizeLinear did not fold
+    model = fold_quantized_activations(model, quant_notes)
 
     uses: dict[str, int] = {}
     for n in model.graph.node:
@@ -278,6 +279,8 @@ def load_onnx(src: str | Path | onnx.ModelProto) -> Graph:
         diags.append(Diagnostic(f"the graph output {out_name!r} is a constant"))
     if bad_types:
         diags.insert(0, unsupported_ops_diagnostic(bad_types))
+        diags[1:1] = [d for d in quant_notes if d.origin and d.origin.endswith(
+            tuple(f"({t})" for t in bad_types))]
     if diags:
         headline = "unsupported ops" if bad_types else "unsupported ONNX model"
         raise CompileError(headline, diags)
