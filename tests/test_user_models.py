@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from snncompile.frontend import load_onnx, run_onnxruntime
-from snncompile.ir import CompileError, Identity, MaxPool2d
+from snncompile.ir import CompileError, Conv2d, Identity, MaxPool2d
 from snncompile.ir.execute import run_ann
 
 
@@ -132,3 +132,43 @@ def test_maxpool_ceil_mode_is_exact(size: int, k: int, s: int, p: int, tmp_path:
     (pool,) = [op for _, op in g.topo() if isinstance(op, MaxPool2d)]
     assert pool.padding[2] >= pool.padding[0]  # the partial windows: −∞ rows at the bottom
     check(path, in_shape=(1, size, size))
+
+
+class _Shuffle(nn.Module):
+    """ShuffleNet's channel shuffle: view (N, g, C/g, H, W), swap the group axes, flatten back."""
+
+    def __init__(self, groups: int) -> None:
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        x = x.view(n, self.groups, c // self.groups, h, w).transpose(1, 2).contiguous()
+        return x.view(n, c, h, w)
+
+
+def _shuffle_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1, groups=1), nn.ReLU(), _Shuffle(2),
+        nn.Conv2d(8, 8, 3, padding=1, groups=2), nn.ReLU(), _Shuffle(4),  # into a grouped conv
+        nn.Conv2d(8, 8, 1, groups=4), nn.ReLU(), _Shuffle(2),
+        nn.Conv2d(8, 4, 3, padding=1), nn.ReLU(),  # folded into this one's weights
+        nn.Flatten(), nn.Linear(4 * 64, 10))
+
+
+def test_channel_shuffle(tmp_path: Path) -> None:
+    path = export(_shuffle_net(), tmp_path / "shuffle.onnx")
+    g = load_onnx(path)
+    kept = [op for _, op in g.topo() if "channel shuffle" in op.origin]
+    # before a grouped conv the permutation stays a 1×1 conv; before a full conv it is folded
+    assert [(type(op).__name__, op.weight.shape[2:] if isinstance(op, Conv2d) else None)
+            for op in kept] == [("Conv2d", (1, 1)), ("Conv2d", (1, 1)), ("Conv2d", (3, 3))]
+    check(path)
+    # the SNN runs (the kept permutations are linear synapses between spiking layers)
+    import snncompile
+    x = np.random.default_rng(0).random((4, *models.IN_SHAPE), dtype=np.float32)
+    net = snncompile.compile(path, target="gpu", calibration=x)
+    res = net.run(x, 8)
+    assert res.output.shape == (4, 10) and np.isfinite(res.output).all()
+    assert res.spikes_per_sample() > 0

@@ -30,6 +30,7 @@ from snncompile.frontend.op_table import (
     Builder,
     OnnxNode,
     Unsupported,
+    fold_channel_permutations,
     sanitize,
     supported_ops,
 )
@@ -267,6 +268,8 @@ def load_onnx(src: str | Path | onnx.ModelProto) -> Graph:
                                     origin=origin))
             poisoned.update(proto.output)
             continue
+        if proto.output[0] in b.views:
+            continue  # a 5-D view inside a channel shuffle: no IR tensor of its own
         # cross-check the IR's shape with ONNX shape inference (catches converter bugs)
         want = onnx_shapes.get(proto.output[0])
         got = b.graph.shape(b.tensors[proto.output[0]])
@@ -284,6 +287,7 @@ def load_onnx(src: str | Path | onnx.ModelProto) -> Graph:
     if diags:
         headline = "unsupported ops" if bad_types else "unsupported ONNX model"
         raise CompileError(headline, diags)
+    fold_channel_permutations(b)
     src_ir = b.tensors[out_name]
     b.graph.add(b.graph.unique(sanitize(out_name) or "output"),
                 Output(origin=f"{out_name} (graph output)"), [src_ir])

@@ -82,6 +82,10 @@ class Builder:
         self.consts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.graph_outputs = graph_outputs
         self.uses = uses  # ONNX tensor -> number of readers (+1 per graph output)
+        #: channel-group views (N, g1, g2, ..., H, W) of an IR activation inside a channel
+        #: shuffle: ONNX tensor -> (IR op of the (C, H, W) data, channel index array (g1, g2, ...))
+        self.views: dict[str, tuple[str, np.ndarray]] = {}
+        self.permutations: dict[str, np.ndarray] = {}  # IR 1×1 conv -> its channel permutation
 
     # ------------------------------------------------------------------ queries
     def is_const(self, name: str) -> bool:
@@ -100,6 +104,9 @@ class Builder:
         """The IR op producing activation tensor ``name``."""
         if name in self.consts:
             raise Unsupported(f"input {name!r} is a constant; expected an activation tensor")
+        if name in self.views:
+            raise Unsupported(f"input {name!r} is a 5-D channel-group view; only a channel "
+                              "shuffle (Reshape -> Transpose -> Reshape) may use it")
         return self.tensors[name]
 
     def shape(self, name: str) -> Shape:
@@ -457,10 +464,12 @@ def _resolve_reshape(in_full: tuple[int, ...], target: np.ndarray, allowzero: bo
 def reshape(node: OnnxNode, b: Builder) -> str:
     """Reshape to (N, C·H·W) -> Flatten; a reshape to the same shape -> Identity."""
     x, shape_name = node.inputs[:2]
-    s = b.shape(x)
     if shape_name not in b.consts:
         raise Unsupported("the target shape is not a constant")
     allowzero = bool(node.attr("allowzero", 0))
+    if x in b.views:
+        return _end_of_shuffle(node, b)
+    s = b.shape(x)
     outs = []
     for n, target in zip(b.batch_sizes, b.consts[shape_name]):
         outs.append((n, _resolve_reshape((n, *s), target, allowzero)))
@@ -469,9 +478,76 @@ def reshape(node: OnnxNode, b: Builder) -> str:
     if all(o == (n, *s) for n, o in outs):
         return b.add(node, Identity(origin=node.origin, onnx_op="Reshape"), [b.tensor(x)])
     n, o = outs[0]
+    if len(s) == 3 and all(len(o2) > 4 and o2[0] == n2 and o2[-2:] == s[1:]
+                           and math.prod(o2[1:-2]) == s[0] and o2[1:] == o[1:]
+                           for n2, o2 in outs):
+        # (N, C, H, W) -> (N, g1, g2, ..., H, W): the start of a channel shuffle
+        b.views[node.outputs[0]] = (b.tensor(x), np.arange(s[0]).reshape(o[1:-2]))
+        return b.tensor(x)
     shown = ", ".join("N" if v == n else str(v) for v in o)
     raise Unsupported(f"reshape from (N, {', '.join(map(str, s))}) to ({shown}); only "
                       "flattening to (N, -1) is supported")
+
+
+def _end_of_shuffle(node: OnnxNode, b: Builder) -> str:
+    """Reshape of a channel-group view back to (N, C, H, W): output channel i is input channel
+    p[i], p the view's index array read in C order -> a 1×1 Conv2d with W[i, p[i]] = 1 (exact),
+    folded into the next convolution's weights by ``fold_channel_permutations``."""
+    src, idx = b.views[node.inputs[0]]
+    c, h, w = b.graph.shape(src)
+    for n, target in zip(b.batch_sizes, b.consts[node.inputs[1]]):
+        full = _resolve_reshape((n, *idx.shape, h, w), target, bool(node.attr("allowzero", 0)))
+        if full != (n, c, h, w):
+            raise Unsupported(f"a channel-group view reshaped to {list(full[1:])}; only back to "
+                              f"(N, {c}, {h}, {w})")
+    perm = idx.reshape(-1)
+    weight = np.zeros((c, c, 1, 1), dtype=np.float32)
+    weight[np.arange(c), perm, 0, 0] = 1.0
+    name = b.add(node, Conv2d(origin=f"{node.origin} (channel shuffle)", weight=weight), [src])
+    b.permutations[name] = perm
+    return name
+
+
+@converts("Transpose")
+def transpose(node: OnnxNode, b: Builder) -> str:
+    """Transpose of channel-group axes inside a channel shuffle; an identity perm -> Identity.
+
+    The view's channel index array is transposed the same way (batch and H, W stay put)."""
+    x = node.inputs[0]
+    perm = [int(p) for p in node.attr("perm", [])]
+    if x not in b.views:
+        rank = len(b.shape(x)) + 1
+        if perm == list(range(rank)):
+            return b.add(node, Identity(origin=node.origin, onnx_op="Transpose"),
+                         [b.tensor(x)])
+        raise Unsupported(f"perm={perm} changes the memory layout of an activation; only "
+                          "channel-group transposes inside a channel shuffle are supported")
+    src, idx = b.views[x]
+    k = idx.ndim
+    if len(perm) != k + 3 or perm[0] != 0 or perm[-2:] != [k + 1, k + 2]:
+        raise Unsupported(f"perm={perm}; a channel shuffle keeps the batch and H, W axes")
+    b.views[node.outputs[0]] = (src, idx.transpose([p - 1 for p in perm[1:-2]]))
+    return src
+
+
+def fold_channel_permutations(b: Builder) -> None:
+    """A channel permutation y[i] = x[p[i]] whose every reader is a full (groups = 1) Conv2d
+    moves into their weights: W·y = W'·x with W'[:, p[i]] = W[:, i]. Otherwise it stays a
+    bias-free 1×1 convolution (exact; it costs C² synapses)."""
+    g = b.graph
+    for name, perm in b.permutations.items():
+        users = g.users(name)
+        if any(b.tensors.get(t) == name for t in b.graph_outputs):
+            continue
+        if not users or not all(isinstance(g.op(u), Conv2d) and g.op(u).groups == 1
+                                for u in users):
+            continue
+        for u in users:
+            op = g.op(u)
+            w = np.empty_like(op.weight)
+            w[:, perm] = op.weight
+            g.replace(u, weight=w, origin=f"{g.op(name).origin} + {op.origin}")
+        g.bypass(name)
 
 
 @converts("Concat")
