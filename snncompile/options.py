@@ -37,6 +37,7 @@ class CompileOptions:
     lava_mode: str = "fixed"  # float | fixed
     eval_samples: int | None = None
     export: str | None = None  # netx
+    strict_limits: bool = False  # loihi: estimated Loihi 2 limits are errors, not warnings
 
     def __post_init__(self) -> None:
         bad: list[Diagnostic] = []

@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--lava-mode", choices=("float", "fixed"), default="fixed")
     sim.add_argument("--export", choices=("netx",), default=None)
+    sim.add_argument("--strict-limits", action="store_true",
+                     help="loihi: fail on estimated Loihi 2 limits (per-core figures that are "
+                          "not public), not only on certain ones")
     pm = p.add_argument_group("passes")
     pm.add_argument("--pass", dest="extra_passes", action="append", default=[], metavar="SPEC",
                     help="append a pass: name, name{k=v}, or my_module:my_pass (repeatable)")
@@ -92,7 +95,7 @@ def options_from_args(a: argparse.Namespace) -> CompileOptions:
         weight_granularity=a.weight_granularity, fold_thresholds=a.fold_thresholds,
         sync_shortcuts=a.sync_shortcuts, device=a.device, batch_size=a.batch_size,
         encoding=a.encoding, seed=a.seed, lava_mode=a.lava_mode, eval_samples=a.eval_samples,
-        export=a.export)
+        export=a.export, strict_limits=a.strict_limits)
 
 
 class Output:
