@@ -172,3 +172,21 @@ def test_channel_shuffle(tmp_path: Path) -> None:
     res = net.run(x, 8)
     assert res.output.shape == (4, 10) and np.isfinite(res.output).all()
     assert res.spikes_per_sample() > 0
+
+
+def test_adaptive_avgpool_replication_folds_into_the_gemm(tmp_path: Path) -> None:
+    """VGG at 32×32: AdaptiveAvgPool2d((7, 7)) of a 1×1 map. The dynamo exporter (opset 18)
+    writes it as Transpose -> GatherND -> Transpose -> ReduceMean; the replication is folded
+    into the Linear after it (W' sums the weights of the 49 copies)."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AvgPool2d(8),
+                      nn.AdaptiveAvgPool2d((7, 7)), nn.Flatten(), nn.Linear(4 * 49, 10)).eval()
+    path = tmp_path / "adaptive.onnx"
+    torch.onnx.export(m, (torch.zeros(2, *models.IN_SHAPE),), str(path), input_names=["input"],
+                      opset_version=18, dynamo=True, verbose=False,
+                      dynamic_shapes=({0: torch.export.Dim("batch")},))
+    g = load_onnx(path)
+    assert [type(op).__name__ for _, op in g.topo()] == [
+        "Input", "Conv2d", "ReLU", "AvgPool2d", "Flatten", "Dense", "Output"]
+    assert g.op(g.readout_name).weight.shape == (10, 4)
+    check(path)

@@ -31,6 +31,7 @@ from snncompile.frontend.op_table import (
     OnnxNode,
     Unsupported,
     fold_channel_permutations,
+    fold_spatial_maps,
     sanitize,
     supported_ops,
 )
@@ -268,7 +269,8 @@ def load_onnx(src: str | Path | onnx.ModelProto) -> Graph:
                                     origin=origin))
             poisoned.update(proto.output)
             continue
-        if proto.output[0] in b.views:
+        if proto.output[0] in b.views or proto.output[0] in b.spatial \
+                or proto.output[0] in b.unchecked:
             continue  # a 5-D view inside a channel shuffle: no IR tensor of its own
         # cross-check the IR's shape with ONNX shape inference (catches converter bugs)
         want = onnx_shapes.get(proto.output[0])
@@ -288,6 +290,7 @@ def load_onnx(src: str | Path | onnx.ModelProto) -> Graph:
         headline = "unsupported ops" if bad_types else "unsupported ONNX model"
         raise CompileError(headline, diags)
     fold_channel_permutations(b)
+    fold_spatial_maps(b)
     src_ir = b.tensors[out_name]
     b.graph.add(b.graph.unique(sanitize(out_name) or "output"),
                 Output(origin=f"{out_name} (graph output)"), [src_ir])

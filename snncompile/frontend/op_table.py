@@ -86,6 +86,11 @@ class Builder:
         #: shuffle: ONNX tensor -> (IR op of the (C, H, W) data, channel index array (g1, g2, ...))
         self.views: dict[str, tuple[str, np.ndarray]] = {}
         self.permutations: dict[str, np.ndarray] = {}  # IR 1×1 conv -> its channel permutation
+        #: spatial gather views inside an exported adaptive average pool: ONNX tensor -> (IR op
+        #: of the (C, H, W) data, flat H·W index per view position, whether N, C lead the axes)
+        self.spatial: dict[str, tuple[str, np.ndarray, bool]] = {}
+        self.spatial_maps: list[str] = []  # IR Dense ops made from such a view
+        self.unchecked: set[str] = set()  # ONNX tensors whose IR shape is flat on purpose
 
     # ------------------------------------------------------------------ queries
     def is_const(self, name: str) -> bool:
@@ -107,6 +112,10 @@ class Builder:
         if name in self.views:
             raise Unsupported(f"input {name!r} is a 5-D channel-group view; only a channel "
                               "shuffle (Reshape -> Transpose -> Reshape) may use it")
+        if name in self.spatial:
+            raise Unsupported(f"input {name!r} is a gathered spatial view; only the exported "
+                              "adaptive average pool (Transpose -> GatherND -> Transpose -> "
+                              "ReduceMean) may use it")
         return self.tensors[name]
 
     def shape(self, name: str) -> Shape:
@@ -420,10 +429,14 @@ def global_avgpool(node: OnnxNode, b: Builder) -> str:
 def reduce_mean(node: OnnxNode, b: Builder) -> str:
     """ReduceMean over (H, W) -> AvgPool2d(kernel=(H, W)) (+ Flatten when keepdims=0)."""
     x = node.inputs[0]
-    _, h, w = _image(node, b, x)
     axes = node.attr("axes")
     if len(node.inputs) > 1 and node.inputs[1]:
         axes = b.const(node.inputs[1], "axes").reshape(-1).tolist()
+    if x in b.spatial:
+        if node.attr("keepdims", 1):
+            raise Unsupported("keepdims=1 on a gathered spatial view")
+        return _spatial_mean(node, b, list(axes or []))
+    _, h, w = _image(node, b, x)
     if axes is None or sorted(int(a) % 4 for a in axes) != [2, 3]:
         raise Unsupported(f"axes={axes}; only the mean over (H, W) = axes [2, 3] is supported")
     pooled = b.add(node, AvgPool2d(origin=node.origin, kernel=(h, w), stride=(h, w)),
@@ -515,6 +528,12 @@ def transpose(node: OnnxNode, b: Builder) -> str:
     The view's channel index array is transposed the same way (batch and H, W stay put)."""
     x = node.inputs[0]
     perm = [int(p) for p in node.attr("perm", [])]
+    if x in b.spatial:
+        return _spatial_transpose(node, b, perm)
+    if x not in b.views and perm == [2, 3, 0, 1] and len(b.shape(x)) == 3:
+        _, h, w = b.shape(x)  # (N, C, H, W) -> (H, W, N, C): a gather over positions follows
+        b.spatial[node.outputs[0]] = (b.tensor(x), np.arange(h * w).reshape(h, w), False)
+        return b.tensor(x)
     if x not in b.views:
         rank = len(b.shape(x)) + 1
         if perm == list(range(rank)):
@@ -528,6 +547,86 @@ def transpose(node: OnnxNode, b: Builder) -> str:
         raise Unsupported(f"perm={perm}; a channel shuffle keeps the batch and H, W axes")
     b.views[node.outputs[0]] = (src, idx.transpose([p - 1 for p in perm[1:-2]]))
     return src
+
+
+def _spatial_transpose(node: OnnxNode, b: Builder, perm: list[int]) -> str:
+    src, idx, lead = b.spatial[node.inputs[0]]
+    k = idx.ndim
+    if not lead and perm == [k, k + 1, *range(k)]:
+        b.spatial[node.outputs[0]] = (src, idx, True)
+    elif lead and perm[:2] == [0, 1] and sorted(perm[2:]) == list(range(2, k + 2)):
+        b.spatial[node.outputs[0]] = (src, idx.transpose([p - 2 for p in perm[2:]]), True)
+    else:
+        raise Unsupported(f"perm={perm} on a gathered spatial view")
+    return src
+
+
+@converts("GatherND")
+def gather_nd(node: OnnxNode, b: Builder) -> str:
+    """GatherND of spatial positions (constant indices) from an (H, W, N, C) view: how the
+    dynamo exporter writes an adaptive average pool whose output does not divide the input."""
+    x = node.inputs[0]
+    if x not in b.spatial or b.spatial[x][2] or int(node.attr("batch_dims", 0)):
+        raise Unsupported("only a gather of spatial positions (batch_dims=0) inside an "
+                          "exported adaptive average pool is supported")
+    src, idx, _ = b.spatial[x]
+    ind = b.const(node.inputs[1], "indices").astype(np.int64)
+    if ind.shape[-1] != idx.ndim:
+        raise Unsupported(f"indices of shape {ind.shape} do not address the {idx.ndim} "
+                          "spatial axes")
+    ind = ind % np.array(idx.shape)  # negative indices count from the end
+    b.spatial[node.outputs[0]] = (src, idx[tuple(np.moveaxis(ind, -1, 0))], False)
+    return src
+
+
+def _spatial_mean(node: OnnxNode, b: Builder, axes: list[int]) -> str:
+    """Mean over some axes of an (N, C, ...) spatial view: out[c, o] = Σ_p S[o, p]·x[c, p]
+    with S[o, p] = (number of times position p is averaged into o) / (values averaged), as a
+    Dense with weight I_C ⊗ S on the flattened input; ``fold_spatial_maps`` folds it into the
+    Gemm that follows (the usual AdaptiveAvgPool -> Flatten -> Linear)."""
+    src, idx, lead = b.spatial[node.inputs[0]]
+    k = idx.ndim
+    red = sorted({a % (k + 2) for a in axes})
+    if not lead or any(a < 2 for a in red):
+        raise Unsupported(f"axes={axes} on a gathered spatial view; only its spatial axes")
+    keep = [a - 2 for a in range(2, k + 2) if a not in red]
+    g = np.moveaxis(idx, keep, list(range(len(keep))))
+    g = g.reshape(int(np.prod([idx.shape[a] for a in keep])), -1)
+    c, h, w = b.graph.shape(src)
+    smap = np.zeros((g.shape[0], h * w))
+    for o in range(g.shape[0]):
+        np.add.at(smap[o], g[o], 1.0 / g.shape[1])
+    weight = np.kron(np.eye(c), smap).astype(np.float32)
+    flat = b.graph.add(b.graph.unique(f"{sanitize(node.name)}_flat"),
+                       Flatten(origin=node.origin), [src])
+    name = b.add(node, Dense(origin=f"{node.origin} (adaptive average pool)", weight=weight),
+                 [flat])
+    b.spatial_maps.append(name)
+    b.unchecked.add(node.outputs[0])
+    return name
+
+
+def fold_spatial_maps(b: Builder) -> None:
+    """A spatial map M (Dense, no bias) read only by [Flatten →] Dense D becomes part of D:
+    D(M·x) = (W_D·W_M)·x (exact up to float rounding)."""
+    g = b.graph
+    for name in b.spatial_maps:
+        users = g.users(name)
+        if any(b.tensors.get(t) == name for t in b.graph_outputs) or len(users) != 1:
+            continue
+        nxt = users[0]
+        if isinstance(g.op(nxt), Flatten) and len(g.users(nxt)) == 1:
+            flat, nxt = nxt, g.users(nxt)[0]
+        else:
+            flat = None
+        d = g.op(nxt)
+        if not isinstance(d, Dense) or any(b.tensors.get(t) == flat for t in b.graph_outputs):
+            continue
+        w = (d.weight.astype(np.float64) @ g.op(name).weight.astype(np.float64))
+        if flat is not None:
+            g.bypass(flat)
+        g.bypass(name)
+        g.replace(nxt, weight=w.astype(np.float32), origin=f"{g.op(nxt).origin} + pool map")
 
 
 def fold_channel_permutations(b: Builder) -> None:
