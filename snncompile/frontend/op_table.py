@@ -89,7 +89,7 @@ class Builder:
         #: spatial gather views inside an exported adaptive average pool: ONNX tensor -> (IR op
         #: of the (C, H, W) data, flat H·W index per view position, whether N, C lead the axes)
         self.spatial: dict[str, tuple[str, np.ndarray, bool]] = {}
-        self.spatial_maps: list[str] = []  # IR Dense ops made from such a view
+        self.spatial_maps: dict[str, np.ndarray] = {}  # IR Dense op made from such a view -> S
         self.unchecked: set[str] = set()  # ONNX tensors whose IR shape is flat on purpose
 
     # ------------------------------------------------------------------ queries
@@ -601,7 +601,7 @@ def _spatial_mean(node: OnnxNode, b: Builder, axes: list[int]) -> str:
                        Flatten(origin=node.origin), [src])
     name = b.add(node, Dense(origin=f"{node.origin} (adaptive average pool)", weight=weight),
                  [flat])
-    b.spatial_maps.append(name)
+    b.spatial_maps[name] = smap
     b.unchecked.add(node.outputs[0])
     return name
 
@@ -610,7 +610,7 @@ def fold_spatial_maps(b: Builder) -> None:
     """A spatial map M (Dense, no bias) read only by [Flatten →] Dense D becomes part of D:
     D(M·x) = (W_D·W_M)·x (exact up to float rounding)."""
     g = b.graph
-    for name in b.spatial_maps:
+    for name, smap in b.spatial_maps.items():
         users = g.users(name)
         if any(b.tensors.get(t) == name for t in b.graph_outputs) or len(users) != 1:
             continue
@@ -622,7 +622,10 @@ def fold_spatial_maps(b: Builder) -> None:
         d = g.op(nxt)
         if not isinstance(d, Dense) or any(b.tensors.get(t) == flat for t in b.graph_outputs):
             continue
-        w = (d.weight.astype(np.float64) @ g.op(name).weight.astype(np.float64))
+        # W_M = I_C ⊗ S, so W_D·W_M = Σ_o W_D[k, c, o]·S[o, p] per channel (no C²-sized product)
+        k, (n_out, n_in) = d.weight.shape[0], smap.shape
+        w = np.einsum("kco,op->kcp", d.weight.astype(np.float64).reshape(k, -1, n_out), smap)
+        w = w.reshape(k, -1)
         if flat is not None:
             g.bypass(flat)
         g.bypass(name)
