@@ -59,8 +59,8 @@ def main() -> None:
         before = sum(max(1, math.ceil(ly["neurons"] / res["limits"]["neurons_per_core"]),
                          math.ceil(ly["synapses"] / res["limits"]["synapses_per_core"]))
                      for ly in res["layers"])
-        out[name] = {"accuracy": rep["accuracy"][-1] if isinstance(rep.get("accuracy"), list)
-                     else rep.get("accuracy"), "spike_exact": rep["spike_exact"],
+        out[name] = {"ann_accuracy": rep["ann_accuracy"], "snn_accuracy": rep["snn_accuracy"],
+                     "spike_exact": rep["spike_exact"],
                      "gpu_agreement": rep["gpu_agreement"], "resources": res,
                      "cores_without_axon_bound": before,
                      "lava_samples_per_second": rep["lava_samples_per_second"]}
