@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from snncompile.frontend import load_onnx, run_onnxruntime
+from snncompile.interp import run_ann
 from snncompile.ir.diagnostics import CompileError
-from snncompile.ir.execute import run_ann
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ("densenet121", "googlenet", "resnet18", "mobilenet_v2", "squeezenet1_0",

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from snncompile.tools.data import Dataset, digits
+from snncompile.data import Dataset, digits
 
 IN_SHAPE = (1, 28, 28)
 

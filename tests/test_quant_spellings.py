@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from snncompile.frontend import load_onnx, run_onnxruntime
+from snncompile.interp import run_ann
 from snncompile.ir import Conv2d, Dense, ReLU
-from snncompile.ir.execute import run_ann
 from snncompile.train import QuantReLU
 
 L, LAM = 4, 0.75

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from snncompile.frontend import load_onnx, run_onnxruntime
+from snncompile.interp import run_ann
 from snncompile.ir import CompileError, Conv2d, Identity, MaxPool2d
-from snncompile.ir.execute import run_ann
 
 
 def rel_err(ours: np.ndarray, ref: np.ndarray) -> float:

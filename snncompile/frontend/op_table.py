@@ -458,7 +458,8 @@ def flatten(node: OnnxNode, b: Builder) -> str:
     return b.add(node, Flatten(origin=node.origin), [b.tensor(x)])
 
 
-def _resolve_reshape(in_full: tuple[int, ...], target: np.ndarray, allowzero: bool) -> tuple[int, ...]:
+def _resolve_reshape(in_full: tuple[int, ...], target: np.ndarray,
+                     allowzero: bool) -> tuple[int, ...]:
     t = [int(v) for v in target.reshape(-1)]
     out = [in_full[i] if v == 0 and not allowzero and i < len(in_full) else v
            for i, v in enumerate(t)]
@@ -623,7 +624,7 @@ def fold_spatial_maps(b: Builder) -> None:
         if not isinstance(d, Dense) or any(b.tensors.get(t) == flat for t in b.graph_outputs):
             continue
         # W_M = I_C ⊗ S, so W_D·W_M = Σ_o W_D[k, c, o]·S[o, p] per channel (no C²-sized product)
-        k, (n_out, n_in) = d.weight.shape[0], smap.shape
+        k, n_out = d.weight.shape[0], smap.shape[0]
         w = np.einsum("kco,op->kcp", d.weight.astype(np.float64).reshape(k, -1, n_out), smap)
         w = w.reshape(k, -1)
         if flat is not None:

@@ -133,7 +133,8 @@ class Node:
         _freeze_arrays(self)  # the frontend hands over fresh arrays
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {f.name: v for f in fields(self) if isinstance(v := getattr(self, f.name), np.ndarray)}
+        return {f.name: v for f in fields(self)
+                if isinstance(v := getattr(self, f.name), np.ndarray)}
 
     def check(self) -> Iterator[str]:
         for name, arr in self.arrays().items():
