@@ -1,5 +1,6 @@
 """torch.distributed in one place: the process group, this process's rank and the few collectives
-the toolchain needs (all-reduce of statistics, all-gather of per-sample results, gradient sums).
+the toolchain needs (all-reduce of statistics, all-gather of per-sample results, broadcast);
+fine-tuning uses torch's DistributedDataParallel on this process group.
 
 ``torchrun --nproc-per-node N -m snncompile ARGS`` starts N copies of the CLI with ``RANK``,
 ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` set; ``init()`` joins them into
@@ -101,32 +102,3 @@ def broadcast(obj: Any, src: int = 0) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
-
-
-def sum_gradients(params: list[torch.nn.Parameter]) -> None:
-    """Sum each parameter's gradient over the ranks in place (what DistributedDataParallel's
-    reducer does, without its division by the world size: the callers weight each rank's loss
-    by its share of the global batch). A parameter without a gradient on some rank counts 0
-    there; one without a gradient on every rank keeps none (the optimizer skips it, as in one
-    process)."""
-    if not active():
-        return
-    has = all_reduce(np.array([p.grad is not None for p in params], np.int64), "max")
-    for p, h in zip(params, has):
-        if not h:
-            continue
-        g = p.grad if p.grad is not None else torch.zeros_like(p)
-        cpu = g.detach().to("cpu", copy=True).contiguous()
-        dist.all_reduce(cpu, op=dist.ReduceOp.SUM)
-        p.grad = cpu.to(p.device, p.dtype)
-
-
-def broadcast_parameters(params: list[torch.nn.Parameter], src: int = 0) -> None:
-    """Make every rank start from rank ``src``'s values (as DDP does at construction)."""
-    if not active():
-        return
-    with torch.no_grad():
-        for p in params:
-            cpu = p.detach().to("cpu", copy=True).contiguous()
-            dist.broadcast(cpu, src=src)
-            p.copy_(cpu.to(p.device))

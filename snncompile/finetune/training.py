@@ -10,12 +10,13 @@ parameters it trains, and a loss over a ``StepOutputs``); ``run_stages`` trains 
   loss weighted by its share of the batch), then one Adam step: peak memory is that of one
   chunk, whatever the batch size;
 - thresholds are projected back to θ > 0 after every step;
-- under ``torchrun`` (``snncompile.distributed``) the same global batch is split into one
-  contiguous part per rank; each rank runs its part's chunks (each chunk's loss weighted by its
-  share of the *global* batch) and the gradients are summed over the ranks before the Adam step
-  (DistributedDataParallel's all-reduce, summed instead of averaged because of that weighting),
-  so every rank takes the same step from the same parameters: the single-process algorithm up to
-  float summation order. Rank 0 reads and writes the checkpoint and broadcasts what it resumed;
+- under ``torchrun`` (``snncompile.distributed``) the simulator runs inside
+  ``DistributedDataParallel``: the same global batch is split into one contiguous part per rank,
+  each rank runs its part's chunks (each chunk's loss weighted by its share of the *global*
+  batch, times the world size because DDP averages), DDP all-reduces the gradients in the
+  backward of each rank's last chunk (``no_sync`` before), and every rank takes the same Adam
+  step: the single-process algorithm up to float summation order. Rank 0 reads and writes the
+  checkpoint and broadcasts what it resumed;
 - after every epoch the trainable tensors, the optimiser state and the loss history go to
   ``out_dir/checkpoint.pt`` (written to a temporary file, then renamed). A later call with the
   same method, options, hyper-parameters, IR and data (the *fingerprint*; the epoch count is not
@@ -24,6 +25,7 @@ parameters it trains, and a loss over a ``StepOutputs``); ``run_stages`` trains 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -228,6 +230,17 @@ def fingerprint(method: str, cfg: FinetuneConfig, graph: Graph, data: TrainData)
     return h.hexdigest()
 
 
+class _Simulate(nn.Module):
+    """``net.simulate`` as a module's ``forward`` (what DistributedDataParallel wraps)."""
+
+    def __init__(self, net: Any) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor, steps: int) -> tuple[Tensor, dict[str, Tensor]]:
+        return self.net.simulate(x, steps)
+
+
 class _SavedBytes:
     """Bytes of the tensors autograd saves for backward during one chunk (the memory that
     backprop through T steps costs; parameters excluded)."""
@@ -298,7 +311,17 @@ def run_stages(net: Any, stages: Sequence[Stage], data: TrainData, cfg: Finetune
             with torch.no_grad():
                 for k, v in params0.items():
                     trainables[k].copy_(v.to(device))
-        distributed.broadcast_parameters(list(trainables.values()))
+    simulate: Any = net.simulate
+    if distributed.active():
+        from torch.nn.parallel import DistributedDataParallel
+
+        # DDP broadcasts rank 0's parameters at construction and all-reduces (averages) the
+        # gradients in the backward of each rank's last chunk; stages train subsets of the
+        # parameters, hence find_unused_parameters
+        simulate = DistributedDataParallel(
+            _Simulate(net), device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True, broadcast_buffers=False)
+    world = distributed.world()
     meter = _SavedBytes()
     n = len(data)
     for si, stage in enumerate(stages):
@@ -324,8 +347,13 @@ def run_stages(net: Any, stages: Sequence[Stage], data: TrainData, cfg: Finetune
             for bi, idx in enumerate(bar):
                 opt.zero_grad(set_to_none=True)
                 total = 0.0
-                mine = np.array_split(idx, distributed.world())[distributed.rank()]
-                for ci in range(0, len(mine), cfg.chunk_size):
+                mine = np.array_split(idx, world)[distributed.rank()]
+                # a rank without samples (a last batch smaller than the world) still joins
+                # DDP's all-reduce: one sample with weight 0
+                weight = 1.0 if len(mine) else 0.0
+                mine = mine if len(mine) else idx[:1]
+                starts = list(range(0, len(mine), cfg.chunk_size))
+                for ci in starts:
                     sub = np.sort(mine[ci:ci + cfg.chunk_size])
                     xb = torch.from_numpy(data.x[sub]).to(device)
                     yb = torch.from_numpy(data.y[sub]).to(device) if data.y is not None else None
@@ -338,18 +366,22 @@ def run_stages(net: Any, stages: Sequence[Stage], data: TrainData, cfg: Finetune
                         tch = {k: v.to(device, xb.dtype) for k, v in rec.items()}
                     xin = _encode(xb, cfg.timesteps, cfg.encoding, dgen)
                     meter.current = 0
-                    with torch.autograd.graph.saved_tensors_hooks(meter.pack, meter.unpack):
-                        pot, spikes = net.simulate(xin, cfg.timesteps)
+                    sync = (contextlib.nullcontext() if world == 1 or ci == starts[-1]
+                            else simulate.no_sync())  # DDP all-reduces after the last chunk
+                    with sync, torch.autograd.graph.saved_tensors_hooks(meter.pack,
+                                                                        meter.unpack):
+                        pot, spikes = simulate(xin, cfg.timesteps)
                         loss = stage.loss(StepOutputs(xb, yb, pot, spikes, net, tch))
-                    if not torch.isfinite(loss):
-                        raise CompileError("fine-tuning diverged", [Diagnostic(
-                            f"{method}, stage {stage.name}, epoch {epoch + 1}: "
-                            f"loss is {loss.item()}",
-                            hint="lower --finetune-lr")])
-                    (loss * (len(sub) / len(idx))).backward()
-                    total += loss.item() * len(sub) / len(idx)
-                if distributed.active():
-                    distributed.sum_gradients(params)
+                        if not torch.isfinite(loss):
+                            raise CompileError("fine-tuning diverged", [Diagnostic(
+                                f"{method}, stage {stage.name}, epoch {epoch + 1}: "
+                                f"loss is {loss.item()}",
+                                hint="lower --finetune-lr")])
+                        # the backward inside no_sync too; DDP averages over ranks: × world
+                        # turns that into the sum of the ranks' shares of the global batch
+                        (loss * (weight * len(sub) / len(idx) * world)).backward()
+                    total += weight * loss.item() * len(sub) / len(idx)
+                if world > 1:
                     total = float(distributed.all_reduce(np.array([total]), "sum")[0])
                 opt.step()
                 net.clamp_thresholds()
