@@ -34,9 +34,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CompileError", "CompileOptions", "DEFAULT_FRONT", "Diagnostic", "Graph", "PassContext",
-    "PassError", "PassManager", "compile", "convert", "evaluate_target", "finetune", "get_pass",
-    "load",
-    "load_onnx", "pipeline_for", "register_pass", "registered", "save", "verify",
+    "PassError", "PassManager", "compile", "convert", "evaluate_target", "export_nir",
+    "finetune", "get_pass", "load", "load_nir", "load_onnx", "pipeline_for", "register_pass",
+    "registered", "save", "verify",
 ]
 
 #: target -> "module:function" that builds the compiled network from a spiking IR
@@ -51,6 +51,20 @@ def load_onnx(path: str | Path) -> Graph:
     from snncompile.frontend import load_onnx as _load
 
     return _load(path)
+
+
+def load_nir(path: str | Path, *, reset: str | None = None) -> Graph:
+    """NIR file -> spiking IR (no conversion passes); see ``snncompile.frontend.nir_import``."""
+    from snncompile.frontend.nir_import import load_nir as _load
+
+    return _load(path, reset=reset)
+
+
+def export_nir(graph: Graph, path: str | Path, *, readout: str = "integrator") -> Path:
+    """Spiking IR -> NIR file; see ``snncompile.backends.nir_export`` for the mapping."""
+    from snncompile.backends.nir_export import export_nir as _export
+
+    return _export(graph, path, readout=readout)
 
 
 def pipeline_for(target: str, opts: CompileOptions, pipeline: str | Sequence[str] | None = None,
@@ -101,6 +115,10 @@ def convert(model: str | Path | Graph, *, target: str = "gpu",
             **options: Any) -> tuple[Graph, PassManager, PassContext]:
     """Frontend + pass pipeline. Returns the spiking IR, the pass manager (``.spec()`` replays
     the run) and the pass context (``.notes`` holds per-pass results)."""
+    if isinstance(model, (str, Path)) and Path(model).suffix.lower() == ".nir":
+        options.pop("dataset", None)  # a NIR graph is already spiking: no calibration, no passes
+        CompileOptions.from_kwargs(options)
+        return load_nir(model), PassManager([]), PassContext()
     x, y = _calibration(options, calibration)
     opts = CompileOptions.from_kwargs(options)
     graph = model if isinstance(model, Graph) else load_onnx(model)
@@ -115,7 +133,8 @@ def compile(model: str | Path | Graph, target: str = "gpu", passes: Sequence[Any
     """Convert ``model`` and compile it for ``target``.
 
     ``target="ir"`` returns the IR; "gpu" and "loihi" return the backend's CompiledNetwork
-    (``.run(x, timesteps)``, ``.save(dir)``). ``options`` are CompileOptions fields, plus
+    (``.run(x, timesteps)``, ``.save(dir)``; ``export="nir"`` makes ``.save`` also write
+    ``network.nir``). A ``.nir`` model is read as a spiking network (no passes). ``options`` are CompileOptions fields, plus
     ``dataset="digits"`` as a calibration source. ``passes`` replaces the default pipeline.
     """
     opts_dict = dict(options)

@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="snn-compile",
         description="Convert a trained ANN (ONNX) into a spiking network for Lava/Loihi 2 or a "
                     "fast PyTorch simulator, and measure accuracy at every timestep.")
-    p.add_argument("model", nargs="?", help="the ONNX model")
+    p.add_argument("model", nargs="?",
+                   help="the ONNX model, or a NIR graph (.nir: read as a spiking network, no conversion)")
     p.add_argument("--target", choices=TARGETS, default="gpu",
                    help="ir: write the IR only; gpu: torch simulator; loihi: Lava (default gpu)")
     p.add_argument("--out", type=Path, default=None, help="output directory (default: out/<model>)")
@@ -63,7 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--encoding", choices=("direct", "poisson"), default="direct")
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--lava-mode", choices=("float", "fixed"), default="fixed")
-    sim.add_argument("--export", choices=("netx",), default=None)
+    sim.add_argument("--export", choices=("netx", "nir"), default=None,
+                     help="also write network.net (lava-dl netx) or network.nir (NIR)")
+    sim.add_argument("--nir-reset", choices=("file", "subtract", "zero"), default="file",
+                     help=".nir input: how IF neurons reset (file: each IF's metadata, else "
+                          "NIR's reset to v_reset = 0; sinabs files: subtract)")
     pm = p.add_argument_group("passes")
     pm.add_argument("--pass", dest="extra_passes", action="append", default=[], metavar="SPEC",
                     help="append a pass: name, name{k=v}, or my_module:my_pass (repeatable)")
@@ -158,13 +163,27 @@ def run(a: argparse.Namespace) -> int:
     if not a.model:
         raise CompileError("bad usage", [Diagnostic("no model given", hint="snn-compile MODEL.onnx ...")])
     model = Path(a.model)
+    if a.check and model.suffix.lower() == ".nir":
+        raise CompileError("bad usage", [Diagnostic(
+            "--check compares the IR with onnxruntime; a .nir model has no ONNX graph")])
     if a.check:
         return _check(model, a)
 
     t0 = time.perf_counter()
-    from snncompile.frontend import load_onnx
+    if a.target == "loihi":
+        from snncompile.backends.loihi import require_lava
 
-    graph = load_onnx(model)
+        require_lava()  # one line and exit 2 before anything runs
+    is_nir = model.suffix.lower() == ".nir"
+    if is_nir:  # already spiking: no conversion passes
+        from snncompile.frontend.nir_import import load_nir
+
+        graph = load_nir(model, reset=None if a.nir_reset == "file" else a.nir_reset)
+        pm = passes.PassManager([])
+    else:
+        from snncompile.frontend import load_onnx
+
+        graph = load_onnx(model)
     calib, ev = _datasets(a, opts)
     from snncompile.ir.execute import check_input
 
@@ -189,7 +208,8 @@ def run(a: argparse.Namespace) -> int:
             print(snn.summary())
             report: dict[str, Any] | None = None
         else:
-            report = snncompile.evaluate_target(a.target, snn, graph, ev, opts, out.tmp,
+            report = snncompile.evaluate_target(a.target, snn, None if is_nir else graph, ev,
+                                                opts, out.tmp,
                                                 model=str(model), pipeline=pm, ctx=ctx)
         if report is not None:
             if finetune_info is not None:

@@ -465,7 +465,8 @@ class LavaNetwork:
     # ------------------------------------------------------------------ saving
     def save(self, directory: str | Path) -> None:
         """Write the spiking IR and lava.json (populations, synapses, fixed-point counts);
-        with ``options.export == "netx"`` also ``network.net`` (lava-dl netx HDF5)."""
+        with ``options.export == "netx"`` also ``network.net`` (lava-dl netx HDF5), with
+        ``"nir"`` ``network.nir`` (``snncompile.backends.nir_export``)."""
         from snncompile.ir.serialize import save
 
         d = Path(directory)
@@ -480,6 +481,10 @@ class LavaNetwork:
             from snncompile.backends.loihi.netx import export_netx
 
             export_netx(self.plan, d / "network.net", self.options.timesteps)
+        if self.options.export == "nir":
+            from snncompile.backends.nir_export import export_nir
+
+            export_nir(self.graph, d / "network.nir")
 
 
 def conv_matrix(s: Synapse, src: tuple[int, ...], w: np.ndarray) -> np.ndarray:
@@ -502,4 +507,12 @@ def conv_matrix(s: Synapse, src: tuple[int, ...], w: np.ndarray) -> np.ndarray:
 
 def compile(graph: Graph, options: CompileOptions | None = None) -> LavaNetwork:
     """Spiking IR -> ``LavaNetwork`` (Lava processes are built per ``run``, for all samples)."""
-    return LavaNetwork(graph, options or CompileOptions())
+    from snncompile.backends.loihi import require_lava
+
+    require_lava()
+    options = options or CompileOptions()
+    if options.export == "nir":  # refuse before anything runs
+        from snncompile.backends.nir_export import refuse_unexportable
+
+        refuse_unexportable(graph)
+    return LavaNetwork(graph, options)
