@@ -337,6 +337,7 @@ def test_cli_loihi_target_report(digits_cnn_onnx, tmp_path, capsys):
     assert (out / "network.net").exists() and (out / "lava.json").exists()
 
 
+@pytest.mark.lava  # --target loihi on the command line needs Lava before anything else
 def test_cli_netx_refusal_leaves_nothing(digits_cnn_onnx, tmp_path, capsys):
     from snncompile.tools.cli import main
 

@@ -14,16 +14,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-import build
 import models
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+import build
 import snncompile
 from snncompile.backends.gpu import compile as gpu_compile
 from snncompile.ir import CompileError
+from snncompile.tools.cli import main
 
 nir = pytest.importorskip("nir")
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,17 +111,18 @@ def test_export_refuses_the_maxpool_gate(rng, digits_train, tmp_path: Path) -> N
         snncompile.export_nir(snn, tmp_path / "x.nir")
 
 
-def test_cli_export_refusal_is_one_line_before_running(digits_cnn_onnx: Path,
-                                                       tmp_path: Path) -> None:
+def test_cli_export_refusal_is_one_line_before_running(digits_cnn_onnx: Path, tmp_path: Path,
+                                                       capsys) -> None:
     out = tmp_path / "o"
-    res = cli(str(digits_cnn_onnx), "--target", "gpu", "--dataset", "digits", "--neuron", "gn",
-              "--export", "nir", "--out", str(out))
-    assert res.returncode == 2, res.stderr
-    assert res.stderr.strip().count("\n") == 0 and "cannot export nir" in res.stderr
-    assert "accuracy" not in res.stdout and not out.exists()
+    rc = main([str(digits_cnn_onnx), "--target", "gpu", "--dataset", "digits", "--neuron", "gn",
+               "--export", "nir", "--out", str(out)])
+    res = capsys.readouterr()
+    assert rc == 2, res.err
+    assert res.err.strip().count("\n") == 0 and "cannot export nir" in res.err
+    assert "accuracy" not in res.out and not out.exists()
 
 
-def test_import_lists_every_unsupported_node_in_one_line(tmp_path: Path) -> None:
+def test_import_lists_every_unsupported_node_in_one_line(tmp_path: Path, capsys) -> None:
     w = np.eye(4, dtype=np.float32)
     g = nir.NIRGraph(nodes={
         "input": nir.Input(input_type=np.array([4])),
@@ -135,9 +137,9 @@ def test_import_lists_every_unsupported_node_in_one_line(tmp_path: Path) -> None
     path = tmp_path / "lif.nir"
     nir.write(path, g)
     out = tmp_path / "o"
-    res = cli(str(path), "--target", "gpu", "--dataset", "digits", "--out", str(out))
-    assert res.returncode == 2, res.stderr
-    line = res.stderr.strip()
+    rc = main([str(path), "--target", "gpu", "--dataset", "digits", "--out", str(out)])
+    line = capsys.readouterr().err.strip()
+    assert rc == 2, line
     assert "\n" not in line and "Traceback" not in line
     assert "LIF at node lif" in line and "CubaLIF at node cuba" in line and "supported:" in line
     assert not out.exists()
@@ -309,13 +311,13 @@ def _example_nir(tmp_path: Path) -> Path:
     return snncompile.export_nir(snn, tmp_path / "ex.nir")
 
 
-def test_loihi_without_lava_is_one_line(digits_cnn_onnx: Path, tmp_path: Path) -> None:
+def test_loihi_without_lava_is_one_line(digits_cnn_onnx: Path, tmp_path: Path, capsys) -> None:
     """Runs where Lava is absent (make test-core, Python 3.12)."""
     if importlib.util.find_spec("lava") is not None:
         pytest.skip("Lava is installed here; make test-core runs this on Python 3.12")
     out = tmp_path / "o"
-    res = cli(str(digits_cnn_onnx), "--target", "loihi", "--dataset", "digits", "--out", str(out))
-    assert res.returncode == 2, res.stderr
-    line = res.stderr.strip()
+    rc = main([str(digits_cnn_onnx), "--target", "loihi", "--dataset", "digits", "--out", str(out)])
+    line = capsys.readouterr().err.strip()
+    assert rc == 2, line
     assert "\n" not in line and "needs Lava" in line and "snncompile[loihi]" in line
     assert not out.exists()

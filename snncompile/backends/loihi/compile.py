@@ -73,6 +73,9 @@ def import_lava() -> None:
     name = "lava.magma.runtime.message_infrastructure.multiprocessing"
     if name in _sys.modules:
         return
+    from snncompile.backends.loihi import require_lava
+
+    require_lava()  # a one-line CompileError where Lava is not installed
     ctx = mp.context._default_context  # type: ignore[attr-defined]
     current = ctx._actual_context  # type: ignore[attr-defined]
     if current is not None and current.get_start_method() != "fork":
@@ -506,10 +509,8 @@ def conv_matrix(s: Synapse, src: tuple[int, ...], w: np.ndarray) -> np.ndarray:
 
 
 def compile(graph: Graph, options: CompileOptions | None = None) -> LavaNetwork:
-    """Spiking IR -> ``LavaNetwork`` (Lava processes are built per ``run``, for all samples)."""
-    from snncompile.backends.loihi import require_lava
-
-    require_lava()
+    """Spiking IR -> ``LavaNetwork`` (Lava processes are built per ``run``, for all samples).
+    Planning, the Loihi 2 limits and the exports need no Lava; ``run`` does."""
     options = options or CompileOptions()
     if options.export == "nir":  # refuse before anything runs
         from snncompile.backends.nir_export import refuse_unexportable
