@@ -134,8 +134,8 @@ def compile(model: str | Path | Graph, target: str = "gpu", passes: Sequence[Any
 
     ``target="ir"`` returns the IR; "gpu" and "loihi" return the backend's CompiledNetwork
     (``.run(x, timesteps)``, ``.save(dir)``; ``export="nir"`` makes ``.save`` also write
-    ``network.nir``). A ``.nir`` model is read as a spiking network (no passes). ``options`` are CompileOptions fields, plus
-    ``dataset="digits"`` as a calibration source. ``passes`` replaces the default pipeline.
+    ``network.nir``). A ``.nir`` model is read as a spiking network (no passes). ``options``
+    are CompileOptions fields, plus ``dataset="digits"`` as a calibration source. ``passes`` replaces the default pipeline.
     """
     opts_dict = dict(options)
     graph, _, _ = convert(model, target=target, passes=passes, calibration=calibration, **opts_dict)

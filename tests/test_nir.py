@@ -34,7 +34,8 @@ CPU = snncompile.CompileOptions(device="cpu")
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     exe = Path(sys.executable).with_name("snn-compile")
-    return subprocess.run([str(exe), *args], check=False, capture_output=True, text=True, timeout=300,
+    return subprocess.run([str(exe), *args], check=False, capture_output=True, text=True,
+                          timeout=300,
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
 
@@ -251,6 +252,30 @@ def test_peer_sinabs_network_imported_and_run_by_us(peer_ann, tmp_path: Path, di
         np.testing.assert_array_equal(res.spike_trains[our_name], spikes[peer_name])
     np.testing.assert_allclose(res.potentials, pot, rtol=0, atol=1e-4)
     np.testing.assert_array_equal(res.potentials.argmax(-1), pot.argmax(-1))
+
+
+def test_peer_sinabs_sumpool_network(tmp_path: Path, digits_test) -> None:
+    """A network written directly in sinabs (Conv2d, IAF, SumPool2d, Flatten, Linear; seeded
+    weights): its SumPool2d becomes our ones-kernel depthwise conv; identical spikes."""
+    sinabs = pytest.importorskip("sinabs")
+    import sinabs.layers as sl
+    from sinabs.activation import SingleSpike
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1),
+                        sl.IAFSqueeze(batch_size=B, spike_fn=SingleSpike),
+                        sl.SumPool2d(2), nn.Flatten(), nn.Linear(96, 10)).eval()
+    g = sinabs.to_nir(net, torch.rand(B, 1, 8, 8))
+    g.infer_types()
+    nir.write(tmp_path / "sp.nir", g)
+    ours = snncompile.load_nir(tmp_path / "sp.nir", reset="subtract")
+    assert ours.op("2").groups == 6  # the SumPool2d
+    x = digits_test.x[:B]
+    res = gpu_compile(ours, CPU).run(x, T, record=True)
+    pot, spikes = _run_sinabs(net, x)
+    assert spikes["1"].sum() > 1000
+    np.testing.assert_array_equal(res.spike_trains["0"], spikes["1"])
+    np.testing.assert_allclose(res.potentials, pot, rtol=0, atol=1e-4)
 
 
 def test_our_file_loaded_and_run_by_sinabs(peer_ann, tmp_path: Path, digits_train,

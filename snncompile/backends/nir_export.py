@@ -90,7 +90,8 @@ def _key(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", name)
 
 
-def _pad2(pad: tuple[int, int, int, int], node: str, origin: str, bad: list[Diagnostic]) -> tuple[int, int]:
+def _pad2(pad: tuple[int, int, int, int], node: str, origin: str,
+          bad: list[Diagnostic]) -> tuple[int, int]:
     top, left, bottom, right = pad
     if (top, left) != (bottom, right):
         bad.append(Diagnostic(f"asymmetric padding {pad} (NIR pads both sides alike)", node=node,
@@ -121,7 +122,8 @@ def check_exportable(graph: Graph) -> list[Diagnostic]:
             what = ("the spiking max-pool gate" if type(op).__name__ == "MaxPool2d"
                     else type(op).__name__)
             bad.append(Diagnostic(f"{what} has no NIR node", node=name, origin=origin,
-                                  hint="NIR export supports Conv2d, Dense, AvgPool2d, Flatten, Add"))
+                                  hint="NIR export supports Conv2d, Dense, AvgPool2d, Flatten, "
+                                       "Add"))
         if isinstance(op, Conv2d):
             _pad2(op.padding, name, op.origin, bad)
         if isinstance(op, AvgPool2d):
@@ -145,7 +147,8 @@ def to_nir(graph: Graph, *, readout: str = "integrator") -> Any:
     """The spiking IR as a ``nir.NIRGraph`` (see the module docstring for the mapping)."""
     nir = _nir()
     if readout not in READOUTS:
-        raise CompileError("bad option", [Diagnostic(f"readout={readout!r}; {' | '.join(READOUTS)}")])
+        raise CompileError("bad option", [Diagnostic(
+            f"readout={readout!r}; {' | '.join(READOUTS)}")])
     refuse_unexportable(graph)
     nodes: dict[str, Any] = {}
     edges: list[tuple[str, str]] = []

@@ -114,7 +114,8 @@ def _pair(v: Any) -> tuple[int, int]:
     return (int(a[0]), int(a[0])) if a.size == 1 else (int(a[0]), int(a[1]))
 
 
-def _conv_padding(node: Any, kernel: tuple[int, int], dil: tuple[int, int]) -> tuple[int, int, int, int]:
+def _conv_padding(node: Any, kernel: tuple[int, int],
+                  dil: tuple[int, int]) -> tuple[int, int, int, int]:
     p = node.padding
     if isinstance(p, str):
         if p == "valid":
@@ -199,7 +200,8 @@ def load_nir(source: str | Path | Any, *, reset: str | None = None) -> Graph:
             continue
         if t == "Output" and any(kind[p] in ("IF", "Scale") for p in preds[k]):
             bad.append(Diagnostic("a spiking output; snn-compile reads the prediction from a "
-                                  "non-spiking readout (Affine/Conv2d [→ I] → Output)", node=k))
+                                  "non-spiking readout (Affine/Conv2d [→ I] → Output)",
+                                  node=k))
             continue
         src = operand(k)
         if src is None:
@@ -224,21 +226,25 @@ def load_nir(source: str | Path | Any, *, reset: str | None = None) -> Graph:
                                       dilation=dil, groups=int(node.groups), origin=origin), [src])
         elif t == "AvgPool2d":
             ph, pw = _pair(node.padding)
-            val[k] = ir.add(ir.unique(k), AvgPool2d(kernel=_pair(node.kernel_size), stride=_pair(node.stride),
-                                         padding=(ph, pw, ph, pw), origin=origin), [src])
+            pool = AvgPool2d(kernel=_pair(node.kernel_size), stride=_pair(node.stride),
+                             padding=(ph, pw, ph, pw), origin=origin)
+            val[k] = ir.add(ir.unique(k), pool, [src])
         elif t == "SumPool2d":
             ph, pw = _pair(node.padding)
             kh, kw = _pair(node.kernel_size)
             c = ir.shape(src)[0]
-            val[k] = ir.add(ir.unique(k), Conv2d(weight=np.ones((c, 1, kh, kw), np.float32), stride=_pair(node.stride),
-                                      padding=(ph, pw, ph, pw), groups=c, origin=origin), [src])
+            ones = np.ones((c, 1, kh, kw), np.float32)  # sum pooling = depthwise conv with ones
+            conv = Conv2d(weight=ones, stride=_pair(node.stride), padding=(ph, pw, ph, pw),
+                          groups=c, origin=origin)
+            val[k] = ir.add(ir.unique(k), conv, [src])
         elif t == "Flatten":
             shape = ir.shape(src)
             start, end = int(node.start_dim), int(node.end_dim)
             end = end + len(shape) if end < 0 else end
             if len(shape) > 1 and (start != 0 or end != len(shape) - 1):
                 bad.append(Diagnostic(f"Flatten of axes {start}..{end} of a {shape} value (axes "
-                                      "without the batch); snn-compile flattens every axis", node=k))
+                                      "without the batch); snn-compile flattens every axis",
+                                      node=k))
                 continue
             val[k] = ir.add(ir.unique(k), Flatten(origin=origin), [src])
         elif t == "IF":
@@ -263,8 +269,7 @@ def load_nir(source: str | Path | Any, *, reset: str | None = None) -> Graph:
             val[k] = src
         elif t == "Output":
             if isinstance(ir.op(src), Layer) and ir.op(src).neuron is not None:
-                bad.append(Diagnostic("a spiking output; snn-compile reads the prediction from a "
-                                      "non-spiking readout (Affine/Conv2d [→ I] → Output)", node=k))
+                bad.append(Diagnostic("a spiking output; the readout must not spike", node=k))
                 continue
             if not isinstance(ir.op(src), (Dense, Conv2d, Add)):
                 bad.append(Diagnostic(f"the Output is fed by {type(ir.op(src)).__name__}; the "
@@ -339,7 +344,8 @@ def _if_layer(ir: Graph, k: str, node: Any, src: str, preds: list[str], succs: d
     alpha = meta.get("alpha")
     if alpha is None and meta.get("v_init") is not None:
         a = _per_channel(meta["v_init"], shape, "metadata v_init", k, bad)
-        alpha = float(a[0] / theta[0]) if a is not None and np.allclose(a / theta, a[0] / theta[0]) else None
+        uniform = a is not None and np.allclose(a / theta, a[0] / theta[0])
+        alpha = float(a[0] / theta[0]) if uniform else None
         if alpha is None:
             bad.append(Diagnostic("metadata v_init is not one fraction of v_threshold", node=k))
             return ""

@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Convert a trained ANN (ONNX) into a spiking network for Lava/Loihi 2 or a "
                     "fast PyTorch simulator, and measure accuracy at every timestep.")
     p.add_argument("model", nargs="?",
-                   help="the ONNX model, or a NIR graph (.nir: read as a spiking network, no conversion)")
+                   help="the ONNX model, or a NIR graph (.nir: a spiking network, no conversion)")
     p.add_argument("--target", choices=TARGETS, default="gpu",
                    help="ir: write the IR only; gpu: torch simulator; loihi: Lava (default gpu)")
     p.add_argument("--out", type=Path, default=None, help="output directory (default: out/<model>)")
