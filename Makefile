@@ -19,7 +19,7 @@ NETX_PKGS := lava-dl==0.6.0 'opencv-python-headless<4.12' torchvision==0.29.1
 # NIR code does not use), so it goes in without its dependencies, like lava-dl
 NIR_PEER_PKGS := sinabs==3.1.3 nirtorch==2.6 pbr
 
-.PHONY: venv demo test test-core bench clean
+.PHONY: venv demo test test-core lint bench clean
 
 venv: $(VENV)/.installed
 
@@ -37,7 +37,7 @@ demo: venv
 	$(VENV)/bin/snn-compile $(MODEL) --target gpu --dataset digits --timesteps 64 --out out/demo-gpu
 	$(VENV)/bin/snn-compile $(MODEL) --target loihi --dataset digits --timesteps 32 --eval-samples 100 --out out/demo-loihi
 
-test: venv
+test: venv lint
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 # The core on Python 3.12 without Lava: build the wheel, install it into .venv-core (created
@@ -47,13 +47,19 @@ test-core:
 	@if [ -z "$(PYTHON312)" ]; then echo "error: Python 3.12 not found (pyenv install 3.12, or put python3.12 on PATH)" >&2; exit 2; fi
 	@test -x $(CORE)/bin/python || $(PYTHON312) -m venv $(CORE)
 	$(CORE)/bin/python -m pip install -q --upgrade pip
-	rm -rf dist && $(CORE)/bin/python -m pip wheel -q --no-deps . -w dist
+	# setuptools leaves build/ behind, which ruff would take for the tests' build.py
+	rm -rf dist build && $(CORE)/bin/python -m pip wheel -q --no-deps . -w dist && rm -rf build
 	$(CORE)/bin/python -m pip install -q "$$(ls dist/snncompile-*.whl)[dev]"
 	$(CORE)/bin/python -m pip install -q --force-reinstall --no-deps dist/snncompile-*.whl
 	$(CORE)/bin/python -m pip install -q --no-deps $(NIR_PEER_PKGS)
 	cd $$(mktemp -d) && $(CURDIR)/$(CORE)/bin/snn-compile $(CURDIR)/$(MODEL) --target gpu \
 		--dataset digits --timesteps 16 --out $(CURDIR)/out/wheel-check
 	$(CORE)/bin/python -m pytest -q -p no:cacheprovider tests
+
+# the layering contracts (pyproject [tool.importlinter]) and ruff
+lint: venv
+	$(VENV)/bin/lint-imports
+	$(PY) -m ruff check .
 
 bench: venv
 	$(PY) -m pip install -q -e '.[dev,bench]'

@@ -330,7 +330,7 @@ def test_nir_input_runs_on_lava_and_exports(tmp_path: Path) -> None:
 
 
 def _example_nir(tmp_path: Path) -> Path:
-    from snncompile.tools.data import digits
+    from snncompile.data import digits
 
     snn, _, _ = snncompile.convert(EXAMPLES[0], target="gpu", calibration=digits("train").x[:128])
     return snncompile.export_nir(snn, tmp_path / "ex.nir")
