@@ -74,6 +74,9 @@ class CompileOptions:
     export: str | None = option(None, "also write an exchange file: netx (loihi target, "
                                 "network.net) or nir (both targets, network.nir)",
                                 group="simulation", choices=("netx", "nir"))
+    strict_limits: bool = option(False, "loihi: fail on estimated Loihi 2 limits (per-core "
+                                 "figures that are not public), not only on certain ones",
+                                 group="simulation")
 
     def __post_init__(self) -> None:
         bad: list[Diagnostic] = []
