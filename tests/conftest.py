@@ -19,9 +19,9 @@ for p in (str(TESTS), str(ROOT)):
     if p not in sys.path:
         sys.path.insert(0, p)
 
-import models  # noqa: E402
-
 from snncompile.data import Dataset, digits  # noqa: E402
+
+import models  # noqa: E402
 
 # the machines running the tests are small and shared
 torch.set_num_threads(2)

@@ -9,12 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import models
 import numpy as np
 import pytest
 
 from snncompile.data import save_npz
 from snncompile.tools.cli import main
+
+import models
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import build
 import numpy as np
 import pytest
 import torch
@@ -19,6 +18,8 @@ from snncompile.finetune import METHODS, parse_method, train
 from snncompile.finetune.differentiable import DifferentiableSNN
 from snncompile.ir import CompileError, load, save
 from snncompile.tools.cli import main
+
+import build
 
 T = 4
 

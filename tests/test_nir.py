@@ -14,17 +14,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-import models
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-import build
 import snncompile
 from snncompile.backends.gpu import compile as gpu_compile
 from snncompile.ir import CompileError
 from snncompile.tools.cli import main
+
+import build
+import models
 
 nir = pytest.importorskip("nir")
 ROOT = Path(__file__).resolve().parents[1]
