@@ -93,7 +93,9 @@ def _calibration(options: dict[str, Any], calibration: Any) -> tuple[np.ndarray 
         calibration = data.load_npz(calibration)
     if isinstance(calibration, data.Dataset):
         return calibration.x, calibration.y
-    return np.asarray(calibration, np.float32), None
+    from snncompile import validate
+
+    return validate.samples(calibration, "calibration"), None
 
 
 def convert(model: str | Path | Graph, *, target: str = "gpu",
@@ -101,9 +103,18 @@ def convert(model: str | Path | Graph, *, target: str = "gpu",
             **options: Any) -> tuple[Graph, PassManager, PassContext]:
     """Frontend + pass pipeline. Returns the spiking IR, the pass manager (``.spec()`` replays
     the run) and the pass context (``.notes`` holds per-pass results)."""
+    from snncompile import validate
+
+    if not isinstance(model, (str, Path, Graph)):
+        raise CompileError("bad model", [Diagnostic(
+            f"model is a {type(model).__name__}; expected a path to an .onnx file or a Graph")])
     x, y = _calibration(options, calibration)
     opts = CompileOptions.from_kwargs(options)
-    graph = model if isinstance(model, Graph) else load_onnx(model)
+    graph = model if isinstance(model, Graph) else load_onnx(validate.model_file(model))
+    if x is not None:
+        validate.samples(x, "calibration", shape=graph.shape(graph.input_name))
+        if y is not None:
+            y = validate.labels(y, len(x), validate.classes(graph), "calibration labels")
     specs = list(passes) if passes is not None else default_pipeline(target, opts)
     pm = PassManager([get_pass(s) if isinstance(s, str) else s for s in specs])
     ctx = PassContext(calibration=x, labels=y, seed=opts.seed)

@@ -39,7 +39,11 @@ class CompileOptions:
     export: str | None = None  # netx
 
     def __post_init__(self) -> None:
-        bad: list[Diagnostic] = []
+        from snncompile.validate import option_problems
+
+        bad: list[Diagnostic] = option_problems(self)  # types, counts, bounds (validate.py)
+        if bad:
+            raise CompileError("bad option", bad)
         if self.timesteps < 1:
             bad.append(Diagnostic(f"timesteps={self.timesteps}; must be >= 1"))
         if self.norm not in NORMS:
