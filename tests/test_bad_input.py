@@ -149,7 +149,7 @@ def test_commit_is_all_or_nothing_and_two_outputs_never_mix(tmp_path):
 def test_stale_temporary_folders_are_swept(tmp_path):
     final = tmp_path / "o"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True).stdout.strip()
+                          check=True, capture_output=True, text=True).stdout.strip()
     stale = tmp_path / f".o.tmp-{dead}-abc"
     stale.mkdir()
     (stale / MARKER).write_text("{}")
@@ -251,7 +251,7 @@ def test_bad_options(args, words, tmp_path, capsys):
 
 def test_usage_error_is_one_line_from_the_console_script(tmp_path):
     exe = Path(sys.executable).with_name("snn-compile")
-    res = subprocess.run([str(exe), str(MODEL), "--timesteps", "x"], capture_output=True,
+    res = subprocess.run([str(exe), str(MODEL), "--timesteps", "x"], check=False, capture_output=True,
                          text=True, timeout=120)
     assert res.returncode == 2
     assert len(res.stderr.strip().splitlines()) == 1, res.stderr

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from snncompile.backends.loihi.supervise import Supervisor
 from snncompile.backends.result import SimResult, run_steps
 from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.fixed_point import (
@@ -354,8 +355,13 @@ class LavaNetwork:
         return data
 
     def run(self, x: np.ndarray, timesteps: int | None = None, *, record: bool = False,
-            progress: bool = True, chunk_samples: int = 10) -> SimResult:
+            progress: bool = True, chunk_samples: int = 10,
+            stall_seconds: float | None = None) -> SimResult:
         """Run ``x`` (N, *input shape) through one Lava network for ``timesteps`` each.
+
+        Supervised (``supervise.Supervisor``): a Lava worker that dies, or no completed chunk
+        of ``chunk_samples`` samples within ``stall_seconds`` (default
+        ``supervise.STALL_SECONDS``), stops the runtime and raises ``RuntimeFault``.
 
         Returns a ``SimResult`` (predictions at every step, readout potentials, spikes per
         layer; with ``record`` the spike trains (T, N, *shape) of every spiking layer)."""
@@ -378,33 +384,38 @@ class LavaNetwork:
         counts: dict[str, np.ndarray] = {}
         t_build = time.perf_counter() - t0
         t_compile = t_run = 0.0
+        sup = Supervisor(readout, stall_seconds)  # a dead worker or a stall: RuntimeFault
         try:
-            # the first call compiles the process graph and starts the runtime: one step only,
-            # so the steady per-step cost is measured apart from it
-            readout.run(condition=RunSteps(num_steps=1), run_cfg=cfg)
-            t_compile = time.perf_counter() - t0 - t_build
-            done = 1
-            chunk = max(1, chunk_samples) * steps
-            while done < total:
-                k = min(chunk, total - done)
-                readout.run(condition=RunSteps(num_steps=k), run_cfg=cfg)
-                done += k
-                bar.update(min(n, done // steps) - bar.n)
-            t_run = time.perf_counter() - t0 - t_build - t_compile
-            t_get = time.perf_counter()
-            pot = np.asarray(sink.data.get(), np.float64)
-            trains = {name: unpack(s.bits.get(), lava_shape(self.plan.pops[name].shape),
-                                   *self.plan.payload_range(name))
-                      for name, s in spike_sinks.items()}
-            for name in self.plan.spiking():
-                if name not in spike_sinks:
-                    counts[name] = trailing_to_torch(np.asarray(procs[name].count.get()),
-                                                     self.plan.pops[name].shape)
-            t_get = time.perf_counter() - t_get
+            with sup:
+                # the first call compiles the process graph and starts the runtime: one step
+                # only, so the steady per-step cost is measured apart from it
+                readout.run(condition=RunSteps(num_steps=1), run_cfg=cfg)
+                sup.beat()
+                t_compile = time.perf_counter() - t0 - t_build
+                done = 1
+                chunk = max(1, chunk_samples) * steps
+                while done < total:
+                    k = min(chunk, total - done)
+                    readout.run(condition=RunSteps(num_steps=k), run_cfg=cfg)
+                    sup.beat()
+                    done += k
+                    bar.update(min(n, done // steps) - bar.n)
+                t_run = time.perf_counter() - t0 - t_build - t_compile
+                t_get = time.perf_counter()
+                pot = np.asarray(sink.data.get(), np.float64)
+                trains = {name: unpack(s.bits.get(), lava_shape(self.plan.pops[name].shape),
+                                       *self.plan.payload_range(name))
+                          for name, s in spike_sinks.items()}
+                for name in self.plan.spiking():
+                    if name not in spike_sinks:
+                        counts[name] = trailing_to_torch(np.asarray(procs[name].count.get()),
+                                                         self.plan.pops[name].shape)
+                t_get = time.perf_counter() - t_get
         finally:
             bar.close()
             t_stop = time.perf_counter()
-            readout.stop()
+            if not sup.failed:  # after a failure the supervisor has torn the runtime down
+                readout.stop()
             t_stop = time.perf_counter() - t_stop
         seconds = time.perf_counter() - t0
         self.last_run = LavaRun(steps=total, build_seconds=t_build, compile_seconds=t_compile,

@@ -1,0 +1,136 @@
+"""Lava fault handling (issue 13): a worker process killed mid-run (as the OOM killer would)
+ends the run with exit 1 and one line naming what died; no process of the run survives, no
+shared-memory segment of the run is left in /dev/shm, no temporary output folder remains."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from snncompile.tools.data import save_npz
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT / "examples" / "digits_cnn.onnx"
+
+
+def _children(pid: int) -> list[int]:
+    kids: list[int] = []
+    try:
+        for t in os.listdir(f"/proc/{pid}/task"):
+            try:
+                kids += [int(c) for c in Path(f"/proc/{pid}/task/{t}/children").read_text().split()]
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return kids
+
+
+def _shm(pid: int) -> set[str]:
+    try:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return set()
+    return {line.split()[-1] for line in maps.splitlines() if " /dev/shm/" in line}
+
+
+def _session(sid: int) -> list[int]:
+    """Live (not zombie) processes of session ``sid``."""
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(stat[3]) == sid and stat[0] != "Z":
+            found.append(int(d))
+    return found
+
+
+@pytest.mark.lava
+@pytest.mark.timeout(300)
+def test_killed_lava_worker_ends_the_run_cleanly(tmp_path, digits_test):
+    ev = tmp_path / "e.npz"
+    x, y = np.repeat(digits_test.x, 2, 0)[:600], np.repeat(digits_test.y, 2, 0)[:600]
+    save_npz(ev, x, y)
+    exe = Path(sys.executable).with_name("snn-compile")
+    proc = subprocess.Popen([str(exe), str(MODEL), "--target", "loihi", "--eval", str(ev),
+                             "--calibration", str(ev), "--calibration-samples", "64", "--eval-samples", "600",
+                             "--timesteps", "32", "--out", str(tmp_path / "o")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    segments: set[str] = set()
+    victim = None
+    deadline = time.time() + 200
+    while time.time() < deadline and proc.poll() is None:
+        workers = [k for k in _children(proc.pid) if len(_shm(k)) > 1]
+        for k in workers:
+            segments |= _shm(k)
+        if len(workers) >= 4:
+            time.sleep(1.0)  # mid-run
+            for k in _children(proc.pid):
+                segments |= _shm(k)
+            segments |= _shm(proc.pid)
+            victim = max(workers)
+            os.kill(victim, signal.SIGKILL)
+            break
+        time.sleep(0.1)
+    assert victim is not None, "no Lava workers seen"
+    _, err = proc.communicate(timeout=120)
+    print(err)
+    lines = err.strip().splitlines()
+    assert proc.returncode == 1, err
+    assert len(lines) == 1, err
+    assert f"Lava worker process {victim}" in lines[0] and "died" in lines[0], lines[0]
+    assert "SIGKILL" in lines[0]
+    time.sleep(0.5)
+    assert _session(proc.pid) == [], "orphaned processes"
+    assert segments and not [s for s in segments if os.path.exists(s)], "leaked shared memory"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.npz"]
+
+
+@pytest.mark.lava
+@pytest.mark.timeout(300)
+def test_stalled_lava_worker_is_a_fault_not_a_hang(digits_train, digits_test):
+    """A worker that stops (SIGSTOP: alive, no progress) trips the stall bound; the run raises
+    RuntimeFault naming the stall, and the stopped worker is killed and reaped."""
+    import threading
+
+    import snncompile
+    from snncompile.ir.diagnostics import RuntimeFault
+
+    net = snncompile.compile(MODEL, target="loihi", calibration=digits_train.take(64),
+                             timesteps=8)
+    stopped: list[int] = []
+    seen: set[str] = set()
+
+    def stop_one() -> None:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            workers = [k for k in _children(os.getpid()) if len(_shm(k)) > 1]
+            if len(workers) >= 4:
+                time.sleep(0.5)
+                stopped.append(max(workers))
+                seen.update(_shm(os.getpid()))
+                os.kill(stopped[0], signal.SIGSTOP)
+                return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=stop_one, daemon=True)
+    t.start()
+    t0 = time.time()
+    with pytest.raises(RuntimeFault, match="no progress"):
+        net.run(np.repeat(digits_test.x, 3, 0), 8, progress=False, stall_seconds=2.0)
+    t.join()
+    assert stopped and time.time() - t0 < 60
+    assert not any(k == stopped[0] for k in _children(os.getpid()))
+    assert seen and not [p for p in seen if os.path.exists(p)], "leaked shared memory"
