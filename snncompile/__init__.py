@@ -134,6 +134,9 @@ def compile(model: str | Path | Graph, target: str = "gpu", passes: Sequence[Any
     if target == "ir":
         return graph
     opts_dict.pop("dataset", None)
+    from snncompile import validate
+
+    validate.spiking_ready(graph, target)
     return _resolve(BACKENDS, target)(graph, CompileOptions.from_kwargs(opts_dict))
 
 

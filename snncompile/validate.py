@@ -207,6 +207,18 @@ def graph_units(graph: Any) -> int:
     return total
 
 
+def spiking_ready(graph: Any, target: str) -> None:
+    """A graph for a spiking target has no ANN activation left: every layer with an
+    activation carries a neuron. A pipeline without the conversion passes (``--pipeline``
+    with only the ANN passes) would otherwise run as a network without spikes."""
+    left = [n for n, d in graph.nx.nodes(data=True)
+            if getattr(d["op"], "act", None) is not None and getattr(d["op"], "neuron", 1) is None]
+    if left:
+        raise _err("the IR is not spiking", f"{len(left)} activation(s) were not converted "
+                   f"(first: {sorted(left)[0]}); target {target!r} needs a spiking IR",
+                   hint="keep balance-thresholds in the pipeline (see --print-pipeline)")
+
+
 # ------------------------------------------------------------------------------ files
 def data_file(path: str | Path) -> Path:
     """Check that ``path`` is an ``.npz`` file (zip) whose members' declared arrays fit in

@@ -370,3 +370,38 @@ def test_long_identity_chain_is_linear(digits_train):
     assert len(snn) < 10
     assert infers <= 4 * n, infers
     assert topos <= 10 * len(pm.passes), topos
+
+
+def test_pipeline_without_conversion_is_refused(tmp_path, capsys):
+    bad(capsys, [MODEL, "--dataset", "digits", "--timesteps", "2", "--device", "cpu",
+                 "--pipeline", "fold-batchnorm,remove-identity,fuse-activations",
+                 "--out", tmp_path / "o"], "not spiking", "balance-thresholds")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(CompileError, match="not spiking"):
+        snncompile.compile(MODEL, passes=list(snncompile.DEFAULT_FRONT), device="cpu")
+
+
+def _writer(final: str, tag: str, rounds: int) -> None:
+    for r in range(rounds):
+        o = Output(Path(final))
+        for i in range(8):
+            (o.tmp / f"f{i}.txt").write_text(f"{tag}-{r}")
+        o.commit()
+
+
+def test_two_processes_committing_into_one_out(tmp_path):
+    """The issue's race (200 trials: 15 mixed results, 6 FileNotFoundErrors), with processes:
+    every commit succeeds and the folder ends as one run's complete output."""
+    import multiprocessing as mp
+
+    final = tmp_path / "o"
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_writer, args=(str(final), tag, 25)) for tag in "ab"]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    texts = {p.read_text() for p in final.glob("*.txt")}
+    assert len(texts) == 1 and len(list(final.glob("*.txt"))) == 8, texts
+    assert [p.name for p in tmp_path.iterdir()] == ["o"]

@@ -198,6 +198,12 @@ def load_onnx(src: str | Path | onnx.ModelProto) -> Graph:
     if opset < MIN_OPSET:
         raise CompileError("unsupported ONNX opset", [Diagnostic(
             f"{where}: opset {opset}; re-export with opset_version >= 13")])
+    for init in model.graph.initializer:  # every initializer decodes (type matches bytes)
+        try:
+            numpy_helper.to_array(init)
+        except (ValueError, TypeError, RuntimeError, OSError) as e:
+            raise CompileError("invalid ONNX model", [Diagnostic(
+                f"{where}: initializer {init.name!r}: {_first_line(e)}")]) from None
     # QCFS clip-floor-shift chains and Q/DQ pairs -> one ai.snncompile.QuantReLU node each
     model = fold_quantized_activations(model)
 
@@ -209,11 +215,7 @@ def load_onnx(src: str | Path | onnx.ModelProto) -> Graph:
         uses[o.name] = uses.get(o.name, 0) + 1
     b = Builder(opset, {out_name}, uses)
     for init in model.graph.initializer:
-        try:
-            v = numpy_helper.to_array(init)
-        except (ValueError, TypeError, RuntimeError, OSError) as e:  # type does not match bytes
-            raise CompileError("invalid ONNX model", [Diagnostic(
-                f"{where}: initializer {init.name!r}: {_first_line(e)}")]) from None
+        v = numpy_helper.to_array(init)
         b.consts[init.name] = (v, v)
     onnx_shapes = {vi.name: _dims(vi) for vi in (*model.graph.value_info, *model.graph.output)}
 

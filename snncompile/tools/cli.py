@@ -190,6 +190,7 @@ def run(a: argparse.Namespace) -> int:
             print(snn.summary())
             report: dict[str, Any] | None = None
         else:
+            validate.spiking_ready(snn, a.target)
             report = snncompile.evaluate_target(a.target, snn, graph, ev, opts, out.tmp,
                                                 model=str(model), pipeline=pm, ctx=ctx)
         if report is not None:

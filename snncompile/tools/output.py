@@ -184,12 +184,13 @@ def sweep_stale(final: Path) -> list[Path]:
                 pid = int(d.name[len(f".{final.name}.{kind}-"):].split("-", 1)[0])
             except ValueError:
                 continue
-            if not (d.is_dir() and not d.is_symlink() and (d / MARKER).is_file()):
+            if pid == os.getpid() or d.is_symlink():
                 continue
-            if pid == os.getpid():
+            try:  # its owner may commit or remove it at any moment
+                born = (d / MARKER).stat().st_mtime
+            except OSError:
                 continue
             start = _process_start(pid)
-            born = (d / MARKER).stat().st_mtime
             if start is None or start > born + 1.0:
                 shutil.rmtree(d, ignore_errors=True)
                 gone.append(d)
