@@ -405,3 +405,16 @@ def test_two_processes_committing_into_one_out(tmp_path):
     texts = {p.read_text() for p in final.glob("*.txt")}
     assert len(texts) == 1 and len(list(final.glob("*.txt"))) == 8, texts
     assert [p.name for p in tmp_path.iterdir()] == ["o"]
+
+
+@pytest.mark.parametrize("args, word", [
+    (["--finetune-timesteps", "0"], "finetune_timesteps=0"),
+    (["--finetune-samples", "-3"], "finetune_samples=-3"),
+    (["--finetune-epochs", "-1"], "epochs=-1"),
+    (["--finetune-lr", "nan"], "lr=nan"),
+])
+def test_bad_finetune_options(args, word, tmp_path, capsys):
+    bad(capsys, [MODEL, "--dataset", "digits", "--eval-samples", "20", "--timesteps", "2",
+                 "--device", "cpu", "--out", tmp_path / "o", "--finetune", "temporal-consistency",
+                 *args], word)
+    assert list(tmp_path.iterdir()) == []
