@@ -144,14 +144,9 @@ def run_memory(samples: int, timesteps: int, neurons: int, batch: int, outputs: 
 def samples(x: Any, name: str = "x", *, shape: Sequence[int] | None = None) -> np.ndarray:
     """``x`` as a finite float32 array (N, *shape) with N >= 1. Lists, strings, objects,
     booleans and complex numbers are refused (not silently converted)."""
-    if not isinstance(x, np.ndarray):
-        try:
-            import torch
-
-            if isinstance(x, torch.Tensor):
-                x = x.detach().cpu().numpy()
-        except ImportError:  # pragma: no cover - torch is a dependency
-            pass
+    if not isinstance(x, np.ndarray) and type(x).__module__.split(".")[0] == "torch" \
+            and hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()  # a torch tensor (duck-typed: this module is numpy-only)
     if not isinstance(x, np.ndarray):
         raise _err("bad data", f"{name} is a {type(x).__name__}; expected a numpy array (N, ...)",
                    hint="np.asarray(x, np.float32)")
@@ -215,7 +210,7 @@ def spiking_ready(graph: Any, target: str) -> None:
             if getattr(d["op"], "act", None) is not None and getattr(d["op"], "neuron", 1) is None]
     if left:
         raise _err("the IR is not spiking", f"{len(left)} activation(s) were not converted "
-                   f"(first: {sorted(left)[0]}); target {target!r} needs a spiking IR",
+                   f"(first: {min(left)}); target {target!r} needs a spiking IR",
                    hint="keep balance-thresholds in the pipeline (see --print-pipeline)")
 
 

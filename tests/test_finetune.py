@@ -250,7 +250,7 @@ def test_planted_checkpoint_never_runs_code(digits_snn, digits_train, tmp_path):
 def test_checkpoint_with_the_fingerprint_but_wrong_shapes_is_ignored(digits_snn, digits_train,
                                                                      tmp_path):
     data = digits_train.take(32)
-    kw = dict(timesteps=2, progress=False, out_dir=tmp_path)
+    kw = {"timesteps": 2, "progress": False, "out_dir": tmp_path}
     train(digits_snn, data, "temporal-consistency", epochs=1, **kw)
     ck = tmp_path / "0-temporal-consistency" / "checkpoint.pt"
     state = torch.load(ck, weights_only=True)

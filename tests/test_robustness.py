@@ -156,6 +156,20 @@ def test_mutated_onnx_models(mut) -> None:
         run_contract([path, "--target", "ir", "--out", root / "o"], root, root / "o")
 
 
+@SETTINGS(12)
+@given(onnx_mutation())
+def test_mutated_onnx_models_through_the_gpu_target(mut) -> None:
+    """Mutations that survive the frontend must also survive conversion and simulation."""
+    _, m = mut
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        path = root / "m.onnx"
+        path.write_bytes(m if isinstance(m, bytes) else m.SerializeToString())
+        run_contract([path, "--dataset", "digits", "--eval-samples", "8",
+                      "--calibration-samples", "16", "--timesteps", "2", "--device", "cpu",
+                      "--out", root / "o"], root, root / "o")
+
+
 # ------------------------------------------------------------------------------ data files
 @st.composite
 def data_file(draw: st.DrawFn) -> dict[str, np.ndarray]:
