@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from snncompile.backends.loihi.supervise import Supervisor
+from snncompile.backends.loihi.supervise import STOP_SECONDS, Supervisor
 from snncompile.backends.result import SimResult, run_steps
 from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.fixed_point import (
@@ -415,7 +415,10 @@ class LavaNetwork:
             bar.close()
             t_stop = time.perf_counter()
             if not sup.failed:  # after a failure the supervisor has torn the runtime down
-                readout.stop()
+                # stop() waits for every worker's answer: supervised too (a worker may have died
+                # just before a Ctrl-C or SIGTERM brought us here)
+                with Supervisor(readout, min(sup.stall, STOP_SECONDS), stopping=True):
+                    readout.stop()
             t_stop = time.perf_counter() - t_stop
         seconds = time.perf_counter() - t0
         self.last_run = LavaRun(steps=total, build_seconds=t_build, compile_seconds=t_compile,

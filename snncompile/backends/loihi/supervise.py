@@ -8,8 +8,10 @@ waiting after four minutes; the SIGTERM that ended it leaked 40 shared-memory se
 
 ``Supervisor`` watches from a thread, every ``poll`` seconds: the exit code of every actor and
 of the shared-memory server, and the time since the last ``beat()`` (one per completed chunk of
-steps). On a death or after ``stall_seconds`` without a beat it records what failed and sends
-SIGUSR1 to the main thread, whose handler raises; the blocking semaphore wait returns (POSIX
+steps). On a death or after ``stall_seconds`` without a beat it records what failed, kills the
+other workers (the runtime is lost, and Lava's own ``stop()`` joins every worker without a
+timeout) and sends SIGUSR1 to the main thread (again every 2 s until it is out), whose handler
+raises; the blocking semaphore wait returns (POSIX
 ``sem_wait`` fails with EINTR and Python runs the handler), so the run unwinds. ``teardown``
 then kills the remaining actors (SIGKILL) and reaps them, shuts the shared-memory server down
 (it unlinks its segments) and unlinks any segment the main process still maps from this
@@ -39,6 +41,8 @@ log = logging.getLogger("snncompile.lava")
 #: process graph and starts the runtime, gets FIRST_CALL_FACTOR times as long)
 STALL_SECONDS = 300.0
 FIRST_CALL_FACTOR = 4.0
+#: stopping the runtime (every worker answers, then exits) may take at most this long
+STOP_SECONDS = 60.0
 
 
 class _Interrupted(BaseException):
@@ -81,8 +85,10 @@ class Supervisor:
     """``with Supervisor(process) as sup: ...; sup.beat() ...`` around Lava ``run`` calls."""
 
     def __init__(self, process: Any, stall_seconds: float | None = None,
-                 poll: float = 0.2) -> None:
+                 poll: float = 0.2, *, stopping: bool = False) -> None:
+        """``stopping``: supervise ``stop()`` (actors exiting with code 0 are then normal)."""
         self.process = process
+        self.stopping = stopping
         self.stall = float(stall_seconds if stall_seconds is not None else STALL_SECONDS)
         self.poll = poll
         self.reason: str | None = None
@@ -153,15 +159,17 @@ class Supervisor:
         actors = self._actors()
         for i, actor in enumerate(actors):
             code = actor.exitcode if getattr(actor, "_popen", None) is not None else None
-            if code is not None:
+            if code is not None and not (self.stopping and code == 0):
                 roles = _roles(getattr(self.process, "_runtime", None))
                 role = f" ({roles[i]})" if len(roles) == len(actors) else ""
                 return f"Lava worker process {actor.pid}{role} died ({_signal_name(code)})"
         smm = self._smm_process()
-        if smm is not None and smm.exitcode is not None:
+        if smm is not None and smm.exitcode is not None and not (self.stopping
+                                                                 and smm.exitcode == 0):
             return (f"Lava's shared-memory server (process {smm.pid}) died "
                     f"({_signal_name(smm.exitcode)})")
-        limit = self.stall * (FIRST_CALL_FACTOR if self._beats == 0 else 1.0)
+        limit = self.stall * (FIRST_CALL_FACTOR if self._beats == 0 and not self.stopping
+                              else 1.0)
         idle = time.monotonic() - self._last
         if idle > limit:
             return f"the Lava run made no progress for {idle:.0f} s (limit {limit:.0f} s)"
@@ -173,18 +181,28 @@ class Supervisor:
             if reason is not None and self._armed:
                 self.reason = reason
                 log.debug("watchdog: %s", reason)
+                # the runtime is lost: kill the other workers now, so that nothing Lava does
+                # on the way out (it joins every worker in stop()'s ``finally``) waits forever
+                self._kill_actors()
                 signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+                # again, until the main thread is out (a wait may have swallowed the first)
+                while not self._stop.wait(2.0):
+                    if self._armed:
+                        signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
                 return
+
+    def _kill_actors(self) -> None:
+        for a in self._actors():
+            with contextlib.suppress(Exception):
+                if a.exitcode is None:
+                    os.kill(a.pid, signal.SIGKILL)
 
     def teardown(self) -> None:
         """Kill and reap every actor, stop the shared-memory server, unlink our segments."""
         import multiprocessing as mp
 
         actors = self._actors()
-        for a in actors:
-            with contextlib.suppress(Exception):
-                if a.exitcode is None:
-                    os.kill(a.pid, signal.SIGKILL)
+        self._kill_actors()
         for a in actors:
             with contextlib.suppress(Exception):
                 mp.Process.join(a, 10)
