@@ -4,6 +4,7 @@ shared-memory segment of the run is left in /dev/shm, no temporary output folder
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -58,21 +59,50 @@ def _session(sid: int) -> list[int]:
 
 @pytest.mark.lava
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("mode", ["kill", "kill+sigterm", "sigterm"])
+@pytest.mark.parametrize("mode", ["kill", "kill+sigterm", "sigterm", "kill-main"])
 def test_killed_lava_worker_ends_the_run_cleanly(tmp_path, digits_test, mode):
     """"kill+sigterm": the run is also sent SIGTERM right after the kill, before the watchdog's
     next look, so the runtime's stop() meets the dead worker (it used to wait forever).
-    "sigterm": a healthy run is terminated (exit 143), with the same cleanliness."""
+    "sigterm": a healthy run is terminated (exit 143), with the same cleanliness.
+    "kill-main": snn-compile itself is SIGKILLed: its workers die with it (PDEATHSIG) and the
+    segments are released; only its temporary folder stays (the next run sweeps it)."""
+    started: list[subprocess.Popen] = []
+    try:
+        _scenario(tmp_path, digits_test, mode, started)
+    finally:  # whatever failed, leave no process behind (the resource tracker cleans up shm)
+        for proc in started:
+            _reap_session(proc)
+
+
+def _reap_session(proc: subprocess.Popen) -> None:
+    for pid in _session(proc.pid):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"resource_tracker" not in cmd:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.communicate(timeout=30)
+    deadline = time.time() + 30
+    while _session(proc.pid) and time.time() < deadline:
+        time.sleep(0.2)
+
+
+def _scenario(tmp_path, digits_test, mode: str, started: list) -> None:
     sigterm = "sigterm" in mode
     ev = tmp_path / "e.npz"
     x, y = np.repeat(digits_test.x, 2, 0)[:600], np.repeat(digits_test.y, 2, 0)[:600]
     save_npz(ev, x, y)
     exe = Path(sys.executable).with_name("snn-compile")
     proc = subprocess.Popen([str(exe), str(MODEL), "--target", "loihi", "--eval", str(ev),
-                             "--calibration", str(ev), "--calibration-samples", "64", "--eval-samples", "600",
-                             "--timesteps", "32", "--out", str(tmp_path / "o")],
+                             "--calibration", str(ev), "--calibration-samples", "64",
+                             "--eval-samples", "600", "--timesteps", "32",
+                             "--out", str(tmp_path / "o")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
+    started.append(proc)
     segments: set[str] = set()
     victim = None
     deadline = time.time() + 200
@@ -86,6 +116,8 @@ def test_killed_lava_worker_ends_the_run_cleanly(tmp_path, digits_test, mode):
                 segments |= _shm(k)
             segments |= _shm(proc.pid)
             victim = max(workers)
+            if mode == "kill-main":
+                victim = proc.pid
             if "kill" in mode:
                 os.kill(victim, signal.SIGKILL)
             if sigterm:
@@ -96,6 +128,19 @@ def test_killed_lava_worker_ends_the_run_cleanly(tmp_path, digits_test, mode):
     _, err = proc.communicate(timeout=120)
     print(proc.returncode, err)
     lines = err.strip().splitlines()
+    if mode == "kill-main":
+        assert proc.returncode == -signal.SIGKILL
+        deadline = time.time() + 30
+        while time.time() < deadline and (_session(proc.pid) or any(map(os.path.exists,
+                                                                        segments))):
+            time.sleep(0.2)
+        assert _session(proc.pid) == [], "orphaned processes"
+        assert segments and not [s for s in segments if os.path.exists(s)], "leaked shm"
+        from snncompile.tools.output import sweep_stale
+
+        assert len(sweep_stale(tmp_path / "o")) == 1
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["e.npz"]
+        return
     assert len(lines) == 1, err
     if mode == "sigterm" or (sigterm and proc.returncode == 143):  # (SIGTERM won the race)
         assert lines[0] == "snn-compile: terminated" and proc.returncode == 143, err

@@ -45,6 +45,26 @@ FIRST_CALL_FACTOR = 4.0
 STOP_SECONDS = 60.0
 
 
+_PR_SET_PDEATHSIG = 1
+_supervised = 0  # > 0 while a Supervisor is active in this process
+
+
+def _die_with_parent() -> None:
+    """In a child forked during a supervised run: get SIGKILL when the parent dies (Linux
+    ``prctl(PR_SET_PDEATHSIG)``), so that a SIGKILLed snn-compile leaves no Lava worker behind
+    (they would wait on their semaphores forever)."""
+    if _supervised <= 0:
+        return
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_die_with_parent)
+
+
 class _Interrupted(BaseException):
     """Raised in the main thread by the watchdog's signal (never escapes ``Supervisor``)."""
 
@@ -102,6 +122,8 @@ class Supervisor:
 
     # ------------------------------------------------------------------ protocol
     def __enter__(self) -> Supervisor:  # noqa: PYI034
+        global _supervised
+        _supervised += 1
         self._shm_before = _shm_mapped()
         if threading.current_thread() is threading.main_thread():
             self._prev_handler = signal.signal(signal.SIGUSR1, self._on_signal)
@@ -130,6 +152,8 @@ class Supervisor:
 
     # ------------------------------------------------------------------ internals
     def _disarm(self) -> None:
+        global _supervised
+        _supervised -= 1
         self._armed = False
         self._stop.set()
         if self._thread is not None:
