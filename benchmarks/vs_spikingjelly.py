@@ -62,7 +62,7 @@ import models as test_models  # noqa: E402  (tests/models.py)
 import train_digits  # noqa: E402  (examples/train_digits.py)
 
 import snncompile  # noqa: E402
-from snncompile.tools.data import digits  # noqa: E402
+from snncompile.data import digits  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 T_REPORT = (4, 8, 16, 32, 64)

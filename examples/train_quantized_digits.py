@@ -21,7 +21,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from examples.train_digits import build, export, train  # noqa: E402
-from snncompile.tools.data import digits  # noqa: E402
+from snncompile.data import digits  # noqa: E402
 from snncompile.train import quant_parameters, quantize_relus  # noqa: E402
 
 
@@ -61,7 +61,8 @@ def main() -> None:
     acc_q = accuracy(model, te.x, te.y)
     export(model, out)
     bounds = ", ".join(f"{float(p.detach()[0]):.3f}" for p in quant_parameters(model))
-    print(f"float ANN test accuracy {acc_float:.4f}; after swapping to L={a.levels}: {acc_swap:.4f}; "
+    print(f"float ANN test accuracy {acc_float:.4f}; "
+          f"after swapping to L={a.levels}: {acc_swap:.4f}; "
           f"after fine-tuning: {acc_q:.4f} on {len(te)} samples; λ = [{bounds}]; wrote {out} "
           f"({out.stat().st_size / 1024:.0f} KiB)")
 

@@ -80,13 +80,15 @@ def option_problems(o: Any) -> list[Diagnostic]:
             bad.append(Diagnostic(f"{name}={v}; must be >= {lo}"))
     for name in ("eval_samples", "weight_bits"):
         v = getattr(o, name)
-        if v is not None and (isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral)):
+        if v is not None and (isinstance(v, (bool, np.bool_))
+                              or not isinstance(v, numbers.Integral)):
             bad.append(Diagnostic(f"{name}={v!r} ({type(v).__name__}); must be an integer"))
         elif name == "eval_samples" and v is not None and v < 1:
             bad.append(Diagnostic(f"eval_samples={v}; must be >= 1 (omit it for all samples)"))
     for name in ("alpha", "sd_delta"):
         v = getattr(o, name)
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+        if (isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real)
+                or not math.isfinite(v)):
             bad.append(Diagnostic(f"{name}={v!r}; must be a finite number"))
     if isinstance(o.seed, numbers.Integral) and o.seed > MAX_SEED:
         bad.append(Diagnostic(f"seed={o.seed}; must be in 0..{MAX_SEED}"))
@@ -134,7 +136,8 @@ def run_memory(samples: int, timesteps: int, neurons: int, batch: int, outputs: 
                record: bool = False) -> float:
     """Bytes a simulation allocates, at least: predictions (T, N) int64, the readout (N, K),
     per-batch state (a few float32 copies of every neuron), recorded trains (T, N, neurons)."""
-    b = 8.0 * timesteps * samples + 8.0 * samples * outputs + 4.0 * 4 * min(batch, samples) * neurons
+    b = (8.0 * timesteps * samples + 8.0 * samples * outputs
+         + 4.0 * 4 * min(batch, samples) * neurons)
     if record:
         b += 1.0 * timesteps * samples * neurons
     return b

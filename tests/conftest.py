@@ -20,7 +20,7 @@ for p in (str(TESTS), str(ROOT)):
 
 import models  # noqa: E402
 
-from snncompile.tools.data import Dataset, digits  # noqa: E402
+from snncompile.data import Dataset, digits  # noqa: E402
 
 # the machines running the tests are small and shared
 torch.set_num_threads(2)
@@ -62,3 +62,8 @@ def vgg_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``models.vgg_maxpool`` trained on digits (seeded), exported at opset 17."""
     model = models.trained(models.vgg_maxpool, epochs=12)
     return models.export(model, tmp_path_factory.mktemp("vgg") / "vgg.onnx")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-golden", action="store_true",
+                     help="rewrite tests/golden/*.ir from the current code")

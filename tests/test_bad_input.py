@@ -23,7 +23,7 @@ import snncompile
 from snncompile.ir import CompileError
 from snncompile.ir import graph as irgraph
 from snncompile.tools.cli import main
-from snncompile.tools.data import save_npz
+from snncompile.data import save_npz
 from snncompile.tools.output import MARKER, Output, sweep_stale
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -251,7 +251,8 @@ def test_bad_options(args, words, tmp_path, capsys):
 
 def test_usage_error_is_one_line_from_the_console_script(tmp_path):
     exe = Path(sys.executable).with_name("snn-compile")
-    res = subprocess.run([str(exe), str(MODEL), "--timesteps", "x"], check=False, capture_output=True,
+    res = subprocess.run([str(exe), str(MODEL), "--timesteps", "x"], check=False,
+                         capture_output=True,
                          text=True, timeout=120)
     assert res.returncode == 2
     assert len(res.stderr.strip().splitlines()) == 1, res.stderr
@@ -290,7 +291,8 @@ def test_initializer_type_does_not_match_its_bytes(tmp_path, capsys):
 
 def _tiny(batch: int | None, ir_version: int = 8) -> onnx.ModelProto:
     w = numpy_helper.from_array(np.eye(64, 10, dtype=np.float32), "w")
-    nodes = [helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("MatMul", ["f", "w"], ["y"])]
+    nodes = [helper.make_node("Flatten", ["x"], ["f"]),
+             helper.make_node("MatMul", ["f", "w"], ["y"])]
     g = helper.make_graph(nodes, "t", [helper.make_tensor_value_info(
         "x", TensorProto.FLOAT, [batch, 1, 8, 8])], [helper.make_tensor_value_info(
             "y", TensorProto.FLOAT, [batch, 10])], [w])

@@ -13,8 +13,8 @@ import models
 import numpy as np
 import pytest
 
+from snncompile.data import save_npz
 from snncompile.tools.cli import main
-from snncompile.tools.data import save_npz
 
 ROOT = Path(__file__).resolve().parents[1]
 

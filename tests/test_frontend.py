@@ -13,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from snncompile.frontend import load_onnx, run_onnxruntime
+from snncompile.interp import run_ann
 from snncompile.ir import (
     Add,
     AvgPool2d,
@@ -26,7 +27,6 @@ from snncompile.ir import (
     Output,
     ReLU,
 )
-from snncompile.ir.execute import run_ann
 
 
 def rel_err(ours: np.ndarray, ref: np.ndarray) -> float:

@@ -17,8 +17,8 @@ from torch import nn
 import snncompile
 from snncompile.backends.gpu import NEURON_MODELS
 from snncompile.backends.gpu import compile as gpu_compile
+from snncompile.interp import run_ann
 from snncompile.ir import Neuron, verify
-from snncompile.ir.execute import run_ann
 from snncompile.options import CompileOptions
 from snncompile.passes import PassContext, PassManager, get_pass
 from snncompile.tools.cli import main

@@ -412,7 +412,8 @@ def flatten(node: OnnxNode, b: Builder) -> str:
     return b.add(node, Flatten(origin=node.origin), [b.tensor(x)])
 
 
-def _resolve_reshape(in_full: tuple[int, ...], target: np.ndarray, allowzero: bool) -> tuple[int, ...]:
+def _resolve_reshape(in_full: tuple[int, ...], target: np.ndarray,
+                     allowzero: bool) -> tuple[int, ...]:
     t = [int(v) for v in target.reshape(-1)]
     out = [in_full[i] if v == 0 and not allowzero and i < len(in_full) else v
            for i, v in enumerate(t)]

@@ -277,7 +277,8 @@ def _match_floor(i: int, v: _View) -> Match | str:
         cur = n.output[0]
         posts.append((idx, cur, st))
     why = "no clip after Floor"
-    combos = sorted(((p, q) for p in pres for q in posts), key=lambda pq: -len(pq[0][0]) - len(pq[1][0]))
+    combos = sorted(((p, q) for p in pres for q in posts),
+                    key=lambda pq: -len(pq[0][0]) - len(pq[1][0]))
     for (pre_idx, x, a, b), (post_idx, y, post) in combos:
         sol = _solve(a, b, post)
         if isinstance(sol, str):

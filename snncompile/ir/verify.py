@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import networkx as nx
+import numpy as np
 
 from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.graph import Graph
@@ -39,7 +40,8 @@ def problems(graph: Graph) -> list[Diagnostic]:
         reach = nx.ancestors(g, outputs[0]) | {outputs[0]}
         for n in g.nodes:
             if n not in reach:
-                out.append(Diagnostic("does not reach the output", node=n, origin=graph.op(n).origin))
+                out.append(Diagnostic("does not reach the output", node=n,
+                                      origin=graph.op(n).origin))
     if len(inputs) == 1:
         reach = nx.descendants(g, inputs[0]) | {inputs[0]}
         for n in g.nodes:
@@ -117,3 +119,12 @@ def verify(graph: Graph, stage: str = "") -> None:
     if found:
         where = f" {stage}" if stage else ""
         raise CompileError(f"IR verification failed{where}", found)
+
+
+def check_input(graph: Graph, x: np.ndarray, what: str = "data") -> None:
+    """One clear error when ``x`` does not fit the model's input."""
+    want = graph.shape(graph.input_name)
+    if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != tuple(want):
+        raise CompileError("data does not fit the model", [Diagnostic(
+            f"{what} has shape {tuple(x.shape)}, "
+            f"the model expects (N, {', '.join(map(str, want))})")])

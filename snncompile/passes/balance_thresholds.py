@@ -18,11 +18,11 @@ the calibration data gets θ = 1 (no activity to scale to; noted in ``ctx.notes`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from snncompile.ir.execute import record_activations
+from snncompile.interp import record_activations
 from snncompile.ir.graph import Graph
 from snncompile.ir.nodes import Layer, Neuron
 from snncompile.passes.registry import PassContext, register_pass
@@ -54,15 +54,17 @@ def layer_thresholds(acts: np.ndarray, q: float, channelwise: bool) -> np.ndarra
 class BalanceThresholds:
     """Set each spiking layer's threshold θ from calibration activations (max or percentile)."""
 
-    norm: str = "p99.9"
+    norm: Literal["max", "p99", "p99.9", "p99.99"] = "p99.9"
     channelwise: bool = False
 
-    def run(self, graph: Graph, ctx: PassContext) -> Graph:
+    def __post_init__(self) -> None:
         from snncompile.ir.diagnostics import CompileError, Diagnostic
 
         if self.norm not in PERCENTILES:
             raise CompileError("bad pass option", [Diagnostic(
                 f"balance-thresholds.norm={self.norm!r}", hint=f"one of {', '.join(PERCENTILES)}")])
+
+    def run(self, graph: Graph, ctx: PassContext) -> Graph:
         q = PERCENTILES[self.norm]
         readout = graph.readout_name
         todo = [n for n, op in graph.topo()

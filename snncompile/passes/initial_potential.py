@@ -28,10 +28,12 @@ class InitialPotential:
 
     alpha: float = 0.5
 
-    def run(self, graph: Graph, ctx: PassContext) -> Graph:
+    def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
             raise CompileError("bad pass option", [Diagnostic(
                 f"initial-potential.alpha={self.alpha}; must be in [0, 1]")])
+
+    def run(self, graph: Graph, ctx: PassContext) -> Graph:
         g = graph.copy()
         for name, op in graph.topo():
             if isinstance(op, Layer) and op.neuron is not None:

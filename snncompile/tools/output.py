@@ -133,7 +133,8 @@ def check_report(report: Path | str | None) -> Path | None:
     while not anc.exists() and not anc.is_symlink():
         anc = anc.parent
     if not anc.is_dir():
-        raise CompileError("bad --report", [Diagnostic(f"{anc} is not a folder (on the path of {p})")])
+        raise CompileError("bad --report",
+                           [Diagnostic(f"{anc} is not a folder (on the path of {p})")])
     if not _writable(anc) or (p.exists() and not os.access(p, os.W_OK)):
         raise CompileError("bad --report", [Diagnostic(f"cannot write {p}")])
     return p

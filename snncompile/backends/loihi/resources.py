@@ -28,14 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from snncompile.backends.loihi.fixed import BIAS_MANT_MAX, STATE_MAX, VTH_MANT_MAX, WEIGHT_MAX
+from snncompile.backends.loihi.plan import LoihiPlan
 from snncompile.ir.diagnostics import CompileError, Diagnostic
-from snncompile.ir.fixed_point import (
-    BIAS_MANT_MAX,
-    STATE_MAX,
-    VTH_MANT_MAX,
-    WEIGHT_MAX,
-    LoihiPlan,
-)
 
 LIMITS = {
     "cores_per_chip": 128,

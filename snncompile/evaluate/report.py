@@ -1,7 +1,7 @@
 """report.json, the printed accuracy/spike tables and the PNG plots of a simulation run.
 
 ``build_report`` assembles the DESIGN.md fields from a ``SimResult``
-(``snncompile.backends.result``): accuracy after every step t (prediction at t = argmax of the
+(``snncompile.backends.common``): accuracy after every step t (prediction at t = argmax of the
 readout potential integrated up to t), the ANN accuracy on the same samples, spikes and synaptic
 operations per sample, and per spiking layer its neuron count, threshold (a scalar, or [min,
 max] when channel-wise), firing rate = spikes / (neurons · T) and spikes per sample.
@@ -31,9 +31,9 @@ def versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             out[dist] = None
     if out["snncompile"] is None:
-        import snncompile
+        from snncompile._version import __version__
 
-        out["snncompile"] = snncompile.__version__
+        out["snncompile"] = __version__
     return out
 
 
@@ -57,7 +57,8 @@ def _threshold(graph: Graph, name: str) -> float | list[float]:
 
 def build_report(result: Any, graph: Graph, labels: np.ndarray, *, ann_accuracy: float | None,
                  model: str, target: str, pipeline: str = "", options: dict[str, Any] | None = None,
-                 notes: dict[str, Any] | None = None, seconds: float | None = None) -> dict[str, Any]:
+                 notes: dict[str, Any] | None = None,
+                 seconds: float | None = None) -> dict[str, Any]:
     """report.json's dict for a ``SimResult`` (``result``) of ``graph`` on labelled data."""
     acc = result.accuracy_by_timestep(labels)
     steps = result.timesteps
