@@ -20,10 +20,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import snncompile
+from snncompile.data import save_npz
 from snncompile.ir import CompileError
 from snncompile.ir import graph as irgraph
 from snncompile.tools.cli import main
-from snncompile.data import save_npz
 from snncompile.tools.output import MARKER, Output, sweep_stale
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -420,3 +420,24 @@ def test_bad_finetune_options(args, word, tmp_path, capsys):
                  "--device", "cpu", "--out", tmp_path / "o", "--finetune", "temporal-consistency",
                  *args], word)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_commit_refused_by_the_os_keeps_the_earlier_output(tmp_path):
+    """The final swap is refused by the file system (here: the earlier output made immutable
+    with ``chattr +i`` after the run started; a mount point or a full disk fail the same way):
+    one CompileError, the earlier output untouched, no temporary folder left."""
+    out = tmp_path / "o"
+    assert main([str(MODEL), "--target", "ir", "--out", str(out)]) == 0
+    before = snapshot(out)
+    o = Output(out)
+    (o.tmp / "ir.json").write_text("new")
+    if subprocess.run(["chattr", "+i", str(out)], check=False, capture_output=True).returncode:
+        pytest.skip("chattr +i is not available here")
+    try:
+        with pytest.raises(CompileError, match="--out"):  # re-checked, or the rename refused
+            o.commit()
+    finally:
+        subprocess.run(["chattr", "-i", str(out)], check=True)
+    o.discard()
+    assert snapshot(out) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["o"]

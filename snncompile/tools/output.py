@@ -244,6 +244,16 @@ class Output:
                                                    "started": time.time()}) + "\n")
 
     def commit(self) -> None:
+        """Put the output in place in one step (see the module docstring); an OS refusal
+        (a mount point, a full disk, permissions changed meanwhile) is one CompileError and
+        leaves ``--out`` as it was."""
+        try:
+            self._commit()
+        except OSError as e:
+            raise CompileError("cannot write --out", [Diagnostic(
+                f"{self.final}: {e.strerror or e}")]) from None
+
+    def _commit(self) -> None:
         final = self.final.absolute()
         with _locked(final.parent):
             if final.exists() or final.is_symlink():
