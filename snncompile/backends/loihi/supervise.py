@@ -87,6 +87,26 @@ def _shm_mapped() -> set[str]:
     return {line.split()[-1] for line in maps.splitlines() if " /dev/shm/" in line}
 
 
+def _peek_exit(proc: Any) -> int | None:
+    """Exit code of a multiprocessing child without reaping it (``waitid`` with ``WNOWAIT``):
+    the watchdog thread must not reap a child the main thread may be ``join``ing (a child
+    reaped under Lava's ``join`` makes its ``close()`` fail). Negative: killed by a signal."""
+    popen = getattr(proc, "_popen", None)
+    if popen is None:
+        return None
+    if popen.returncode is not None:
+        return popen.returncode
+    try:
+        r = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:  # reaped by the main thread meanwhile
+        return popen.returncode
+    except OSError:
+        return None
+    if r is None:
+        return None
+    return -r.si_status if r.si_code in (os.CLD_KILLED, os.CLD_DUMPED) else r.si_status
+
+
 def _roles(runtime: Any) -> list[str]:
     """What each actor runs, in the order the runtime started them (its process builders,
     then its runtime services; ``Runtime._build_processes`` / ``_build_runtime_services``)."""
@@ -182,16 +202,15 @@ class Supervisor:
         """What has failed, or None."""
         actors = self._actors()
         for i, actor in enumerate(actors):
-            code = actor.exitcode if getattr(actor, "_popen", None) is not None else None
+            code = _peek_exit(actor)
             if code is not None and not (self.stopping and code == 0):
                 roles = _roles(getattr(self.process, "_runtime", None))
                 role = f" ({roles[i]})" if len(roles) == len(actors) else ""
                 return f"Lava worker process {actor.pid}{role} died ({_signal_name(code)})"
         smm = self._smm_process()
-        if smm is not None and smm.exitcode is not None and not (self.stopping
-                                                                 and smm.exitcode == 0):
-            return (f"Lava's shared-memory server (process {smm.pid}) died "
-                    f"({_signal_name(smm.exitcode)})")
+        code = _peek_exit(smm) if smm is not None else None
+        if code is not None and not (self.stopping and code == 0):
+            return f"Lava's shared-memory server (process {smm.pid}) died ({_signal_name(code)})"
         limit = self.stall * (FIRST_CALL_FACTOR if self._beats == 0 and not self.stopping
                               else 1.0)
         idle = time.monotonic() - self._last
@@ -218,7 +237,7 @@ class Supervisor:
     def _kill_actors(self) -> None:
         for a in self._actors():
             with contextlib.suppress(Exception):
-                if a.exitcode is None:
+                if _peek_exit(a) is None:
                     os.kill(a.pid, signal.SIGKILL)
 
     def teardown(self) -> None:
