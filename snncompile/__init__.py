@@ -106,8 +106,6 @@ def pipeline_for(target: str, opts: CompileOptions, pipeline: str | Sequence[Any
 
 def _calibration(options: dict[str, Any], calibration: Any) -> tuple[np.ndarray | None,
                                                                      np.ndarray | None]:
-    import numpy as np
-
     from snncompile import data
 
     dataset = options.pop("dataset", None)
@@ -119,7 +117,9 @@ def _calibration(options: dict[str, Any], calibration: Any) -> tuple[np.ndarray 
         calibration = data.load_npz(calibration)
     if isinstance(calibration, data.Dataset):
         return calibration.x, calibration.y
-    return np.asarray(calibration, np.float32), None
+    from snncompile import validate
+
+    return validate.samples(calibration, "calibration"), None
 
 
 def convert(model: str | Path | Graph, *, target: str = "gpu",
@@ -127,13 +127,22 @@ def convert(model: str | Path | Graph, *, target: str = "gpu",
             **options: Any) -> tuple[Graph, PassManager, PassContext]:
     """Frontend + pass pipeline. Returns the spiking IR, the pass manager (``.spec()`` replays
     the run) and the pass context (``.notes`` holds per-pass results)."""
+    from snncompile import validate
+
+    if not isinstance(model, (str, Path, Graph)):
+        raise CompileError("bad model", [Diagnostic(
+            f"model is a {type(model).__name__}; expected a path to an .onnx file or a Graph")])
     if isinstance(model, (str, Path)) and Path(model).suffix.lower() == ".nir":
         options.pop("dataset", None)  # a NIR graph is already spiking: no calibration, no passes
         CompileOptions.from_kwargs(options)
         return load_nir(model), PassManager([]), PassContext()
     x, y = _calibration(options, calibration)
     opts = CompileOptions.from_kwargs(options)
-    graph = model if isinstance(model, Graph) else load_onnx(model)
+    graph = model if isinstance(model, Graph) else load_onnx(validate.model_file(model))
+    if x is not None:
+        validate.samples(x, "calibration", shape=graph.shape(graph.input_name))
+        if y is not None:
+            y = validate.labels(y, len(x), validate.classes(graph), "calibration labels")
     specs = list(passes) if passes is not None else pipeline_for(target, opts)
     pm = PassManager.from_specs(specs)
     ctx = PassContext(calibration=x, labels=y, seed=opts.seed)
@@ -165,6 +174,9 @@ def compile(model: str | Path | Graph, target: str = "gpu", passes: Sequence[Any
     if backend is None:
         return graph
     opts_dict.pop("dataset", None)
+    from snncompile import validate
+
+    validate.spiking_ready(graph, target)
     return backend.compile(graph, CompileOptions.from_kwargs(opts_dict))
 
 

@@ -79,7 +79,11 @@ class CompileOptions:
                                  group="simulation")
 
     def __post_init__(self) -> None:
-        bad: list[Diagnostic] = []
+        from snncompile.validate import option_problems
+
+        bad: list[Diagnostic] = option_problems(self)  # types, counts, bounds (validate.py)
+        if bad:
+            raise CompileError("bad option", bad)
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if v is None:

@@ -40,7 +40,8 @@ def test_target_ir_writes_the_ir(digits_cnn_onnx: Path, tmp_path: Path) -> None:
     res = cli(str(digits_cnn_onnx), "--target", "ir", "--out", str(tmp_path / "o"))
     assert res.returncode == 0, res.stderr
     assert "Conv2d" in res.stdout and "Dense" in res.stdout
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["ir.json", "ir.npz"]
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [".snn-compile", "ir.json",
+                                                                  "ir.npz"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dir left
 
 

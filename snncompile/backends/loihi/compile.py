@@ -80,8 +80,12 @@ class LavaNetwork:
             export_netx(self.plan, "unused", self.options.timesteps, check_only=True)
 
     def run(self, x: np.ndarray, timesteps: int | None = None, *, record: bool = False,
-            progress: bool = True, chunk_samples: int = 10) -> SimResult:
+            progress: bool = True, chunk_samples: int = 10,
+            stall_seconds: float | None = None) -> SimResult:
         """Run ``x`` (N, *input shape) through one Lava network for ``timesteps`` each.
+
+        Supervised: a Lava worker that dies, or no progress within ``stall_seconds``
+        (default ``supervise.STALL_SECONDS``), raises ``RuntimeFault`` (``run_lava``).
 
         Returns a ``SimResult`` (predictions at every step, readout potentials, spikes per
         layer; with ``record`` the spike trains (T, N, *shape) of every spiking layer)."""
@@ -93,7 +97,8 @@ class LavaNetwork:
         self.input_clipped = builder.input_clipped
         lava = builder.build(data, steps, n, record)
         out = run_lava(lava, self.plan, self.mode, total=data.shape[-1], steps=steps,
-                       samples=n, progress=progress, chunk_samples=chunk_samples, t0=t0)
+                       samples=n, progress=progress, chunk_samples=chunk_samples, t0=t0,
+                       stall_seconds=stall_seconds)
         self.last_run = out.timing
         return self._result(out.potentials, out.trains, out.counts, n, steps,
                             out.timing.seconds, record)
