@@ -35,7 +35,7 @@ def ann_accuracy(ann: Graph, x: np.ndarray, y: np.ndarray, batch_size: int = 256
     return float(np.mean(out.reshape(len(x), -1).argmax(1) == y))
 
 
-def evaluate_gpu(snn: Graph, ann: Graph, ev: Any, opts: CompileOptions, out_dir: Path, *,
+def evaluate_gpu(snn: Graph, ann: Graph | None, ev: Any, opts: CompileOptions, out_dir: Path, *,
                  model: str = "", pipeline: Any = None, ctx: Any = None) -> dict[str, Any]:
     """Simulate ``snn`` on ``ev`` (a labelled ``Dataset``), write plots, print the tables and
     return report.json's dict."""
@@ -53,7 +53,8 @@ def evaluate_gpu(snn: Graph, ann: Graph, ev: Any, opts: CompileOptions, out_dir:
     if main:
         net.save(out_dir)
     report = build_report(
-        result, snn, labels, ann_accuracy=float(np.mean(ann_pred == labels)),
+        result, snn, labels, ann_accuracy=None if ann_pred is None  # a .nir input has no ANN
+        else float(np.mean(ann_pred == labels)),
         model=model, target="gpu",
         pipeline=pipeline.spec() if pipeline is not None else "",
         options=dataclasses.asdict(opts), notes=getattr(ctx, "notes", None),

@@ -58,7 +58,8 @@ def _merge_counts(dicts: list[dict[str, int] | None]) -> dict[str, int] | None:
     return out
 
 
-def evaluate_loihi(snn: Graph, ann: Graph, ev: Any, opts: CompileOptions, out_dir: Path, *,
+def evaluate_loihi(snn: Graph, ann: Graph | None, ev: Any, opts: CompileOptions,
+                   out_dir: Path, *,
                    model: str = "", pipeline: Any = None, ctx: Any = None) -> dict[str, Any]:
     """Run ``snn`` in Lava on ``ev`` (a labelled ``Dataset``); returns report.json's dict."""
     from snncompile import distributed
@@ -89,8 +90,8 @@ def evaluate_loihi(snn: Graph, ann: Graph, ev: Any, opts: CompileOptions, out_di
         ref_net = (loihi_reference if fixed else gpu_compile)(snn, opts)
         ref = ref_net.run(part.x, opts.timesteps, record=fixed)
         exact, mismatched = _spike_exact(result, ref) if fixed else (None, None)
-        ann_pred = run_ann(ann, part.x, batch_size=opts.batch_size).reshape(
-            len(part.x), -1).argmax(1)
+        ann_pred = None if ann is None else run_ann(
+            ann, part.x, batch_size=opts.batch_size).reshape(len(part.x), -1).argmax(1)
         strip = dict(spike_trains=None, potentials=None)  # per-rank checks done; not gathered
         mine = {"result": dataclasses.replace(result, **strip),
                 "ref": dataclasses.replace(ref, **strip), "y": part.y, "ann": ann_pred,
@@ -112,9 +113,10 @@ def evaluate_loihi(snn: Graph, ann: Graph, ev: Any, opts: CompileOptions, out_di
         r["mismatched"] >= 0 for r in ranks) else (-1 if fixed else None))
     if main:
         net.save(out_dir)
-    ann_acc = float(np.mean(np.concatenate([r["ann"] for r in ranks]) == labels))
+    ann_acc = None if ann is None else float(
+        np.mean(np.concatenate([r["ann"] for r in ranks]) == labels))
     report = build_report(
-        result, snn, labels, ann_accuracy=ann_acc,
+        result, snn, labels, ann_accuracy=ann_acc,  # None: a .nir input has no ANN
         model=model, target="loihi", pipeline=pipeline.spec() if pipeline is not None else "",
         options=dataclasses.asdict(opts), notes=getattr(ctx, "notes", None),
         seconds=time.perf_counter() - t0)

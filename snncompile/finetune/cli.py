@@ -80,7 +80,11 @@ def run_finetune(a: argparse.Namespace, opts: Any, snn: Graph, ev: Any, out_tmp:
     from snncompile.finetune import FinetuneConfig, parse_method, train
 
     parse_method(a.finetune)  # bad names fail before any data is read
-    steps = a.finetune_timesteps or opts.timesteps
+    from snncompile import validate
+
+    steps = opts.timesteps if a.finetune_timesteps is None else \
+        validate.integer(a.finetune_timesteps, "finetune_timesteps")
+    validate.sample_count(a.finetune_samples, "finetune_samples")
     ds = _training_data(a, opts.seed, snn.shape(snn.input_name))
     main = distributed.is_main()  # under torchrun: rank 0 checkpoints, the others follow it
     ck = out_tmp / "finetune"
