@@ -361,7 +361,7 @@ def open_data(spec: str | Path, *, need_labels: bool = False, preprocess: Prepro
     """A ``Source`` from a ``.npz`` file, an image folder or ``module:callable``."""
     text = str(spec)
     p = Path(text)
-    if p.is_dir():
+    if p.is_dir() and p.suffix.lower() != ".npz":  # a folder named *.npz is a wrong .npz
         src = Source(text, dataset=ImageFolder(p, preprocess or Preprocess()), workers=workers)
     elif p.is_file() or text.endswith(".npz") or ":" not in text:
         return Source.of(load_npz(p, need_labels=need_labels))
