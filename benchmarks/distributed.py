@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -60,9 +61,12 @@ def run(procs: int, threads: int, args: list[str]) -> tuple[dict[str, Any], floa
     t0 = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=1800)
     wall = time.perf_counter() - t0
-    if res.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)}\n{res.stderr[-3000:]}")
-    return json.loads((out / "report.json").read_text()), wall
+    try:
+        if res.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)}\n{res.stderr[-3000:]}")
+        return json.loads((out / "report.json").read_text()), wall
+    finally:
+        shutil.rmtree(out.parent, ignore_errors=True)
 
 
 def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
