@@ -100,13 +100,26 @@ def convert(model: str | Path | Graph, *, target: str = "gpu",
             passes: Sequence[Any] | None = None, calibration: Any = None,
             **options: Any) -> tuple[Graph, PassManager, PassContext]:
     """Frontend + pass pipeline. Returns the spiking IR, the pass manager (``.spec()`` replays
-    the run) and the pass context (``.notes`` holds per-pass results)."""
+    the run) and the pass context (``.notes`` holds per-pass results).
+
+    Without ``passes``, with calibration data and ``tune`` on (the default), the conversion
+    passes are chosen for ``timesteps`` by ``snncompile.tune`` on held-out calibration samples;
+    ``ctx.notes["tuning"]`` says what was chosen; ``tune=False`` gives the fixed default."""
     x, y = _calibration(options, calibration)
     opts = CompileOptions.from_kwargs(options)
     graph = model if isinstance(model, Graph) else load_onnx(model)
+    tuning = None
+    if passes is None and opts.tune and target != "ir" and x is not None:
+        from snncompile.tune import tune
+
+        tuning = tune(graph, x, y, opts.timesteps, budget_s=opts.tune_budget, seed=opts.seed,
+                      base_options=opts)
+        passes = [*DEFAULT_FRONT, *tuning.passes]
     specs = list(passes) if passes is not None else default_pipeline(target, opts)
     pm = PassManager([get_pass(s) if isinstance(s, str) else s for s in specs])
     ctx = PassContext(calibration=x, labels=y, seed=opts.seed)
+    if tuning is not None:
+        ctx.notes["tuning"] = tuning.report()
     return pm.run(graph, ctx), pm, ctx
 
 

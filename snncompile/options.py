@@ -37,6 +37,8 @@ class CompileOptions:
     lava_mode: str = "fixed"  # float | fixed
     eval_samples: int | None = None
     export: str | None = None  # netx
+    tune: bool = True  # choose thresholds / α per layer for `timesteps` (snncompile.tune)
+    tune_budget: float | None = None  # seconds; None: snncompile.tune.DEFAULT_BUDGET_S
 
     def __post_init__(self) -> None:
         bad: list[Diagnostic] = []
@@ -66,6 +68,8 @@ class CompileOptions:
             bad.append(Diagnostic(f"bistable_period={self.bistable_period}; must be >= 1"))
         if not 0.0 < self.sd_delta <= 1.0:
             bad.append(Diagnostic(f"sd_delta={self.sd_delta}; must be in (0, 1]"))
+        if self.tune_budget is not None and not self.tune_budget > 0:
+            bad.append(Diagnostic(f"tune_budget={self.tune_budget}; must be > 0 seconds"))
         if bad:
             raise CompileError("bad option", bad)
 

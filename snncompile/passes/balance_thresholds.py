@@ -13,6 +13,11 @@ output channel (``channelwise``). A Clip activation's upper bound (and a quantiz
 ``hi``) is used directly: the ANN already bounds the layer there. A layer that never fires on
 the calibration data gets θ = 1 (no activity to scale to; noted in ``ctx.notes``). The readout
 (the op feeding Output) integrates and never gets a neuron.
+
+``layers`` overrides the statistic and granularity per layer (``NAME:NORM:layer|channel``
+entries separated by ``;``, see ``layer_options``), e.g.
+``balance-thresholds{norm=p99.9,layers=/0/Conv:max:channel;/3/Conv:p99:layer}``: what the
+automatic tuner (``snncompile.tune``) writes, so its choice replays as a plain pipeline.
 """
 
 from __future__ import annotations
@@ -22,9 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.execute import record_activations
 from snncompile.ir.graph import Graph
 from snncompile.ir.nodes import Layer, Neuron
+from snncompile.passes.layer_options import check_layers, parse_layer_map
 from snncompile.passes.registry import PassContext, register_pass
 
 #: norm name -> percentile of the activations (100 = max)
@@ -56,14 +63,15 @@ class BalanceThresholds:
 
     norm: str = "p99.9"
     channelwise: bool = False
+    layers: str = ""  # per-layer overrides: NAME:NORM:layer|channel;...
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
-        from snncompile.ir.diagnostics import CompileError, Diagnostic
-
-        if self.norm not in PERCENTILES:
-            raise CompileError("bad pass option", [Diagnostic(
-                f"balance-thresholds.norm={self.norm!r}", hint=f"one of {', '.join(PERCENTILES)}")])
-        q = PERCENTILES[self.norm]
+        overrides = self.overrides()
+        for norm, _ in [(self.norm, None), *overrides.values()]:
+            if norm not in PERCENTILES:
+                raise CompileError("bad pass option", [Diagnostic(
+                    f"balance-thresholds.norm={norm!r}", hint=f"one of {', '.join(PERCENTILES)}")])
+        check_layers(graph, overrides, "balance-thresholds.layers")
         readout = graph.readout_name
         todo = [n for n, op in graph.topo()
                 if isinstance(op, Layer) and op.act is not None and n != readout]
@@ -83,8 +91,9 @@ class BalanceThresholds:
                 theta = np.full(c, op.act.hi, np.float64)
                 source = "clip"
             else:
-                theta = layer_thresholds(acts[name], q, self.channelwise)
-                source = self.norm
+                norm, channelwise = overrides.get(name, (self.norm, self.channelwise))
+                theta = layer_thresholds(acts[name], PERCENTILES[norm], channelwise)
+                source = norm + ("/channel" if channelwise else "/layer")
             dead = ~(theta > 0)
             if dead.any():
                 theta[dead] = DEAD_THRESHOLD
@@ -97,8 +106,19 @@ class BalanceThresholds:
             g.replace(name, neuron=neuron)
             t32 = neuron.threshold
             notes[name] = {"source": source,
-                           "threshold": float(t32[0]) if not self.channelwise or source == "clip"
+                           "threshold": float(t32[0]) if t32.min() == t32.max()
                            else [float(t32.min()), float(t32.max())],
                            "dead_channels": int(dead.sum())}
         ctx.notes["balance-thresholds"] = notes
         return g
+
+    def overrides(self) -> dict[str, tuple[str, bool]]:
+        """layer name -> (norm, channelwise) from ``layers``."""
+        out = {}
+        for name, (norm, gran) in parse_layer_map(self.layers, "balance-thresholds.layers",
+                                                  2).items():
+            if gran not in ("layer", "channel"):
+                raise CompileError("bad pass option", [Diagnostic(
+                    f"balance-thresholds.layers: {name}:{norm}:{gran}", hint="layer | channel")])
+            out[name] = (norm, gran == "channel")
+        return out

@@ -42,9 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--calibration-samples", type=int, default=512)
     data.add_argument("--eval-samples", type=int, default=None)
     conv = p.add_argument_group("conversion")
-    conv.add_argument("--norm", choices=NORMS, default="p99.9", help="threshold balancing")
-    conv.add_argument("--channelwise", action="store_true", help="one threshold per channel")
-    conv.add_argument("--alpha", type=float, default=0.5, help="initial potential v(0) = α·θ")
+    conv.add_argument("--no-tune", dest="tune", action="store_false",
+                      help="fixed conversion settings instead of tuning them for --timesteps on "
+                           "held-out calibration data (also off with --norm/--channelwise/--alpha "
+                           "or --pipeline)")
+    conv.add_argument("--tune-budget", type=float, default=None, metavar="S",
+                      help="seconds the tuning may take (default 30)")
+    conv.add_argument("--norm", choices=NORMS, default=None,
+                      help="threshold balancing (default p99.9; turns tuning off)")
+    conv.add_argument("--channelwise", action="store_true",
+                      help="one threshold per channel (turns tuning off)")
+    conv.add_argument("--alpha", type=float, default=None,
+                      help="initial potential v(0) = α·θ (default 0.5; turns tuning off)")
     conv.add_argument("--neuron", choices=NEURONS, default="if")
     conv.add_argument("--gn-members", type=int, default=4, help="members per group neuron")
     conv.add_argument("--bistable-period", type=int, default=2,
@@ -84,9 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def options_from_args(a: argparse.Namespace) -> CompileOptions:
+    explicit = a.norm is not None or a.channelwise or a.alpha is not None
     return CompileOptions(
-        timesteps=a.timesteps, norm=a.norm, channelwise=a.channelwise,
-        calibration_samples=a.calibration_samples, alpha=a.alpha, neuron=a.neuron,
+        timesteps=a.timesteps, norm=a.norm or "p99.9", channelwise=a.channelwise,
+        calibration_samples=a.calibration_samples,
+        alpha=0.5 if a.alpha is None else a.alpha, neuron=a.neuron,
+        tune=a.tune and not explicit and a.pipeline is None, tune_budget=a.tune_budget,
         gn_members=a.gn_members, bistable_period=a.bistable_period, sd_delta=a.sd_delta,
         weight_bits=a.weight_bits,
         weight_granularity=a.weight_granularity, fold_thresholds=a.fold_thresholds,
@@ -178,6 +190,16 @@ def run(a: argparse.Namespace) -> int:
             pm.dump_after = set(x.replace("_", "-") for x in a.dump_ir_after)
         ctx = passes.PassContext(calibration=None if calib is None else calib.x,
                                  labels=None if calib is None else calib.y, seed=opts.seed)
+        tuning = None
+        if opts.tune and a.target != "ir" and calib is not None:
+            from snncompile.tune import tune
+
+            tuning = tune(graph, calib.x, calib.y, opts.timesteps, budget_s=opts.tune_budget,
+                          seed=opts.seed, base_options=opts)
+            print(tuning.summary())
+            print(f"  replay without tuning: --pipeline '{tuning.pipeline}'")
+            pm.passes = passes.PassManager.from_specs(
+                [*snncompile.DEFAULT_FRONT, *tuning.passes, *a.extra_passes]).passes
         snn = pm.run(graph, ctx)
         finetune_info = None
         if a.finetune:
@@ -194,6 +216,8 @@ def run(a: argparse.Namespace) -> int:
         if report is not None:
             if finetune_info is not None:
                 report["finetune"] = finetune_info
+            if tuning is not None:
+                report["tuning"] = tuning.report()
             report["seconds_total"] = time.perf_counter() - t0
             text = json.dumps(report, indent=1, default=_jsonable) + "\n"
             (out.tmp / "report.json").write_text(text)
