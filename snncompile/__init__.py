@@ -46,6 +46,10 @@ EVALUATORS = {"gpu": "snncompile.tools.evaluate:evaluate_gpu",
               "loihi": "snncompile.tools.evaluate_loihi:evaluate_loihi"}
 
 
+#: options that are conversion choices: giving one turns tuning off (as on the command line)
+EXPLICIT_CONVERSION = frozenset({"norm", "channelwise", "alpha"})
+
+
 def load_onnx(path: str | Path) -> Graph:
     """ONNX file -> IR (ANN form)."""
     from snncompile.frontend import load_onnx as _load
@@ -104,8 +108,11 @@ def convert(model: str | Path | Graph, *, target: str = "gpu",
 
     Without ``passes``, with calibration data and ``tune`` on (the default), the conversion
     passes are chosen for ``timesteps`` by ``snncompile.tune`` on held-out calibration samples;
-    ``ctx.notes["tuning"]`` says what was chosen; ``tune=False`` gives the fixed default."""
+    ``ctx.notes["tuning"]`` says what was chosen; ``tune=False`` (or an explicit ``norm``,
+    ``channelwise`` or ``alpha``) gives the fixed pipeline."""
     x, y = _calibration(options, calibration)
+    if "tune" not in options and EXPLICIT_CONVERSION & options.keys():
+        options = {**options, "tune": False}  # an explicit choice is not second-guessed
     opts = CompileOptions.from_kwargs(options)
     graph = model if isinstance(model, Graph) else load_onnx(model)
     tuning = None

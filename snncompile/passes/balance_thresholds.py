@@ -93,7 +93,7 @@ class BalanceThresholds:
             else:
                 norm, channelwise = overrides.get(name, (self.norm, self.channelwise))
                 theta = layer_thresholds(acts[name], PERCENTILES[norm], channelwise)
-                source = norm + ("/channel" if channelwise else "/layer")
+                source = norm
             dead = ~(theta > 0)
             if dead.any():
                 theta[dead] = DEAD_THRESHOLD
@@ -105,7 +105,9 @@ class BalanceThresholds:
                             alpha=old.alpha if old else 0.5, members=old.members if old else 1)
             g.replace(name, neuron=neuron)
             t32 = neuron.threshold
-            notes[name] = {"source": source,
+            notes[name] = {"source": source, "granularity": "channel" if t32.min() != t32.max()
+                           or (source != "clip" and overrides.get(
+                               name, (self.norm, self.channelwise))[1]) else "layer",
                            "threshold": float(t32[0]) if t32.min() == t32.max()
                            else [float(t32.min()), float(t32.max())],
                            "dead_channels": int(dead.sum())}

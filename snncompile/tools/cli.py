@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "held-out calibration data (also off with --norm/--channelwise/--alpha "
                            "or --pipeline)")
     conv.add_argument("--tune-budget", type=float, default=None, metavar="S",
-                      help="seconds the tuning may take (default 30)")
+                      help="seconds the tuning may take (default 20)")
     conv.add_argument("--norm", choices=NORMS, default=None,
                       help="threshold balancing (default p99.9; turns tuning off)")
     conv.add_argument("--channelwise", action="store_true",

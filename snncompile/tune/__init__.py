@@ -15,7 +15,7 @@ Method:
    the ANN's own predictions when there are none) − 0.3·min(nmse, 1), nmse = the mean squared
    error between the readout's average potential V(T)/T and the ANN's logits, over the logits'
    variance: a continuous tie-break that tells apart candidates the few samples cannot.
-3. Search, on the first ``few`` held-out samples: every global setting (each statistic ×
+3. Search, on the first ``few`` held-out samples (128, fewer at T > 32: 4096/T): every global setting (each statistic ×
    granularity, α = 0.5), then global α ∈ {0, 0.25, 0.75}; then coordinate-wise, one layer at
    a time in topological order, each alternative statistic, then each α, keeping a change only
    when the score improves. Every candidate is one simulation of ``few`` samples at T.
@@ -55,8 +55,9 @@ from snncompile.passes.threshold_search import mse_thresholds
 THRESHOLD_CHOICES = ("p99.9/layer", "p99.9/channel", "p99.99/channel", "max/channel",
                      "p99/channel", "mse/channel", "mse/layer", "max/layer")
 ALPHA_CHOICES = (0.5, 0.25, 0.75, 0.0)
-DEFAULT_BUDGET_S = 30.0
+DEFAULT_BUDGET_S = 20.0
 FEW = 128
+FEW_STEPS = 4096  # the few-sample stage simulates at most FEW_STEPS/T samples (≥ 32)
 NMSE_WEIGHT = 0.3
 USE_LABELS = True
 HOLDOUT = 0.5
@@ -233,7 +234,7 @@ def tune(ann_graph: Graph, calibration_x: np.ndarray, calibration_y: np.ndarray 
                           "Clip or quantized activations)", seconds=time.perf_counter() - t0,
                           budget_s=budget, timesteps=timesteps)
     n_val = len(tu.val_idx)
-    few = min(FEW, n_val)
+    few = min(FEW, max(32, FEW_STEPS // timesteps), n_val)
     scores: list[dict[str, Any]] = []
     cut = False
     cost_few = [0.0]
@@ -297,7 +298,11 @@ def tune(ann_graph: Graph, calibration_x: np.ndarray, calibration_y: np.ndarray 
         s = run(cfg, n_val, "confirm", label)
         if s is not None:
             confirmed[label] = s
-    winner = max(confirmed, key=lambda k: confirmed[k]) if confirmed else "default"
+    if confirmed:
+        winner = max(confirmed, key=lambda k: confirmed[k])
+    else:  # the budget left no time to confirm: the best on the few samples
+        winner = "per-layer" if best_cfg != default_cfg else "default"
+        confirmed[winner] = best
     cfg = finals[winner]
     passes = default_specs if winner == "default" else to_specs(cfg, timesteps, opts, tu.rest)
     return TuneResult(
