@@ -28,6 +28,7 @@ from snncompile.passes import fold_thresholds as _fold_thresholds  # noqa: E402,
 from snncompile.passes import select_neurons as _select_neurons  # noqa: E402,F401
 from snncompile.passes import sync_shortcuts as _sync_shortcuts  # noqa: E402,F401
 from snncompile.passes import threshold_search as _threshold_search  # noqa: E402,F401
+from snncompile.passes import bias_calibration as _bias_calibration  # noqa: E402,F401
 
 __all__ = [
     "FunctionPass", "Pass", "PassContext", "PassManager", "doc_line", "get_pass", "load_plugins",

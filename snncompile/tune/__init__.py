@@ -15,15 +15,17 @@ Method:
    the ANN's own predictions when there are none) − 0.3·min(nmse, 1), nmse = the mean squared
    error between the readout's average potential V(T)/T and the ANN's logits, over the logits'
    variance: a continuous tie-break that tells apart candidates the few samples cannot.
-3. Search, on the first ``few`` held-out samples (128, fewer at T > 32: 4096/T): every global setting (each statistic ×
-   granularity, α = 0.5), then global α ∈ {0, 0.25, 0.75}; then coordinate-wise, one layer at
-   a time in topological order, each alternative statistic, then each α, keeping a change only
-   when the score improves. Every candidate is one simulation of ``few`` samples at T.
+3. Search, on the first ``few`` held-out samples (128; 4096/T at T > 32): every global setting
+   (each statistic × granularity, α = 0.5), then global α ∈ {0, 0.25, 0.75}; then
+   coordinate-wise, one layer at a time in topological order, each alternative statistic, then
+   each α, keeping a change only when the score improves; finally the bias calibration of Li
+   et al. (``bias-calibration``) on top, kept if it improves the score. Every candidate is one
+   simulation of ``few`` samples at T.
 4. Confirm on all held-out samples: the fixed default, the best global setting and the
    coordinate-wise result; the best of the three wins (so the tuned setting never scores below
    today's fixed default on the held-out data).
 5. The winner is written as a plain, replayable pass pipeline (``balance-thresholds{layers=..}``,
-   ``initial-potential{layers=..}``, ``threshold-search{layers=..}``), run by the caller on the
+   ``initial-potential{layers=..}``, ``threshold-search{layers=..}``, ``bias-calibration``), run by the caller on the
    full calibration set: ``--pipeline <spec>`` reproduces a tuned run without tuning.
 
 Time: each stage stops when the next simulation would overrun ``budget_s`` (the confirmation
@@ -49,6 +51,7 @@ from snncompile.ir.nodes import Layer, Neuron
 from snncompile.options import FRONT, CompileOptions, conversion_passes
 from snncompile.passes import PassContext, PassManager
 from snncompile.passes.balance_thresholds import DEAD_THRESHOLD, PERCENTILES, layer_thresholds
+from snncompile.passes.bias_calibration import BiasCalibration
 from snncompile.passes.threshold_search import mse_thresholds
 
 #: threshold choices per layer: "statistic/granularity"; "mse" is threshold-search at T
@@ -106,7 +109,12 @@ class TuneResult:
                 "scores": self.scores}
 
 
-Config = dict[str, tuple[str, float]]  # layer -> (threshold choice, alpha)
+Config = dict[str, tuple[str, float]]  # layer -> (threshold choice, alpha); BC: bias-calibration
+BC = "*bias-calibration*"
+
+
+def layers_of(cfg: Config) -> Config:
+    return {k: v for k, v in cfg.items() if k != BC}
 
 
 class _Tuner:
@@ -161,6 +169,9 @@ class _Tuner:
                 th = np.full(c, op.act.hi, np.float32)
                 alpha = float(op.act.shift) if op.act.levels is not None else cfg_alpha(cfg)
             g.replace(name, neuron=Neuron(model="if", threshold=th, alpha=float(alpha)))
+        if BC in cfg:
+            g = BiasCalibration(timesteps=self.steps).run(
+                g, PassContext(calibration=self.x_fit, seed=self.seed))
         if self.rest:
             ctx = PassContext(calibration=self.x_fit, seed=self.seed)
             g = PassManager.from_specs(self.rest, verify=False).run(g, ctx)
@@ -183,13 +194,15 @@ class _Tuner:
 
 
 def cfg_alpha(cfg: Config) -> float:
-    alphas = [a for _, a in cfg.values()]
+    alphas = [a for _, a in layers_of(cfg).values()]
     return Counter(alphas).most_common(1)[0][0] if alphas else 0.5
 
 
 def to_specs(cfg: Config, steps: int, opts: CompileOptions, rest: list[str]) -> list[str]:
     """A configuration -> replayable conversion pass specs."""
     default = conversion_passes(opts)
+    bc = BC in cfg
+    cfg = layers_of(cfg)
     if not cfg:
         return default
     pct = [c for c, _ in cfg.values() if not c.startswith("mse")]
@@ -211,6 +224,8 @@ def to_specs(cfg: Config, steps: int, opts: CompileOptions, rest: list[str]) -> 
     if mse:
         specs.append(f"threshold-search{{timesteps={steps},layers="
                      + ";".join(f"{n}:{g}" for n, g in mse.items()) + "}")
+    if bc:
+        specs.append(f"bias-calibration{{timesteps={steps}}}")
     return [*specs, *rest]
 
 
@@ -273,7 +288,7 @@ def tune(ann_graph: Graph, calibration_x: np.ndarray, calibration_y: np.ndarray 
     global_cfg = dict(best_cfg)
     for name in tu.tunable:
         for choice in THRESHOLD_CHOICES:
-            if choice == best_cfg[name][0] or cut:
+            if cut or choice == best_cfg[name][0]:
                 continue
             cfg = {**best_cfg, name: (choice, best_cfg[name][1])}
             s = run(cfg, few, "layer", f"{name}: {choice}")
@@ -281,13 +296,18 @@ def tune(ann_graph: Graph, calibration_x: np.ndarray, calibration_y: np.ndarray 
                 best_cfg, best = cfg, s
     for name in tu.tunable:
         for alpha in ALPHA_CHOICES:
-            if alpha == best_cfg[name][1] or cut:
+            if cut or alpha == best_cfg[name][1]:
                 continue
             cfg = {**best_cfg, name: (best_cfg[name][0], alpha)}
             s = run(cfg, few, "layer", f"{name}: alpha={alpha}")
             if s is not None and s > best:
                 best_cfg, best = cfg, s
     # confirm on every held-out sample
+    if not cut:  # the bias calibration of Li et al. on top of the best setting
+        cfg = {**best_cfg, BC: ("on", 0.0)}
+        s = run(cfg, few, "layer", "bias-calibration")
+        if s is not None and s > best:
+            best_cfg, best = cfg, s
     finals = {"default": default_cfg, "global": global_cfg, "per-layer": best_cfg}
     confirmed: dict[str, float] = {}
     seen: list[Config] = []
@@ -307,7 +327,8 @@ def tune(ann_graph: Graph, calibration_x: np.ndarray, calibration_y: np.ndarray 
     passes = default_specs if winner == "default" else to_specs(cfg, timesteps, opts, tu.rest)
     return TuneResult(
         passes=passes, pipeline=",".join([*FRONT, *passes]),
-        chosen={n: {"threshold": c, "alpha": a} for n, (c, a) in cfg.items()},
+        chosen={**{n: {"threshold": c, "alpha": a} for n, (c, a) in layers_of(cfg).items()},
+                **({"bias-calibration": {"timesteps": timesteps}} if BC in cfg else {})},
         scores=scores, default_score=confirmed.get("default"),
         tuned_score=confirmed.get(winner), winner=winner,
         seconds=time.perf_counter() - t0, budget_s=budget, held_out=n_val,
