@@ -45,9 +45,9 @@ for p in (ROOT, ROOT / "tests"):
 
 import snncompile  # noqa: E402
 from snncompile.backends.gpu import compile as gpu_compile  # noqa: E402
-from snncompile.ir.execute import run_ann  # noqa: E402
+from snncompile.interp import run_ann  # noqa: E402
 from snncompile.options import CompileOptions  # noqa: E402
-from snncompile.tools.data import digits  # noqa: E402
+from snncompile.data import digits  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 TS = (1, 2, 4, 8, 16, 32, 64)

@@ -36,7 +36,8 @@ if str(ROOT) not in sys.path:
 import snncompile  # noqa: E402
 from snncompile.backends.gpu import compile as gpu_compile  # noqa: E402
 from snncompile.backends.loihi import compile as lava_compile  # noqa: E402
-from snncompile.tools.data import digits  # noqa: E402
+from snncompile.backends.loihi import compile_reference as loihi_reference  # noqa: E402
+from snncompile.data import digits  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 DIGITS_CNN = ROOT / "examples" / "digits_cnn.onnx"
@@ -61,7 +62,8 @@ def lava_row(graph: Any, x: Any, steps: int, mode: str, conv_limit: int | None) 
 
 
 def gpu_row(graph: Any, x: Any, steps: int, numeric: str, repeats: int = 3) -> dict[str, Any]:
-    net = gpu_compile(graph, snncompile.CompileOptions(), numeric=numeric)
+    compile_ref = loihi_reference if numeric == "loihi" else gpu_compile
+    net = compile_ref(graph, snncompile.CompileOptions())
     best = float("inf")
     res = None
     for _ in range(repeats):

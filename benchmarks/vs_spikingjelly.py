@@ -52,7 +52,7 @@ import models as test_models
 import train_digits
 
 import snncompile
-from snncompile.tools.data import digits
+from snncompile.data import digits
 
 RESULTS = ROOT / "benchmarks" / "results"
 T_REPORT = (4, 8, 16, 32, 64)
@@ -92,7 +92,7 @@ def ours(onnx: Path, cal: Any, te: Any, t_report: tuple[int, ...], batch: int) -
     for label, kw in (("snn-compile --no-tune", {}),
                       ("snn-compile --channelwise --no-tune", {"channelwise": True})):
         net = snncompile.compile(onnx, target="gpu", calibration=cal.x, timesteps=steps,
-                                 device="cpu", batch_size=batch, tune=False, **kw)
+                                 device="cpu", batch_size=batch, no_tune=True, **kw)
         t0 = time.perf_counter()
         acc = net.run(te.x, steps, progress=False).accuracy_by_timestep(te.y)
         sec = time.perf_counter() - t0

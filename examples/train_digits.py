@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from snncompile.tools.data import digits  # noqa: E402
+from snncompile.data import digits  # noqa: E402
 
 
 def build() -> nn.Module:

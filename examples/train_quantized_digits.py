@@ -21,7 +21,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from examples.train_digits import build, export, train  # noqa: E402
-from snncompile.tools.data import digits  # noqa: E402
+from snncompile.data import digits  # noqa: E402
 from snncompile.train import quant_parameters, quantize_relus  # noqa: E402
 
 

@@ -12,38 +12,59 @@ Python API::
         return g
 
     net = snncompile.compile("model.onnx", target="gpu", dataset="digits", timesteps=32,
-                             passes=[*snncompile.DEFAULT_FRONT, "scale-first-layer"])
+                             passes=[*snncompile.pipeline_for("gpu", snncompile.CompileOptions()),
+                                     "scale-first-layer"])
+
+``import snncompile`` is light (numpy and networkx): the frontend, torch and the backends load
+when first used.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from snncompile.ir import CompileError, Diagnostic, Graph, PassError, load, save, verify
-from snncompile.options import FRONT as DEFAULT_FRONT
-from snncompile.options import CompileOptions, default_pipeline
+from snncompile.neurons import NeuronSpec, register_neuron
+from snncompile.options import CompileOptions
 from snncompile.passes import PassContext, PassManager, get_pass, register_pass, registered
-from snncompile import finetune  # callable: snncompile.finetune(ir, data, method=...) -> IR
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from snncompile.backends.common import CompiledNetwork
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CompileError", "CompileOptions", "DEFAULT_FRONT", "Diagnostic", "Graph", "PassContext",
-    "PassError", "PassManager", "compile", "convert", "evaluate_target", "finetune", "get_pass",
-    "load",
-    "load_onnx", "pipeline_for", "register_pass", "registered", "save", "verify",
+    "CompileError", "CompileOptions", "CompiledNetwork", "DEFAULT_FRONT", "Diagnostic", "Graph",
+    "NeuronSpec", "PassContext", "PassError", "PassManager", "compile", "convert",
+    "evaluate_target", "finetune_snn", "get_pass", "load", "load_onnx", "pipeline_for",
+    "register_neuron", "register_pass", "registered", "save", "verify",
 ]
 
-#: target -> "module:function" that builds the compiled network from a spiking IR
-BACKENDS = {"gpu": "snncompile.backends.gpu:compile", "loihi": "snncompile.backends.loihi:compile"}
-#: target -> "module:function" that evaluates a spiking IR and returns report.json's dict
-EVALUATORS = {"gpu": "snncompile.tools.evaluate:evaluate_gpu",
-              "loihi": "snncompile.tools.evaluate_loihi:evaluate_loihi"}
+#: target -> the backend package whose ``compile(graph, options)`` builds its CompiledNetwork
+BACKENDS = {"gpu": "snncompile.backends.gpu", "loihi": "snncompile.backends.loihi"}
+
+
+def __getattr__(name: str) -> Any:
+    # lazy names: keep ``import snncompile`` free of torch and onnx
+    if name == "DEFAULT_FRONT":
+        from snncompile.passes.pipelines import FRONT
+
+        return FRONT
+    if name == "CompiledNetwork":
+        from snncompile.backends.common import CompiledNetwork
+
+        return CompiledNetwork
+    if name == "finetune":
+        # deprecated: ``snncompile.finetune(...)`` is ``snncompile.finetune_snn(...)``; importing
+        # the subpackage makes ``snncompile.finetune`` the package (still callable, deprecated)
+        import snncompile.finetune as ft
+
+        return ft
+    raise AttributeError(f"module 'snncompile' has no attribute {name!r}")
 
 
 #: options that are conversion choices: giving one turns tuning off (as on the command line)
@@ -57,13 +78,15 @@ def load_onnx(path: str | Path) -> Graph:
     return _load(path)
 
 
-def pipeline_for(target: str, opts: CompileOptions, pipeline: str | Sequence[str] | None = None,
-                 extra: Sequence[str] = ()) -> list[str]:
-    """The pass specs for ``target``: ``pipeline`` replaces the default; ``extra`` appends."""
+def pipeline_for(target: str, opts: CompileOptions, pipeline: str | Sequence[Any] | None = None,
+                 extra: Sequence[Any] = ()) -> list[Any]:
+    """The passes for ``target``: ``pipeline`` (a spec string or list) replaces the default
+    (``snncompile.passes.pipelines``); ``extra`` appends. Items are pass objects or specs."""
     from snncompile.passes import split_pipeline
+    from snncompile.passes.pipelines import default_pipeline
 
     if pipeline is None:
-        specs = default_pipeline(target, opts)
+        specs: list[Any] = default_pipeline(target, opts)
     elif isinstance(pipeline, str):
         specs = split_pipeline(pipeline)
     else:
@@ -71,22 +94,11 @@ def pipeline_for(target: str, opts: CompileOptions, pipeline: str | Sequence[str
     return [*specs, *extra]
 
 
-def _resolve(table: dict[str, str], target: str) -> Any:
-    if target not in table:
-        raise CompileError("unknown target", [Diagnostic(repr(target), hint=f"targets: ir, {', '.join(table)}")])
-    mod_name, _, fn = table[target].partition(":")
-    try:
-        mod = importlib.import_module(mod_name)
-        return getattr(mod, fn)
-    except (ModuleNotFoundError, AttributeError) as e:
-        if isinstance(e, ModuleNotFoundError) and e.name != mod_name:
-            raise
-        raise CompileError(f"target '{target}' is not built yet", [Diagnostic(
-            f"{table[target]} is missing", hint="use --target ir")]) from None
+def _calibration(options: dict[str, Any], calibration: Any) -> tuple[np.ndarray | None,
+                                                                     np.ndarray | None]:
+    import numpy as np
 
-
-def _calibration(options: dict[str, Any], calibration: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
-    from snncompile.tools import data
+    from snncompile import data
 
     dataset = options.pop("dataset", None)
     if calibration is None and dataset == "digits":
@@ -106,47 +118,68 @@ def convert(model: str | Path | Graph, *, target: str = "gpu",
     """Frontend + pass pipeline. Returns the spiking IR, the pass manager (``.spec()`` replays
     the run) and the pass context (``.notes`` holds per-pass results).
 
-    Without ``passes``, with calibration data and ``tune`` on (the default), the conversion
+    Without ``passes``, with calibration data and tuning on (the default), the conversion
     passes are chosen for ``timesteps`` by ``snncompile.tune`` on held-out calibration samples;
-    ``ctx.notes["tuning"]`` says what was chosen; ``tune=False`` (or an explicit ``norm``,
+    ``ctx.notes["tuning"]`` says what was chosen; ``no_tune=True`` (or an explicit ``norm``,
     ``channelwise`` or ``alpha``) gives the fixed pipeline."""
     x, y = _calibration(options, calibration)
-    if "tune" not in options and EXPLICIT_CONVERSION & options.keys():
-        options = {**options, "tune": False}  # an explicit choice is not second-guessed
+    if "no_tune" not in options and EXPLICIT_CONVERSION & options.keys():
+        options = {**options, "no_tune": True}  # an explicit choice is not second-guessed
     opts = CompileOptions.from_kwargs(options)
     graph = model if isinstance(model, Graph) else load_onnx(model)
     tuning = None
-    if passes is None and opts.tune and target != "ir" and x is not None:
+    if passes is None and not opts.no_tune and target != "ir" and x is not None:
         from snncompile.tune import tune
 
         tuning = tune(graph, x, y, opts.timesteps, budget_s=opts.tune_budget, seed=opts.seed,
                       base_options=opts)
-        passes = [*DEFAULT_FRONT, *tuning.passes]
-    specs = list(passes) if passes is not None else default_pipeline(target, opts)
-    pm = PassManager([get_pass(s) if isinstance(s, str) else s for s in specs])
+        passes = [*tuning.front, *tuning.passes]
+    specs = list(passes) if passes is not None else pipeline_for(target, opts)
+    pm = PassManager.from_specs(specs)
     ctx = PassContext(calibration=x, labels=y, seed=opts.seed)
     if tuning is not None:
         ctx.notes["tuning"] = tuning.report()
     return pm.run(graph, ctx), pm, ctx
 
 
+def _backend(target: str) -> Any:
+    import importlib
+
+    if target not in BACKENDS:
+        raise CompileError("unknown target", [Diagnostic(repr(target),
+                                                         hint=f"targets: ir, {', '.join(BACKENDS)}")])
+    return importlib.import_module(BACKENDS[target])
+
+
 def compile(model: str | Path | Graph, target: str = "gpu", passes: Sequence[Any] | None = None,
-            calibration: Any = None, **options: Any) -> Any:
+            calibration: Any = None, **options: Any) -> Graph | CompiledNetwork:
     """Convert ``model`` and compile it for ``target``.
 
-    ``target="ir"`` returns the IR; "gpu" and "loihi" return the backend's CompiledNetwork
-    (``.run(x, timesteps)``, ``.save(dir)``). ``options`` are CompileOptions fields, plus
-    ``dataset="digits"`` as a calibration source. ``passes`` replaces the default pipeline.
+    ``target="ir"`` returns the IR; "gpu" and "loihi" return the backend's ``CompiledNetwork``
+    (``.run(x, timesteps) -> SimResult``, ``.save(dir)``). ``options`` are CompileOptions
+    fields, plus ``dataset="digits"`` as a calibration source. ``passes`` replaces the default
+    pipeline.
     """
     opts_dict = dict(options)
+    backend = None if target == "ir" else _backend(target)
     graph, _, _ = convert(model, target=target, passes=passes, calibration=calibration, **opts_dict)
-    if target == "ir":
+    if backend is None:
         return graph
     opts_dict.pop("dataset", None)
-    return _resolve(BACKENDS, target)(graph, CompileOptions.from_kwargs(opts_dict))
+    return backend.compile(graph, CompileOptions.from_kwargs(opts_dict))
 
 
 def evaluate_target(target: str, snn: Graph, ann: Graph, ev: Any, opts: CompileOptions,
                     out_dir: Path, **info: Any) -> dict[str, Any]:
-    """Run the compiled network on the evaluation data; returns report.json's dict."""
-    return _resolve(EVALUATORS, target)(snn, ann, ev, opts, out_dir, **info)
+    """Run the compiled network on the evaluation data; returns report.json's dict
+    (``snncompile.evaluate.evaluate``)."""
+    from snncompile.evaluate import evaluate
+
+    return evaluate(target, snn, ann, ev, opts, out_dir, **info)
+
+
+def finetune_snn(ir: Graph, data: Any, method: str = "distill", **kwargs: Any) -> Graph:
+    """Train the converted SNN ``ir`` on ``data`` (``snncompile.finetune.finetune``)."""
+    from snncompile.finetune import finetune
+
+    return finetune(ir, data, method, **kwargs)

@@ -1,75 +1,100 @@
-"""Compile options shared by the CLI and the Python API, and the default pass pipelines."""
+"""Compile options: declared once, here; the CLI flags, defaults, choices, help and validation are
+derived from these declarations (``snncompile.tools.cli`` builds argparse from ``OPTIONS``).
+
+Each field of ``CompileOptions`` carries its metadata through ``option(...)``: ``help``, the
+argparse ``group``, ``choices`` (a tuple, or a callable for registries such as the neuron
+models), an inclusive ``range`` (lo, hi), and the short ``flags`` (``-T``). The default pipeline
+built from these options lives in ``snncompile.passes.pipelines``; backends receive
+``RunOptions``-style subsets through ``CompileOptions`` attributes they read.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from snncompile import neurons
 from snncompile.ir.diagnostics import CompileError, Diagnostic
 
 TARGETS = ("ir", "gpu", "loihi")
 NORMS = ("max", "p99", "p99.9", "p99.99")
-NEURONS = ("if", "if-hard", "signed-if", "gn", "bistable", "sigma-delta")
+
+
+def option(default: Any, help: str, *, group: str = "conversion",
+           choices: tuple[Any, ...] | Callable[[], tuple[Any, ...]] | None = None,
+           range: tuple[float | None, float | None] | None = None,  # noqa: A002
+           flags: tuple[str, ...] = (), lo_open: bool = False) -> Any:
+    """A ``dataclasses.field`` whose metadata drives the CLI and the validation."""
+    return dataclasses.field(default=default, metadata={
+        "help": help, "group": group, "choices": choices, "range": range, "flags": flags,
+        "lo_open": lo_open})
+
+
+def choices_of(f: dataclasses.Field) -> tuple[Any, ...] | None:
+    c = f.metadata.get("choices")
+    return c() if callable(c) else c
 
 
 @dataclass(frozen=True, kw_only=True)
 class CompileOptions:
     """Every user-settable knob. CLI flags map one to one (``--weight-bits`` -> weight_bits)."""
 
-    timesteps: int = 32
-    norm: str = "p99.9"  # threshold balancing: max | p99 | p99.9 | p99.99
-    channelwise: bool = False  # one threshold per output channel
-    calibration_samples: int = 512
-    alpha: float = 0.5  # v(0) = α·θ
-    neuron: str = "if"
-    gn_members: int = 4
-    bistable_period: int = 2  # bistable: window ρ (steps integrating, then as many firing)
-    sd_delta: float = 0.0625  # sigma-delta: delta threshold as a fraction of θ
-    weight_bits: int | None = None  # None: float weights
-    weight_granularity: str = "layer"  # layer | channel
-    fold_thresholds: bool = False  # weight normalisation: θ folded into the weights (θ = 1)
-    sync_shortcuts: bool = False  # BSNN synchronous neurons on residual shortcuts
-    device: str = "auto"  # auto | cpu | cuda
-    batch_size: int = 256
-    encoding: str = "direct"  # direct | poisson
-    seed: int = 0
-    lava_mode: str = "fixed"  # float | fixed
-    eval_samples: int | None = None
-    export: str | None = None  # netx
-    tune: bool = True  # choose thresholds / α per layer for `timesteps` (snncompile.tune)
-    tune_budget: float | None = None  # seconds; None: snncompile.tune.DEFAULT_BUDGET_S
+    timesteps: int = option(32, "simulation timesteps T", group="main", range=(1, None),
+                            flags=("-T",))
+    no_tune: bool = option(False, "fixed conversion settings instead of tuning them for T on "
+                           "held-out calibration data (a non-default --norm, --channelwise or "
+                           "--alpha, or --pipeline, also turns tuning off)")
+    tune_budget: float | None = option(None, "seconds the tuning may take (default 20)",
+                                       range=(0.0, None), lo_open=True)
+    norm: str = option("p99.9", "threshold balancing: max or a percentile of the calibration "
+                       "activations", choices=NORMS)
+    channelwise: bool = option(False, "one threshold per output channel")
+    calibration_samples: int = option(512, "calibration samples to use", group="data",
+                                      range=(1, None))
+    alpha: float = option(0.5, "initial potential v(0) = α·θ", range=(0.0, 1.0))
+    neuron: str = option("if", "neuron model (snncompile.neurons)", choices=neurons.names)
+    gn_members: int = option(4, "members per group neuron", range=(1, None))
+    bistable_period: int = option(2, "bistable neurons: steps integrating, then as many firing",
+                                  range=(1, None))
+    sd_delta: float = option(0.0625, "sigma-delta: send a change once it exceeds this fraction "
+                             "of θ", range=(0.0, 1.0), lo_open=True)
+    weight_bits: int | None = option(None, "quantize weights to B bits (2..16)", range=(2, 16))
+    weight_granularity: str = option("layer", "weight quantization scale per layer or channel",
+                                     choices=("layer", "channel"))
+    fold_thresholds: bool = option(False, "weight normalisation: fold thresholds into weights")
+    sync_shortcuts: bool = option(False, "BSNN synchronous neurons on residual shortcuts")
+    device: str = option("auto", "torch device", group="simulation",
+                         choices=("auto", "cpu", "cuda"))
+    batch_size: int = option(256, "samples simulated at once", group="simulation",
+                             range=(1, None))
+    encoding: str = option("direct", "input coding", group="simulation",
+                           choices=("direct", "poisson"))
+    seed: int = option(0, "seed (data split, Poisson input)", group="simulation")
+    lava_mode: str = option("fixed", "Lava floating_pt or bit-accurate fixed_pt models",
+                            group="simulation", choices=("float", "fixed"))
+    eval_samples: int | None = option(None, "evaluation samples to use (default all)",
+                                      group="data", range=(1, None))
+    export: str | None = option(None, "also write an exchange file (loihi target: netx)",
+                                group="simulation", choices=("netx",))
 
     def __post_init__(self) -> None:
         bad: list[Diagnostic] = []
-        if self.timesteps < 1:
-            bad.append(Diagnostic(f"timesteps={self.timesteps}; must be >= 1"))
-        if self.norm not in NORMS:
-            bad.append(Diagnostic(f"norm={self.norm!r}; choose from {', '.join(NORMS)}"))
-        if self.neuron not in NEURONS:
-            bad.append(Diagnostic(f"neuron={self.neuron!r}; choose from {', '.join(NEURONS)}"))
-        if self.weight_bits is not None and not 2 <= self.weight_bits <= 16:
-            bad.append(Diagnostic(f"weight_bits={self.weight_bits}; must be in 2..16"))
-        if self.weight_granularity not in ("layer", "channel"):
-            bad.append(Diagnostic(f"weight_granularity={self.weight_granularity!r}; layer | channel"))
-        if not 0.0 <= self.alpha <= 1.0:
-            bad.append(Diagnostic(f"alpha={self.alpha}; must be in [0, 1]"))
-        if self.device not in ("auto", "cpu", "cuda"):
-            bad.append(Diagnostic(f"device={self.device!r}; auto | cpu | cuda"))
-        if self.encoding not in ("direct", "poisson"):
-            bad.append(Diagnostic(f"encoding={self.encoding!r}; direct | poisson"))
-        if self.lava_mode not in ("float", "fixed"):
-            bad.append(Diagnostic(f"lava_mode={self.lava_mode!r}; float | fixed"))
-        if self.batch_size < 1:
-            bad.append(Diagnostic(f"batch_size={self.batch_size}; must be >= 1"))
-        if self.gn_members < 1:
-            bad.append(Diagnostic(f"gn_members={self.gn_members}; must be >= 1"))
-        if self.bistable_period < 1:
-            bad.append(Diagnostic(f"bistable_period={self.bistable_period}; must be >= 1"))
-        if not 0.0 < self.sd_delta <= 1.0:
-            bad.append(Diagnostic(f"sd_delta={self.sd_delta}; must be in (0, 1]"))
-        if self.tune_budget is not None and not self.tune_budget > 0:
-            bad.append(Diagnostic(f"tune_budget={self.tune_budget}; must be > 0 seconds"))
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if v is None:
+                continue
+            choices = choices_of(f)
+            if choices is not None and v not in choices:
+                bad.append(Diagnostic(f"{f.name}={v!r}; choose from "
+                                      f"{', '.join(map(str, choices))}"))
+            rng = f.metadata.get("range")
+            if rng is not None:
+                lo, hi = rng
+                low_bad = lo is not None and (v <= lo if f.metadata.get("lo_open") else v < lo)
+                if low_bad or (hi is not None and v > hi):
+                    bad.append(Diagnostic(f"{f.name}={v}; must be {_range_text(f)}"))
         if bad:
             raise CompileError("bad option", bad)
 
@@ -83,27 +108,14 @@ class CompileOptions:
         return cls(**options)
 
 
-FRONT = ("fold-batchnorm", "remove-identity", "fuse-activations")
+def _range_text(f: dataclasses.Field) -> str:
+    lo, hi = f.metadata["range"]
+    if hi is None:
+        return f"{'>' if f.metadata.get('lo_open') else '>='} {lo}"
+    if isinstance(lo, int) and isinstance(hi, int):
+        return f"in {lo}..{hi}"
+    return f"in {'(' if f.metadata.get('lo_open') else '['}{lo}, {hi}]"
 
 
-def conversion_passes(o: CompileOptions) -> list[str]:
-    """The ANN -> SNN passes for the options (each a replayable spec string)."""
-    specs = [f"balance-thresholds{{norm={o.norm},channelwise={str(o.channelwise).lower()}}}",
-             f"initial-potential{{alpha={o.alpha}}}"]
-    if o.weight_bits is not None:
-        specs.append(f"quantize-weights{{bits={o.weight_bits},granularity={o.weight_granularity}}}")
-    if o.fold_thresholds:
-        specs.append("fold-thresholds")
-    if o.neuron != "if":
-        extra = {"gn": f",members={o.gn_members}", "bistable": f",period={o.bistable_period}",
-                 "sigma-delta": f",delta={o.sd_delta}"}.get(o.neuron, "")
-        specs.append(f"select-neurons{{model={o.neuron}{extra}}}")
-    if o.sync_shortcuts:
-        specs.append("sync-shortcuts")
-    return specs
-
-
-def default_pipeline(target: str, o: CompileOptions) -> list[str]:
-    if target == "ir":
-        return list(FRONT)
-    return [*FRONT, *conversion_passes(o)]
+#: the option declarations, in order (the CLI's source of truth)
+OPTIONS: tuple[dataclasses.Field, ...] = dataclasses.fields(CompileOptions)

@@ -20,7 +20,7 @@ for p in (str(TESTS), str(ROOT)):
 
 import models  # noqa: E402
 
-from snncompile.tools.data import Dataset, digits  # noqa: E402
+from snncompile.data import Dataset, digits  # noqa: E402
 
 # the machines running the tests are small and shared
 torch.set_num_threads(2)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from snncompile.tools.data import digits
+from snncompile.data import digits
 
 IN_SHAPE = (1, 8, 8)
 

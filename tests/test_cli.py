@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from snncompile.tools.cli import main
-from snncompile.tools.data import save_npz
+from snncompile.data import save_npz
 
 ROOT = Path(__file__).resolve().parents[1]
 

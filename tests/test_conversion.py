@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import snncompile
 from snncompile.backends import gpu
 from snncompile.ir import AvgPool2d, Flatten, MaxPool2d
-from snncompile.ir.execute import run_ann
+from snncompile.interp import run_ann
 from snncompile.options import CompileOptions
 
 CPU = CompileOptions(device="cpu", batch_size=512)
@@ -122,7 +122,7 @@ def test_thresholds_from_calibration(norm: str, rng, digits_train) -> None:
     x = digits_train.x[:128]
     snn, _, ctx = snncompile.convert(g, calibration=x, norm=norm)
     acts = {}
-    from snncompile.ir.execute import record_activations
+    from snncompile.interp import record_activations
 
     acts = record_activations(snncompile.convert(g, target="ir")[0], x)
     q = {"max": 100, "p99": 99, "p99.9": 99.9}[norm]

@@ -12,11 +12,12 @@ import torch
 
 import snncompile
 from snncompile.backends.gpu import compile as gpu_compile
+from snncompile.backends.loihi import compile_reference as loihi_reference
 from snncompile.backends.gpu.compile import SpikingNetwork
 from snncompile.finetune import METHODS, parse_method, train
 from snncompile.finetune.differentiable import DifferentiableSNN
 from snncompile.ir import CompileError, load, save
-from snncompile.tools.data import save_npz
+from snncompile.data import save_npz
 from snncompile.tools.cli import main
 
 T = 4
@@ -210,7 +211,7 @@ def test_tuned_ir_runs_on_lava_spike_exact(digits_cnn_onnx, digits_train, digits
     x, steps = digits_test.x[:2], 16
     net = lava_compile(tuned, snncompile.CompileOptions(lava_mode="fixed"))
     lava = net.run(x, steps, record=True, progress=False)
-    ref = gpu_compile(tuned, snncompile.CompileOptions(), numeric="loihi").run(
+    ref = loihi_reference(tuned, snncompile.CompileOptions()).run(
         x, steps, record=True, progress=False)
     for name in net.plan.spiking():
         np.testing.assert_array_equal(lava.spike_trains[name], ref.spike_trains[name],

@@ -26,7 +26,7 @@ from snncompile.ir import (
     Output,
     ReLU,
 )
-from snncompile.ir.execute import run_ann
+from snncompile.interp import run_ann
 
 
 def rel_err(ours: np.ndarray, ref: np.ndarray) -> float:

@@ -23,7 +23,7 @@ from snncompile.ir import (
     save,
     verify,
 )
-from snncompile.ir.execute import run_ann
+from snncompile.interp import run_ann
 from snncompile.passes import PassContext, PassManager, get_pass
 
 

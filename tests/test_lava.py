@@ -12,13 +12,10 @@ import pytest
 import build
 import snncompile
 from snncompile.backends.gpu import compile as gpu_compile
+from snncompile.backends.loihi import compile_reference as loihi_reference
 from snncompile.ir import CompileError
-from snncompile.ir.fixed_point import (
-    BIAS_MANT_MAX,
-    VTH_MANT_MAX,
-    WEIGHT_MAX,
-    build_plan,
-)
+from snncompile.backends.loihi.fixed import BIAS_MANT_MAX, VTH_MANT_MAX, WEIGHT_MAX
+from snncompile.backends.loihi.plan import build_plan
 
 T = 32
 
@@ -100,7 +97,7 @@ def test_loihi_mode_close_to_float(digits_snn, digits_test):
     x, y = digits_test.x[:128], digits_test.y[:128]
     opts = snncompile.CompileOptions()
     ref = gpu_compile(digits_snn, opts).run(x, T, progress=False)
-    fix = gpu_compile(digits_snn, opts, numeric="loihi").run(x, T, progress=False)
+    fix = loihi_reference(digits_snn, opts).run(x, T, progress=False)
     assert np.mean(fix.predictions[-1] == ref.predictions[-1]) >= 0.97
     assert abs(fix.spikes_per_sample() / ref.spikes_per_sample() - 1) < 0.02
     assert fix.accuracy_by_timestep(y)[-1] >= 0.95
@@ -162,9 +159,9 @@ def test_lava_fixed_matches_gpu_loihi_mode(model, digits_snn, residual_snn, digi
     graph = digits_snn if model == "digits_cnn" else residual_snn
     x = digits_test.x[:3]
     net, lava = _lava(graph, "fixed", x, conv_as_dense_limit=0 if model == "residual" else None)
-    uses_conv = [net.conv_as_dense(s) for s in net.plan.syns if s.kind == "conv"]
+    uses_conv = [net.builder.conv_as_dense(s) for s in net.plan.syns if s.kind == "conv"]
     assert any(uses_conv) == (model == "digits_cnn")
-    ref = gpu_compile(graph, snncompile.CompileOptions(), numeric="loihi").run(
+    ref = loihi_reference(graph, snncompile.CompileOptions()).run(
         x, T, record=True, progress=False)
     _assert_spike_exact(lava, ref, net.plan.spiking())
     assert sum(t.sum() for t in lava.spike_trains.values()) > 1000
@@ -180,7 +177,7 @@ def test_lava_maxpool_gate(maxpool_snn, digits_test):
     x = digits_test.x[:2]
     net, lava = _lava(maxpool_snn, "fixed", x)
     assert [p.kind for p in net.plan.pops.values()].count("maxpool") == 1
-    ref = gpu_compile(maxpool_snn, snncompile.CompileOptions(), numeric="loihi").run(
+    ref = loihi_reference(maxpool_snn, snncompile.CompileOptions()).run(
         x, T, record=True, progress=False)
     _assert_spike_exact(lava, ref, net.plan.spiking())
     _, lava_f = _lava(maxpool_snn, "float", x)
@@ -201,7 +198,7 @@ def test_lava_neuron_models(model, digits_snn, digits_test):
     snn, _, _ = snncompile.convert(digits_snn, target="loihi", passes=[spec])
     x = digits_test.x[:2]
     net, lava = _lava(snn, "fixed", x, neuron=model)
-    ref = gpu_compile(snn, snncompile.CompileOptions(), numeric="loihi").run(
+    ref = loihi_reference(snn, snncompile.CompileOptions()).run(
         x, T, record=True, progress=False)
     _assert_spike_exact(lava, ref, net.plan.spiking())
     values = np.unique(np.concatenate([t.ravel() for t in lava.spike_trains.values()]))
@@ -282,7 +279,7 @@ def test_netx_file_runs_in_lava_dl_like_our_graph(digits_snn, digits_test, tmp_p
     path = export_netx(net.plan, tmp_path / "network.net", T)
     loaded = netx.hdf5.Network(net_config=str(path), reset_interval=T, reset_offset=1,
                                input_message_bits=16)
-    payload = net.payload(x, T)
+    payload = net.builder.payload(x, T)
     total = payload.shape[-1]
     src = Source(data=payload)
     src.s_out.connect(loaded.inp)
@@ -349,8 +346,9 @@ def test_cli_netx_refusal_leaves_nothing(digits_cnn_onnx, tmp_path, capsys):
 
 
 def test_signed_if_tolerance_is_the_gpu_simulators():
-    """The plan keeps its own copy (backends do not import each other): they must agree."""
+    """One constant, declared with the model in the neuron registry, used by both backends."""
+    from snncompile import neurons
     from snncompile.backends.gpu.neurons import SIGNED_EPS as GPU_EPS
-    from snncompile.ir.fixed_point import SIGNED_EPS
+    from snncompile.backends.loihi.fixed import SIGNED_EPS
 
-    assert SIGNED_EPS == GPU_EPS
+    assert SIGNED_EPS is GPU_EPS is neurons.SIGNED_EPS

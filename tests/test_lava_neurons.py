@@ -12,8 +12,10 @@ import pytest
 
 import snncompile
 from snncompile.backends.gpu import compile as gpu_compile
+from snncompile.backends.loihi import compile_reference as loihi_reference
 from snncompile.ir import CompileError
-from snncompile.ir.fixed_point import STATE_MAX, build_plan
+from snncompile.backends.loihi.fixed import STATE_MAX
+from snncompile.backends.loihi.plan import build_plan
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +44,8 @@ def _run_both(graph, neuron, x, steps, mode="fixed"):
 
     net = lava_compile(graph, snncompile.CompileOptions(lava_mode=mode, neuron=neuron))
     lava = net.run(x, steps, record=True, progress=False)
-    numeric = "loihi" if mode == "fixed" else "float"
-    ref = gpu_compile(graph, snncompile.CompileOptions(), numeric=numeric).run(
+    compile_ref = loihi_reference if mode == "fixed" else gpu_compile
+    ref = compile_ref(graph, snncompile.CompileOptions()).run(
         x, steps, record=True, progress=False)
     return net, lava, ref
 
@@ -83,7 +85,7 @@ def test_sigma_delta_plan_payload_units(sigma_delta_snn):
 def test_sigma_delta_loihi_mode_accuracy(sigma_delta_snn, digits_test):
     """The fixed-point sigma-delta network (GPU loihi mode) stays close to the float one."""
     x, y = digits_test.x[:100], digits_test.y[:100]
-    fixed = gpu_compile(sigma_delta_snn, snncompile.CompileOptions(), numeric="loihi").run(
+    fixed = loihi_reference(sigma_delta_snn, snncompile.CompileOptions()).run(
         x, 4, progress=False)
     flt = gpu_compile(sigma_delta_snn, snncompile.CompileOptions()).run(x, 4, progress=False)
     assert np.mean(fixed.predictions[-1] == flt.predictions[-1]) >= 0.95
@@ -109,7 +111,7 @@ def test_lava_sigma_delta_fixed_matches_gpu_loihi_mode(sigma_delta_snn, digits_t
     x = digits_test.x[:3]
     net, lava, ref = _run_both(sigma_delta_snn, "sigma-delta", x, 4)
     from snncompile.backends.loihi.lava_models.lowlatency import SD_MAX  # after Lava's import
-    from snncompile.ir.fixed_point import SD_MAX as PLAN_SD_MAX
+    from snncompile.backends.loihi.fixed import SD_MAX as PLAN_SD_MAX
 
     assert SD_MAX == PLAN_SD_MAX
     _assert_exact(net, lava, ref)
@@ -117,7 +119,7 @@ def test_lava_sigma_delta_fixed_matches_gpu_loihi_mode(sigma_delta_snn, digits_t
     assert deltas.max() > 1  # graded payloads
     for t in lava.spike_trains.values():  # a static image: all deltas in a sample's 1st step
         assert t[0].any() and not t[1:].any()
-    assert all(net.message_bits(s.src) > 1 for s in net.plan.syns)
+    assert all(net.builder.message_bits(s.src) > 1 for s in net.plan.syns)
 
 
 @pytest.mark.lava
@@ -215,7 +217,7 @@ def _netx_export(graph, x, steps, tmp_path):
     """Our Lava graph's run (plan built for netx) and the exported file's path."""
     from snncompile.backends.loihi import compile as lava_compile
     from snncompile.backends.loihi.netx import export_netx
-    from snncompile.ir.fixed_point import NETX_GRID_EXP
+    from snncompile.backends.loihi.fixed import NETX_GRID_EXP
 
     net = lava_compile(graph, snncompile.CompileOptions(neuron="sigma-delta", export="netx"))
     assert all(net.plan.pops[n].grid_exp == NETX_GRID_EXP for n in net.plan.spiking())

@@ -18,7 +18,7 @@ import snncompile
 from snncompile.backends.gpu import NEURON_MODELS
 from snncompile.backends.gpu import compile as gpu_compile
 from snncompile.ir import Neuron, verify
-from snncompile.ir.execute import run_ann
+from snncompile.interp import run_ann
 from snncompile.options import CompileOptions
 from snncompile.passes import PassContext, PassManager, get_pass
 from snncompile.tools.cli import main

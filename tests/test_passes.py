@@ -11,7 +11,7 @@ from build import cnn
 
 import snncompile
 from snncompile.ir import CompileError, Conv2d, PassError
-from snncompile.ir.execute import run_ann
+from snncompile.interp import run_ann
 from snncompile.passes import PassContext, PassManager, get_pass, registry
 
 

@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 
 import snncompile
+from snncompile.interp import record_activations
 from snncompile.ir import CompileError
-from snncompile.ir.execute import record_activations
 from snncompile.ir.verify import verify
-from snncompile.options import FRONT
 from snncompile.passes import PassContext, PassManager, get_pass, pass_spec, split_pipeline
 from snncompile.passes.threshold_search import mse_thresholds, rate_quantize
-from snncompile.tune import tune
+from snncompile.tune import FRONT, tune
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,7 +86,7 @@ def test_budget_is_honoured(digits_cnn_onnx: Path, digits_train) -> None:
 
 def test_tune_off_gives_the_fixed_pipeline(digits_cnn_onnx: Path, digits_train) -> None:
     calib = digits_train.x[:64]
-    _, pm, ctx = snncompile.convert(digits_cnn_onnx, calibration=calib, tune=False)
+    _, pm, ctx = snncompile.convert(digits_cnn_onnx, calibration=calib, no_tune=True)
     assert "tuning" not in ctx.notes
     assert pm.spec().endswith("balance-thresholds,initial-potential")
     _, pm, ctx = snncompile.convert(digits_cnn_onnx, calibration=calib, timesteps=4)

@@ -1,13 +1,16 @@
 """Post-conversion training of the converted SNN (issue 6): the ANN teaches its own SNN.
 
-Python API (``snncompile.finetune`` is this module, and calling it calls ``finetune``)::
+Python API::
 
     import snncompile
-    from snncompile.tools import data
+    from snncompile import data
 
     snn, _, _ = snncompile.convert("model.onnx", calibration=data.digits("train"))
-    tuned = snncompile.finetune(snn, data.digits("train"), method="distill", epochs=5,
-                                timesteps=4)               # a new IR; ``snn`` is unchanged
+    tuned = snncompile.finetune_snn(snn, data.digits("train"), method="distill", epochs=5,
+                                    timesteps=4)           # a new IR; ``snn`` is unchanged
+
+(``snncompile.finetune.finetune`` is the same function. Calling the package itself,
+``snncompile.finetune(...)``, still works but is deprecated and goes in the next release.)
 
 Methods (``METHODS``, a plain dict: name -> callable ``(ir, TrainData, FinetuneConfig) ->
 FinetuneResult``; other modules may add entries):
@@ -170,7 +173,7 @@ def finetune(ir: Graph, data: Any, method: str = "distill", *, epochs: int = 5, 
 
     Args:
         ir: a spiking IR (after conversion); never modified.
-        data: ``tools.data.Dataset``, ``(x, y)``, ``x`` or an .npz path; ``y`` optional for
+        data: ``snncompile.data.Dataset``, ``(x, y)``, ``x`` or an .npz path; ``y`` optional for
             ``distill``, required for ``temporal-consistency``.
         method: a name from ``METHODS``, with ``{key=value}`` options, chained with ``+``.
         epochs: epochs of each method's main stage (distill adds ``layer_epochs`` per layer).
@@ -186,16 +189,20 @@ def finetune(ir: Graph, data: Any, method: str = "distill", *, epochs: int = 5, 
                  out_dir=out_dir, progress=progress, options=options)[-1].graph
 
 
-class _CallableModule(types.ModuleType):
-    """``snncompile.finetune(...)`` calls ``finetune``, while ``snncompile.finetune`` stays the
-    package (its submodules import as usual)."""
+class _DeprecatedCallableModule(types.ModuleType):
+    """Deprecated alias kept for one release: ``snncompile.finetune(...)`` (the README's old
+    spelling) calls ``finetune`` with a DeprecationWarning; use ``snncompile.finetune_snn``."""
 
     def __call__(self, ir: Graph, data: Any, method: str = "distill", *, epochs: int = 5,
                  lr: float = 1e-3, timesteps: int = 4, seed: int = 0,
                  out_dir: str | Path | None = None, progress: bool = True,
                  options: Mapping[str, Any] | None = None) -> Graph:
+        import warnings
+
+        warnings.warn("snncompile.finetune(...) is deprecated; use snncompile.finetune_snn(...)",
+                      DeprecationWarning, stacklevel=2)
         return finetune(ir, data, method, epochs=epochs, lr=lr, timesteps=timesteps, seed=seed,
                         out_dir=out_dir, progress=progress, options=options)
 
 
-sys.modules[__name__].__class__ = _CallableModule
+sys.modules[__name__].__class__ = _DeprecatedCallableModule

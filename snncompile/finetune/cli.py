@@ -44,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _training_data(a: argparse.Namespace, seed: int) -> Any:
-    from snncompile.tools import data
+    from snncompile import data
 
     if a.dataset == "digits":
         ds = data.digits("train", seed=seed)

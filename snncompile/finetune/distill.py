@@ -57,7 +57,7 @@ from snncompile.finetune.training import (
     run_stages,
 )
 from snncompile.ir.diagnostics import CompileError, Diagnostic
-from snncompile.ir.execute import run_ann_torch
+from snncompile.interp import run_ann_torch
 from snncompile.ir.graph import Graph
 
 Tensor = torch.Tensor

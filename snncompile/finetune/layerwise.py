@@ -40,7 +40,7 @@ from snncompile.finetune.training import (
     resolve_device,
 )
 from snncompile.ir.diagnostics import CompileError, Diagnostic
-from snncompile.ir.execute import pad2d, record_activations
+from snncompile.interp import pad2d, record_activations
 from snncompile.ir.graph import Graph
 from snncompile.ir.nodes import Conv2d, Dense, QuantSpec
 

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from snncompile.ir.diagnostics import CompileError, Diagnostic
-from snncompile.ir.execute import check_input, run_ann_torch
+from snncompile.interp import check_input, run_ann_torch
 from snncompile.ir.graph import Graph
 
 Tensor = torch.Tensor
@@ -59,7 +59,7 @@ def as_data(data: Any) -> TrainData:
     if isinstance(data, TrainData):
         return data
     if isinstance(data, (str, Path)):
-        from snncompile.tools.data import load_npz
+        from snncompile.data import load_npz
 
         data = load_npz(data)
     if hasattr(data, "x") and hasattr(data, "y"):
@@ -116,7 +116,7 @@ class FinetuneConfig:
 def parse_options(cls: type, options: Mapping[str, Any], method: str) -> Any:
     """Build the method's option dataclass ``cls`` from ``options`` (strings are converted to
     the field's type; unknown keys are an error naming the method's options)."""
-    from snncompile.passes.registry import _convert
+    from snncompile.passes.registry import convert_option
 
     known = {f.name for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
@@ -127,7 +127,7 @@ def parse_options(cls: type, options: Mapping[str, Any], method: str) -> Any:
             raise CompileError("bad fine-tuning option", [Diagnostic(
                 f"method '{method}' has no option {k!r}",
                 hint=f"options: {', '.join(sorted(known))}")])
-        kwargs[key] = _convert(v, hints[key], f"{method}.{key}") if isinstance(v, str) else v
+        kwargs[key] = convert_option(v, hints[key], f"{method}.{key}") if isinstance(v, str) else v
     return cls(**kwargs)
 
 
@@ -193,7 +193,7 @@ class FinetuneResult:
 
 # ------------------------------------------------------------------------------ helpers
 def resolve_device(name: str) -> torch.device:
-    from snncompile.backends.gpu.compile import resolve_device as _resolve
+    from snncompile.backends.common import resolve_device as _resolve
 
     return _resolve(name)
 

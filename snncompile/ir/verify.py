@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import networkx as nx
+import numpy as np
 
 from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.graph import Graph
@@ -117,3 +118,11 @@ def verify(graph: Graph, stage: str = "") -> None:
     if found:
         where = f" {stage}" if stage else ""
         raise CompileError(f"IR verification failed{where}", found)
+
+
+def check_input(graph: Graph, x: np.ndarray, what: str = "data") -> None:
+    """One clear error when ``x`` does not fit the model's input."""
+    want = graph.shape(graph.input_name)
+    if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != tuple(want):
+        raise CompileError("data does not fit the model", [Diagnostic(
+            f"{what} has shape {tuple(x.shape)}, the model expects (N, {', '.join(map(str, want))})")])

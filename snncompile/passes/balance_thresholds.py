@@ -23,12 +23,12 @@ automatic tuner (``snncompile.tune``) writes, so its choice replays as a plain p
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from snncompile.interp import record_activations
 from snncompile.ir.diagnostics import CompileError, Diagnostic
-from snncompile.ir.execute import record_activations
 from snncompile.ir.graph import Graph
 from snncompile.ir.nodes import Layer, Neuron
 from snncompile.passes.layer_options import check_layers, parse_layer_map
@@ -61,16 +61,18 @@ def layer_thresholds(acts: np.ndarray, q: float, channelwise: bool) -> np.ndarra
 class BalanceThresholds:
     """Set each spiking layer's threshold θ from calibration activations (max or percentile)."""
 
-    norm: str = "p99.9"
+    norm: Literal["max", "p99", "p99.9", "p99.99"] = "p99.9"
     channelwise: bool = False
     layers: str = ""  # per-layer overrides: NAME:NORM:layer|channel;...
 
-    def run(self, graph: Graph, ctx: PassContext) -> Graph:
-        overrides = self.overrides()
-        for norm, _ in [(self.norm, None), *overrides.values()]:
+    def __post_init__(self) -> None:
+        for norm, _ in [(self.norm, None), *self.overrides().values()]:
             if norm not in PERCENTILES:
                 raise CompileError("bad pass option", [Diagnostic(
                     f"balance-thresholds.norm={norm!r}", hint=f"one of {', '.join(PERCENTILES)}")])
+
+    def run(self, graph: Graph, ctx: PassContext) -> Graph:
+        overrides = self.overrides()
         check_layers(graph, overrides, "balance-thresholds.layers")
         readout = graph.readout_name
         todo = [n for n, op in graph.topo()

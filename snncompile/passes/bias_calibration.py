@@ -21,7 +21,7 @@ Add, a standalone ReLU) are simulated but not corrected. Run it after ``balance-
 ``initial-potential`` / ``threshold-search``: it needs the final θ and α.
 
 This is a layer-local torch simulation inside the pass (passes never import a backend); it
-uses the ANN kernels of ``snncompile.ir.execute`` for the linear ops.
+uses the ANN kernels of ``snncompile.interp`` for the linear ops.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from snncompile.interp import KERNELS, pad2d, record_activations
 from snncompile.ir.diagnostics import CompileError, Diagnostic
-from snncompile.ir.execute import KERNELS, pad2d, record_activations
 from snncompile.ir.graph import Graph
 from snncompile.ir.nodes import Conv2d, Dense, Input, Layer, MaxPool2d
 from snncompile.passes.registry import PassContext, register_pass

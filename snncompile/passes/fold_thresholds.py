@@ -46,7 +46,6 @@ from snncompile.ir.nodes import (
     MaxPool2d,
     Neuron,
     Output,
-    QuantSpec,
     ReLU,
 )
 from snncompile.passes.registry import PassContext, register_pass

@@ -36,7 +36,13 @@ class InitialPotential:
     alpha: float = 0.5
     layers: str = ""  # per-layer α: NAME:ALPHA;...
 
-    def run(self, graph: Graph, ctx: PassContext) -> Graph:
+    def __post_init__(self) -> None:
+        for a in [self.alpha, *self.per_layer().values()]:
+            if not 0.0 <= a <= 1.0:
+                raise CompileError("bad pass option", [Diagnostic(
+                    f"initial-potential.alpha={a}; must be in [0, 1]")])
+
+    def per_layer(self) -> dict[str, float]:
         per_layer = {}
         for name, (text,) in parse_layer_map(self.layers, "initial-potential.layers", 1).items():
             try:
@@ -44,11 +50,11 @@ class InitialPotential:
             except ValueError:
                 raise CompileError("bad pass option", [Diagnostic(
                     f"initial-potential.layers: {name}:{text} is not a number")]) from None
+        return per_layer
+
+    def run(self, graph: Graph, ctx: PassContext) -> Graph:
+        per_layer = self.per_layer()
         check_layers(graph, per_layer, "initial-potential.layers")
-        for a in [self.alpha, *per_layer.values()]:
-            if not 0.0 <= a <= 1.0:
-                raise CompileError("bad pass option", [Diagnostic(
-                    f"initial-potential.alpha={a}; must be in [0, 1]")])
         g = graph.copy()
         for name, op in graph.topo():
             if isinstance(op, Layer) and op.neuron is not None:

@@ -17,7 +17,7 @@ Biases stay float (a backend with integer state quantizes them with its own sche
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -49,9 +49,9 @@ class QuantizeWeights:
     """Quantize Conv2d/Dense weights to symmetric n-bit values (per layer or per channel)."""
 
     bits: int = 8
-    granularity: str = "layer"
+    granularity: Literal["layer", "channel"] = "layer"
 
-    def run(self, graph: Graph, ctx: PassContext) -> Graph:
+    def __post_init__(self) -> None:
         bad = []
         if not 2 <= self.bits <= 16:
             bad.append(Diagnostic(f"quantize-weights.bits={self.bits}; must be in 2..16"))
@@ -60,6 +60,8 @@ class QuantizeWeights:
                                   "layer | channel"))
         if bad:
             raise CompileError("bad pass option", bad)
+
+    def run(self, graph: Graph, ctx: PassContext) -> Graph:
         g = graph.copy()
         notes: dict[str, Any] = {}
         for name, op in graph.topo():

@@ -109,9 +109,30 @@ def _describe(obj: Any) -> str:
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
+_NOT_PASSES = {"registry", "manager", "pipelines"}
+_BUILTINS_LOADED = False
+
+
+def load_builtins() -> None:
+    """Import every built-in pass module of ``snncompile.passes`` (once): they register
+    themselves. Found by listing the package, not by a hand-kept list."""
+    global _BUILTINS_LOADED
+    if _BUILTINS_LOADED:
+        return
+    _BUILTINS_LOADED = True
+    import pkgutil
+
+    import snncompile.passes as pkg
+
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name not in _NOT_PASSES and not info.name.startswith("_"):
+            importlib.import_module(f"snncompile.passes.{info.name}")
+
+
 def load_plugins() -> None:
     """Import the passes advertised in the ``snncompile.passes`` entry-point group (once)."""
     global _PLUGINS_LOADED
+    load_builtins()
     if _PLUGINS_LOADED:
         return
     _PLUGINS_LOADED = True
@@ -158,7 +179,9 @@ def split_pipeline(text: str) -> list[str]:
     return out
 
 
-def _convert(value: str, typ: Any, where: str) -> Any:
+def convert_option(value: str, typ: Any, where: str) -> Any:
+    """A pass or method option's text ``value`` as type ``typ`` (bool, int, float, str,
+    Literal, Optional); a CompileError naming ``where`` if it does not parse."""
     if isinstance(typ, str):
         typ = {"int": int, "float": float, "bool": bool, "str": str}.get(typ.split("|")[0].strip(), str)
     origin = typing.get_origin(typ)
@@ -171,7 +194,7 @@ def _convert(value: str, typ: Any, where: str) -> Any:
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and args:
         if value.lower() in ("none", "null"):
             return None
-        return _convert(value, args[0], where)
+        return convert_option(value, args[0], where)
     try:
         if typ is bool:
             if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
@@ -219,7 +242,7 @@ def _instantiate(obj: Any, name: str, opts_text: str | None) -> Any:
         if k not in known:
             raise CompileError("bad pass option", [Diagnostic(
                 f"pass '{name}' has no option {k!r}", hint=f"options: {', '.join(known) or 'none'}")])
-        kwargs[k] = _convert(v, hints.get(k, str), f"{name}.{k}")
+        kwargs[k] = convert_option(v, hints.get(k, str), f"{name}.{k}")
     return obj(**kwargs)
 
 

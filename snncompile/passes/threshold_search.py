@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from snncompile.interp import record_activations
 from snncompile.ir.diagnostics import CompileError, Diagnostic
-from snncompile.ir.execute import record_activations
 from snncompile.ir.graph import Graph
 from snncompile.ir.nodes import Layer
 from snncompile.passes.layer_options import check_layers, parse_layer_map

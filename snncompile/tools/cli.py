@@ -7,6 +7,7 @@ bad input (one line on stderr, no traceback, nothing half-written in ``--out``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -20,9 +21,27 @@ from typing import Any
 import numpy as np
 
 from snncompile.ir.diagnostics import CompileError, Diagnostic
-from snncompile.options import NEURONS, NORMS, TARGETS, CompileOptions
+from snncompile.options import OPTIONS, TARGETS, CompileOptions, choices_of
 
 log = logging.getLogger("snncompile")
+
+
+_TYPES = {"int": int, "float": float, "str": str}
+
+
+def _add_option(group: argparse._ArgumentGroup, f: dataclasses.Field) -> None:
+    """One CLI flag from an option declaration (``snncompile.options``)."""
+    flag = "--" + f.name.replace("_", "-")
+    md = f.metadata
+    if str(f.type) == "bool":
+        group.add_argument(flag, *md.get("flags", ()), dest=f.name, action="store_true",
+                           help=md.get("help"))
+        return
+    typ = _TYPES[str(f.type).split("|")[0].strip()]
+    choices = choices_of(f)
+    default = f" (default {f.default})" if f.default is not None else ""
+    group.add_argument(flag, *md.get("flags", ()), dest=f.name, type=typ, default=f.default,
+                       choices=choices, help=(md.get("help") or "") + default)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,45 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", choices=TARGETS, default="gpu",
                    help="ir: write the IR only; gpu: torch simulator; loihi: Lava (default gpu)")
     p.add_argument("--out", type=Path, default=None, help="output directory (default: out/<model>)")
-    p.add_argument("--timesteps", "-T", type=int, default=32)
-    data = p.add_argument_group("data")
-    data.add_argument("--dataset", choices=("digits",), help="bundled dataset for calib + eval")
-    data.add_argument("--calibration", type=Path, help="calibration .npz (x, optional y)")
-    data.add_argument("--eval", type=Path, help="evaluation .npz (x, y)")
-    data.add_argument("--calibration-samples", type=int, default=512)
-    data.add_argument("--eval-samples", type=int, default=None)
-    conv = p.add_argument_group("conversion")
-    conv.add_argument("--no-tune", dest="tune", action="store_false",
-                      help="fixed conversion settings instead of tuning them for --timesteps on "
-                           "held-out calibration data (also off with --norm/--channelwise/--alpha "
-                           "or --pipeline)")
-    conv.add_argument("--tune-budget", type=float, default=None, metavar="S",
-                      help="seconds the tuning may take (default 20)")
-    conv.add_argument("--norm", choices=NORMS, default=None,
-                      help="threshold balancing (default p99.9; turns tuning off)")
-    conv.add_argument("--channelwise", action="store_true",
-                      help="one threshold per channel (turns tuning off)")
-    conv.add_argument("--alpha", type=float, default=None,
-                      help="initial potential v(0) = α·θ (default 0.5; turns tuning off)")
-    conv.add_argument("--neuron", choices=NEURONS, default="if")
-    conv.add_argument("--gn-members", type=int, default=4, help="members per group neuron")
-    conv.add_argument("--bistable-period", type=int, default=2,
-                      help="bistable neurons: steps integrating, then as many firing")
-    conv.add_argument("--sd-delta", type=float, default=0.0625,
-                      help="sigma-delta: send a change once it exceeds this fraction of θ")
-    conv.add_argument("--weight-bits", type=int, default=None, help="quantize weights (2..16)")
-    conv.add_argument("--weight-granularity", choices=("layer", "channel"), default="layer")
-    conv.add_argument("--fold-thresholds", action="store_true",
-                      help="weight normalisation: fold thresholds into the weights")
-    conv.add_argument("--sync-shortcuts", action="store_true",
-                      help="BSNN synchronous neurons on residual shortcuts")
-    sim = p.add_argument_group("simulation")
-    sim.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    sim.add_argument("--batch-size", type=int, default=256)
-    sim.add_argument("--encoding", choices=("direct", "poisson"), default="direct")
-    sim.add_argument("--seed", type=int, default=0)
-    sim.add_argument("--lava-mode", choices=("float", "fixed"), default="fixed")
-    sim.add_argument("--export", choices=("netx",), default=None)
+    groups = {"main": p, "data": p.add_argument_group("data"),
+              "conversion": p.add_argument_group("conversion"),
+              "simulation": p.add_argument_group("simulation")}
+    groups["data"].add_argument("--dataset", choices=("digits",),
+                                help="bundled dataset for calib + eval")
+    groups["data"].add_argument("--calibration", type=Path,
+                                help="calibration .npz (x, optional y)")
+    groups["data"].add_argument("--eval", type=Path, help="evaluation .npz (x, y)")
+    for f in OPTIONS:  # every compile option, from its declaration
+        _add_option(groups[f.metadata.get("group", "conversion")], f)
     pm = p.add_argument_group("passes")
     pm.add_argument("--pass", dest="extra_passes", action="append", default=[], metavar="SPEC",
                     help="append a pass: name, name{k=v}, or my_module:my_pass (repeatable)")
@@ -93,18 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def options_from_args(a: argparse.Namespace) -> CompileOptions:
-    explicit = a.norm is not None or a.channelwise or a.alpha is not None
-    return CompileOptions(
-        timesteps=a.timesteps, norm=a.norm or "p99.9", channelwise=a.channelwise,
-        calibration_samples=a.calibration_samples,
-        alpha=0.5 if a.alpha is None else a.alpha, neuron=a.neuron,
-        tune=a.tune and not explicit and a.pipeline is None, tune_budget=a.tune_budget,
-        gn_members=a.gn_members, bistable_period=a.bistable_period, sd_delta=a.sd_delta,
-        weight_bits=a.weight_bits,
-        weight_granularity=a.weight_granularity, fold_thresholds=a.fold_thresholds,
-        sync_shortcuts=a.sync_shortcuts, device=a.device, batch_size=a.batch_size,
-        encoding=a.encoding, seed=a.seed, lava_mode=a.lava_mode, eval_samples=a.eval_samples,
-        export=a.export)
+    return CompileOptions(**{f.name: getattr(a, f.name) for f in OPTIONS})
 
 
 class Output:
@@ -131,7 +110,7 @@ class Output:
 
 
 def _datasets(a: argparse.Namespace, opts: CompileOptions):
-    from snncompile.tools import data
+    from snncompile import data
 
     if a.dataset and (a.calibration or a.eval):
         raise CompileError("bad usage", [Diagnostic("give --dataset or --calibration/--eval, not both")])
@@ -178,7 +157,7 @@ def run(a: argparse.Namespace) -> int:
 
     graph = load_onnx(model)
     calib, ev = _datasets(a, opts)
-    from snncompile.ir.execute import check_input
+    from snncompile.interp import check_input
 
     for ds, what in ((calib, "calibration data"), (ev, "evaluation data")):
         if ds is not None:
@@ -191,7 +170,7 @@ def run(a: argparse.Namespace) -> int:
         ctx = passes.PassContext(calibration=None if calib is None else calib.x,
                                  labels=None if calib is None else calib.y, seed=opts.seed)
         tuning = None
-        if opts.tune and a.target != "ir" and calib is not None:
+        if _tuning_on(a, opts) and calib is not None:
             from snncompile.tune import tune
 
             tuning = tune(graph, calib.x, calib.y, opts.timesteps, budget_s=opts.tune_budget,
@@ -199,7 +178,7 @@ def run(a: argparse.Namespace) -> int:
             print(tuning.summary())
             print(f"  replay without tuning: --pipeline '{tuning.pipeline}'")
             pm.passes = passes.PassManager.from_specs(
-                [*snncompile.DEFAULT_FRONT, *tuning.passes, *a.extra_passes]).passes
+                [*tuning.front, *tuning.passes, *a.extra_passes]).passes
         snn = pm.run(graph, ctx)
         finetune_info = None
         if a.finetune:
@@ -211,8 +190,10 @@ def run(a: argparse.Namespace) -> int:
             print(snn.summary())
             report: dict[str, Any] | None = None
         else:
-            report = snncompile.evaluate_target(a.target, snn, graph, ev, opts, out.tmp,
-                                                model=str(model), pipeline=pm, ctx=ctx)
+            from snncompile.evaluate import evaluate
+
+            report = evaluate(a.target, snn, graph, ev, opts, out.tmp, model=str(model),
+                              pipeline=pm, ctx=ctx)
         if report is not None:
             if finetune_info is not None:
                 report["finetune"] = finetune_info
@@ -232,6 +213,14 @@ def run(a: argparse.Namespace) -> int:
     return 0
 
 
+def _tuning_on(a: argparse.Namespace, opts: CompileOptions) -> bool:
+    """Tuning is the default; --no-tune, --pipeline, or a non-default --norm, --channelwise or
+    --alpha (an explicit conversion choice) turns it off, as does --target ir."""
+    base = CompileOptions()
+    explicit = (opts.norm != base.norm or opts.channelwise or opts.alpha != base.alpha)
+    return not (opts.no_tune or explicit or a.pipeline is not None or a.target == "ir")
+
+
 def _jsonable(v: Any) -> Any:
     if isinstance(v, np.generic):
         return v.item()
@@ -245,8 +234,8 @@ def _jsonable(v: Any) -> Any:
 def _check(model: Path, a: argparse.Namespace) -> int:
     """IR ANN mode vs onnxruntime on ``--data`` (or seeded random input in [0, 1])."""
     from snncompile.frontend import load_onnx, run_onnxruntime
-    from snncompile.ir.execute import check_input, run_ann
-    from snncompile.tools import data
+    from snncompile.interp import check_input, run_ann
+    from snncompile import data
 
     graph = load_onnx(model)
     if a.data is not None:

@@ -45,13 +45,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from snncompile.ir.execute import record_activations, run_ann
+from snncompile.interp import record_activations, run_ann
 from snncompile.ir.graph import Graph
 from snncompile.ir.nodes import Layer, Neuron
-from snncompile.options import FRONT, CompileOptions, conversion_passes
-from snncompile.passes import PassContext, PassManager
+from snncompile.options import CompileOptions
+from snncompile.passes import PassContext, PassManager, pass_spec
 from snncompile.passes.balance_thresholds import DEAD_THRESHOLD, PERCENTILES, layer_thresholds
 from snncompile.passes.bias_calibration import BiasCalibration
+from snncompile.passes.pipelines import FRONT as FRONT_PASSES
+from snncompile.passes.pipelines import conversion_passes as _conversion_passes
 from snncompile.passes.threshold_search import mse_thresholds
 
 #: threshold choices per layer: "statistic/granularity"; "mse" is threshold-search at T
@@ -62,6 +64,13 @@ DEFAULT_BUDGET_S = 20.0
 FEW = 128
 FEW_STEPS = 4096  # the few-sample stage simulates at most FEW_STEPS/T samples (≥ 32)
 NMSE_WEIGHT = 0.3
+#: the front-end passes as spec strings
+FRONT = tuple(pass_spec(p) for p in FRONT_PASSES)
+
+
+def conversion_passes(opts: CompileOptions) -> list[str]:
+    """The fixed default conversion passes (``passes.pipelines``) as spec strings."""
+    return [pass_spec(p) for p in _conversion_passes(opts)]
 USE_LABELS = True
 HOLDOUT = 0.5
 
@@ -90,6 +99,11 @@ class TuneResult:
     fit: int = 0
     cut_by_budget: bool = False
     timesteps: int = 0
+
+    @property
+    def front(self) -> list[str]:
+        """The front-end passes that precede ``passes`` in ``pipeline``."""
+        return list(FRONT)
 
     def summary(self) -> str:
         if self.tuned_score is None:
@@ -138,7 +152,7 @@ class _Tuner:
         self.tunable = [n for n in self.spiking if self.graph.op(n).act.hi is None]  # type: ignore[union-attr]
         self.rest = conversion_passes(opts)[2:]
         self._theta: dict[tuple[str, str, float], np.ndarray] = {}
-        from snncompile.backends.gpu.compile import resolve_device
+        from snncompile.backends.common import resolve_device
 
         self.device = resolve_device(opts.device)
 

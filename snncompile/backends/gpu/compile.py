@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,21 +32,25 @@ import numpy as np
 import torch
 from torch import nn
 
+from snncompile.backends.common import (
+    Recorder,
+    SimResult,
+    batches,
+    resolve_device,
+    run_steps,
+)
+from snncompile.backends.gpu.lowerings import fanout, lower
+from snncompile.backends.gpu.neurons import SpikeFn, get_model, heaviside
 from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.graph import Graph
 from snncompile.ir.nodes import Input, Layer, Output
 from snncompile.options import CompileOptions
-
-from snncompile.backends.result import SimResult, run_steps
-from snncompile.backends.gpu.lowerings import fanout, lower
-from snncompile.backends.gpu.neurons import SpikeFn, get_model, heaviside
 
 Tensor = torch.Tensor
 #: CPU: the largest (T·b, ...) value one simulated piece of a batch holds (GpuNetwork._chunks)
 CPU_CHUNK_BYTES = 16 * 2**20
 
 
-# ------------------------------------------------------------------------------ results
 # ------------------------------------------------------------------------------ torch module
 def _key(i: int, name: str) -> str:
     return f"{i:03d}_" + re.sub(r"[^A-Za-z0-9_]", "_", name)
@@ -183,15 +185,6 @@ def _expand(v: Tensor, steps: int) -> Tensor:
 
 
 # ------------------------------------------------------------------------------ compiled network
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise CompileError("no CUDA device", [Diagnostic("--device cuda, but torch sees no GPU",
-                                                         hint="use --device auto or cpu")])
-    return torch.device(device)
-
-
 @dataclass
 class GpuNetwork:
     """The compiled network of ``--target gpu``: ``run(x, timesteps)`` and ``save(dir)``."""
@@ -199,7 +192,6 @@ class GpuNetwork:
     graph: Graph
     options: CompileOptions
     dtype: torch.dtype = torch.float32
-    numeric: str = "float"
     module: SpikingNetwork = field(init=False)
     device: torch.device = field(init=False)
     fanouts: dict[str, Tensor] = field(init=False)
@@ -207,8 +199,7 @@ class GpuNetwork:
     def __post_init__(self) -> None:
         self.device = resolve_device(self.options.device)
         self.module = SpikingNetwork(self.graph, self.dtype).to(self.device)
-        self.fanouts = {n: torch.as_tensor(fanout(self.graph, n)).to(self.device, torch.float64)
-                        for n in self.module.neurons}
+        self.fanouts = {n: fanout(self.graph, n) for n in self.module.neurons}
         # units of the widest value, for the CPU chunk size
         self.widest = max(int(np.prod(self.graph.shape(n))) for n, _ in self.graph.topo())
 
@@ -217,25 +208,17 @@ class GpuNetwork:
             progress: bool = True) -> SimResult:
         """Simulate ``x`` (N, *input shape) for ``timesteps`` (default options.timesteps)."""
         steps = run_steps(self.graph, x, timesteps, self.options.timesteps)
-        from tqdm import tqdm
-
-        t0 = time.perf_counter()
-        bs = self.options.batch_size
         gen = torch.Generator(device=self.device).manual_seed(self.options.seed)
-        preds, outs, syn, pots = [], [], [], []
-        counts: dict[str, list[np.ndarray]] = {n: [] for n in self.module.neurons}
-        trains: dict[str, list[np.ndarray]] = {n: [] for n in self.module.neurons}
-        n_batches = (len(x) + bs - 1) // bs
-        bar = tqdm(total=n_batches, desc="simulate", unit="batch", leave=False,
-                   disable=not progress or not sys.stderr.isatty())
-        for i in range(0, len(x), bs):
-            xb = torch.from_numpy(np.ascontiguousarray(x[i:i + bs])).to(self.device, self.dtype)
+        rec = Recorder(steps, {n: int(np.prod(self.graph.shape(n))) for n in self.module.neurons},
+                       self.fanouts, record)
+        for sl in batches(len(x), self.options.batch_size, desc="simulate", progress=progress):
+            xb = torch.from_numpy(np.ascontiguousarray(x[sl])).to(self.device, self.dtype)
             if self.options.encoding == "poisson":
                 p = xb.clamp(0.0, 1.0).unsqueeze(0).expand(steps, *xb.shape)
                 xb = (torch.rand(p.shape, generator=gen, device=self.device, dtype=self.dtype)
                       < p).to(self.dtype)
             for xc in self._chunks(xb, steps):
-                per_unit: dict[str, Tensor] = {}
+                per_unit: dict[str, tuple[Tensor, Tensor | None]] = {}
 
                 def consume(name: str, s: Tensor) -> None:
                     model = self.module.neurons[name][0]
@@ -245,33 +228,15 @@ class GpuNetwork:
                     # |s| = s needs no (T, B, ...) temporary when no spike is negative
                     nonneg = model.events is torch.abs and bool(s.min() >= 0)
                     ev = s if nonneg else model.events(s)
-                    per_unit[name] = ev.sum(0).to(torch.float64)
-                    if record:
-                        trains[name].append(s.to(torch.int8 if model.integer else torch.float32)
-                                            .cpu().numpy())
+                    train = (s.to(torch.int8 if model.integer else torch.float32).cpu()
+                             if record else None)
+                    per_unit[name] = (ev.sum(0).to(torch.float64), train)
 
                 pot, _ = self.module.simulate(xc, steps, on_spikes=consume)
-                pot = pot.flatten(2)
-                preds.append(pot.argmax(-1).cpu().numpy())
-                outs.append(pot[-1].cpu().numpy())
-                if record:
-                    pots.append(pot.cpu().numpy())
-                total = torch.zeros(pot.shape[1], dtype=torch.float64, device=self.device)
-                for name, pu in per_unit.items():
-                    counts[name].append(pu.flatten(1).sum(1).cpu().numpy())
-                    total += (pu * self.fanouts[name]).flatten(1).sum(1)
-                syn.append(total.cpu().numpy())
-            bar.update(1)
-        bar.close()
-        return SimResult(
-            timesteps=steps, predictions=np.concatenate(preds, axis=1).astype(np.int64),
-            output=np.concatenate(outs), synops=np.concatenate(syn),
-            layer_spikes={n: np.concatenate(v) for n, v in counts.items()},
-            layer_neurons={n: int(np.prod(self.graph.shape(n))) for n in self.module.neurons},
-            seconds=time.perf_counter() - t0, device=str(self.device),
-            spike_trains={n: np.concatenate(v, axis=1) for n, v in trains.items()} if record
-            else None,
-            potentials=np.concatenate(pots, axis=1) if record else None)
+                rec.potentials(pot)
+                for name, (pu, train) in per_unit.items():
+                    rec.events(name, pu, train)
+        return rec.result(str(self.device))
 
     def _chunks(self, xb: Tensor, steps: int) -> list[Tensor]:
         """Split a batch (direct: (B, ...); spike train: (T, B, ...)) into the pieces simulated
@@ -293,25 +258,18 @@ class GpuNetwork:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         save(self.graph, d)
-        info = {"target": "gpu", "numeric": self.numeric, "dtype": str(self.dtype),
+        info = {"target": "gpu", "dtype": str(self.dtype),
                 "device": str(self.device), "timesteps": self.options.timesteps,
                 "encoding": self.options.encoding, "seed": self.options.seed,
                 "neurons": {n: m[0].name for n, m in self.module.neurons.items()}}
         (d / "gpu.json").write_text(json.dumps(info, indent=1) + "\n")
 
 
-def compile(graph: Graph, options: CompileOptions | None = None, *, numeric: str = "float",
-            dtype: torch.dtype = torch.float32) -> Any:
-    """Spiking IR -> ``GpuNetwork`` (``numeric="float"``), or, with ``numeric="loihi"``, the
-    Loihi fixed-point simulator of ``snncompile.backends.gpu.loihi_mode`` (same ``run`` /
-    ``save`` interface, returning ``SimResult``)."""
+def compile(graph: Graph, options: CompileOptions | None = None, *,
+            dtype: torch.dtype = torch.float32) -> GpuNetwork:
+    """Spiking IR -> ``GpuNetwork`` (a ``CompiledNetwork``). The bit-exact Loihi arithmetic is
+    the loihi target's own torch reference (``snncompile.backends.loihi.compile_reference``)."""
     options = options or CompileOptions()
-    if numeric == "loihi":
-        from snncompile.backends.gpu.loihi_mode import compile_loihi
-
-        return compile_loihi(graph, options)
-    if numeric != "float":
-        raise CompileError("bad option", [Diagnostic(f"numeric={numeric!r}; float | loihi")])
     if graph.readout_name is None or isinstance(graph.op(graph.readout_name), Output):
         raise CompileError("the graph has no readout", [Diagnostic("Output has no input")])
     return GpuNetwork(graph, options, dtype=dtype)

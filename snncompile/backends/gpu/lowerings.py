@@ -25,7 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from snncompile.ir.diagnostics import CompileError, Diagnostic
-from snncompile.ir.execute import avgpool, maxpool, pad2d
+from snncompile.backends.common import maxpool_gate
+from snncompile.interp import avgpool, maxpool, pad2d
+from snncompile.ir.graph import Graph
 from snncompile.ir.nodes import (
     Add,
     AvgPool2d,
@@ -35,6 +37,7 @@ from snncompile.ir.nodes import (
     Dense,
     Flatten,
     Identity,
+    Layer,
     MaxPool2d,
     Node,
     Output,
@@ -163,22 +166,6 @@ class ConcatLowering(_Op):
         return torch.cat(xs, dim=self.op.axis + 1)
 
 
-def maxpool_gate(op: MaxPool2d, x: Tensor) -> Tensor:
-    """Spiking max-pool gate on x (T, B, C, H, W) -> (T, B, C, H', W'): per window and step t,
-    pass x(t) of the unit whose cumulative input Σ_{τ≤t} x(τ) is largest (ties: the first unit
-    of the window)."""
-    steps, batch = x.shape[:2]
-    flat = x.flatten(0, 1)
-    score = torch.cumsum(x, 0).flatten(0, 1)
-    score = pad2d(score, op.padding, float("-inf"))
-    flat = pad2d(flat, op.padding, 0.0)
-    # max_pool2d keeps the first maximum of a window (strict > while scanning), i.e. ties go to
-    # the first unit in row-major order; its indices point into the (padded) H·W plane
-    _, idx = F.max_pool2d(score, op.kernel, op.stride, 0, op.dilation, return_indices=True)
-    out = torch.gather(flat.flatten(2), 2, idx.flatten(2)).reshape(idx.shape)
-    return out.reshape(steps, batch, *idx.shape[1:])
-
-
 @lowers(MaxPool2d)
 class MaxPoolLowering(_Op):
     """Static input: the ANN max. Dynamic input: the spiking max-pool gate (``maxpool_gate``)."""
@@ -213,7 +200,7 @@ def _count_kernel(op: Node, xs: list[Tensor], mask: Tensor | None) -> Tensor:
 
 
 @torch.enable_grad()  # computed as a gradient: must work when compiled under torch.no_grad
-def fanout(graph, name: str) -> np.ndarray:  # noqa: ANN001 (Graph; avoid an import cycle)
+def fanout(graph: Graph, name: str) -> np.ndarray:
     """Synapses driven by each unit of spiking layer ``name`` (array of its output shape).
 
     A spike of unit i reaches, through the linear ops that follow (pools, flatten, concat, a
@@ -223,8 +210,6 @@ def fanout(graph, name: str) -> np.ndarray:  # noqa: ANN001 (Graph; avoid an imp
     windows that contain i. Computed exactly as the gradient of that linear count at batch 1.
     A unit behind a MaxPool gate is counted as if its window passed it (an upper bound).
     """
-    from snncompile.ir.nodes import Layer
-
     x = torch.ones(1, *graph.shape(name), dtype=torch.float64, requires_grad=True)
     vals: dict[str, Tensor] = {name: x}
     readout = graph.readout_name

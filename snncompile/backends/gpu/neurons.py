@@ -1,47 +1,35 @@
-"""Neuron models of the GPU simulator: one table entry per model name (``Neuron.model``).
+"""The gpu simulator's implementation of each neuron model, registered against its name in
+``snncompile.neurons`` (where the models and their equations are declared).
 
 Every model is a *scan*: given a layer's synaptic current for all steps, ``I`` of shape
 (T, B, ...), the per-channel threshold ``theta`` (broadcastable to I[0]) and α, it runs the
 membrane recurrence as a Python loop over T that is vectorised over everything else, and returns
-the spike tensor ``s`` (T, B, ...) in units of θ (the layer emits θ·s). Equations (DESIGN.md):
+``s`` (T, B, ...) in units of θ (the layer emits θ·s). Representation choices of this simulator:
+gn returns the member-spike count s ∈ {0..M}; signed-if s ∈ {-1, 0, 1}; sigma-delta returns
+s = S/θ (the layer emits S, the sigma-decoded activation the next layer sees; its current W·S + b
+is sigma + bias of lava.proc.sdn.SigmaDelta).
 
-    if       v(0) = α·θ;  v += I(t);  s = [v ≥ θ];  v -= s·θ      (reset by subtraction)
-    if-hard  v(0) = α·θ;  v += I(t);  s = [v ≥ θ];  v = 0 where s  (reset to zero)
-
-The spike nonlinearity is ``spike(v - θ)`` with ``spike = heaviside`` (x ≥ 0 → 1); issue 6's
-surrogate-gradient training passes a differentiable replacement. Under ``torch.no_grad`` the
-scans update in place (no per-step allocations); with autograd they build an out-of-place graph.
-New models are new entries in ``NEURON_MODELS``. The low-latency models of issue 5
-(docs/neurons.md has the derivations and the sources read):
-
-    signed-if    v(0) = α·θ;  v += I;  p = [v ≥ θ];  v -= p·θ;  n += p;
-                 q = [v ≤ -ε·θ and n > 0];  v += q·θ;  n -= q;  s = p − q ∈ {-1, 0, 1}
-                 (Fast-SNN: a negative spike takes back an earlier excess spike; ε = 1e-3)
-    gn           θ is the member threshold θ_g/M (select-neurons divides); v(0) = α·θ;
-                 v += I;  s = Σ_{k=1..M} [v ≥ k·θ] ∈ {0..M};  v -= s·θ   (Group Neuron, M members
-                 sharing one membrane: member k fires when v ≥ k·θ_g/M; output = member-spike sum)
-    bistable     ρ = ``members`` steps per window. Each step: fire s = [v ≥ θ], v -= s·θ; then
-                 u += I; at the end of every window (t % ρ = 0) v += u, u = 0. A layer fires in
-                 window k what it integrated in window k−1 (BSNN: integrate state / fire state)
-    sigma-delta  θ is the delta threshold; act = max(I, 0); δ = act − S; S += δ·[|δ| ≥ θ];
-                 s = S/θ (the layer emits S, the sigma-decoded activation the next layer sees;
-                 its current W·S + b is sigma + bias of lava.proc.sdn.SigmaDelta)
+The spike nonlinearity is ``spike(v - θ)`` with ``spike = heaviside`` (x ≥ 0 → 1); surrogate-
+gradient training passes a differentiable replacement. Under ``torch.no_grad`` the scans update
+in place (no per-step allocations); with autograd they build an out-of-place graph.
 
 ``events(s)`` gives the messages each unit sends per step (what spikes and SOPs count): |s|
-(so a GN step with s = 3 counts 3 member spikes and a negative spike counts 1), and for
-sigma-delta one graded message per nonzero delta.
+(a GN step with s = 3 counts 3 member spikes, a negative spike counts 1), and for sigma-delta
+one graded message per nonzero delta. A new model: ``register_implementation(name, "gpu",
+NeuronModel(name, scan, summary))`` (docs/adding-a-neuron.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
 
-from snncompile.ir.diagnostics import CompileError, Diagnostic
+from snncompile.neurons import SIGNED_EPS, implementation, implemented, register_implementation
 
 Tensor = torch.Tensor
+TARGET = "gpu"
 SpikeFn = Callable[[Tensor], Tensor]
 
 
@@ -85,7 +73,6 @@ def scan_if_hard(current: Tensor, theta: Tensor, alpha: float, members: int = 1,
     return torch.stack(spikes)
 
 
-SIGNED_EPS = 1e-3  # Fast-SNN's "v <= -1e-3" tolerance, here relative to θ
 
 
 def scan_signed_if(current: Tensor, theta: Tensor, alpha: float, members: int = 1,
@@ -223,25 +210,36 @@ class NeuronModel:
     integer: bool = True
 
 
-NEURON_MODELS: dict[str, NeuronModel] = {
-    m.name: m for m in (
-        NeuronModel("if", scan_if, "integrate-and-fire, reset by subtraction"),
-        NeuronModel("if-hard", scan_if_hard, "integrate-and-fire, reset to zero"),
-        NeuronModel("signed-if", scan_signed_if, "IF with negative spikes that take back excess "
-                    "spikes (Fast-SNN)"),
-        NeuronModel("gn", scan_gn, "group neuron: M IF members, staggered thresholds (GN)"),
-        NeuronModel("bistable", scan_bistable, "bistable IF: integrate one window, fire the next "
-                    "(BSNN)"),
-        NeuronModel("sigma-delta", scan_sigma_delta, "ReLU activation sent as graded deltas "
-                    "(Lava SDN)", events=delta_events, integer=False),
-    )
-}
+for _m in (
+    NeuronModel("if", scan_if, "integrate-and-fire, reset by subtraction"),
+    NeuronModel("if-hard", scan_if_hard, "integrate-and-fire, reset to zero"),
+    NeuronModel("signed-if", scan_signed_if, "IF with negative spikes (Fast-SNN)"),
+    NeuronModel("gn", scan_gn, "group neuron: M IF members, staggered thresholds (GN)"),
+    NeuronModel("bistable", scan_bistable, "bistable IF: integrate one window, fire the next"),
+    NeuronModel("sigma-delta", scan_sigma_delta, "ReLU activation sent as graded deltas",
+                events=delta_events, integer=False),
+):
+    register_implementation(_m.name, TARGET, _m)
+
+
+class _Table(Mapping[str, NeuronModel]):
+    """Read-only view: model name -> the gpu implementation (``snncompile.neurons``)."""
+
+    def __getitem__(self, name: str) -> NeuronModel:
+        if name not in implemented(TARGET):
+            raise KeyError(name)
+        return implementation(name, TARGET)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(implemented(TARGET))
+
+    def __len__(self) -> int:
+        return len(implemented(TARGET))
+
+
+NEURON_MODELS: Mapping[str, NeuronModel] = _Table()
 
 
 def get_model(name: str, *, node: str | None = None, origin: str | None = None) -> NeuronModel:
-    """The table entry for ``name``; an unknown model is a CompileError naming the layer."""
-    if name not in NEURON_MODELS:
-        raise CompileError("neuron model not supported by the gpu target", [Diagnostic(
-            f"model {name!r}", node=node, origin=origin,
-            hint=f"supported: {', '.join(NEURON_MODELS)}")])
-    return NEURON_MODELS[name]
+    """The gpu implementation of model ``name``; a CompileError naming model and layer if none."""
+    return implementation(name, TARGET, node=node, origin=origin)

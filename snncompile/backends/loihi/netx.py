@@ -39,14 +39,8 @@ from typing import Any
 import numpy as np
 
 from snncompile.ir.diagnostics import CompileError, Diagnostic
-from snncompile.ir.fixed_point import (
-    ACT_SHIFT,
-    BIAS_MANT_MAX,
-    NETX_GRID_EXP,
-    VTH_MANT_MAX,
-    LoihiPlan,
-    Population,
-)
+from snncompile.backends.loihi.fixed import ACT_SHIFT, BIAS_MANT_MAX, NETX_GRID_EXP, VTH_MANT_MAX
+from snncompile.backends.loihi.plan import LoihiPlan, Population
 
 INPUT_MESSAGE_BITS = 16
 SPIKE_EXP = -ACT_SHIFT  # Network(spike_exp=-6): SDNN vth and bias in weight LSBs
@@ -73,19 +67,18 @@ def _problems(plan: LoihiPlan) -> list[Diagnostic]:
         if s.delay:
             bad.append(Diagnostic("needs a delay line (netx layers are sequential)", node=name,
                                   origin=origin))
-        if p.kind == "sigma-delta" and p.grid_exp != NETX_GRID_EXP:
+        if p.graded and p.grid_exp != NETX_GRID_EXP:
             bad.append(Diagnostic(
                 f"sigma-delta payload unit 2^(exp+{p.grid_exp}); netx sends delta >> 6 "
                 f"(needs 2^(exp+{NETX_GRID_EXP}))", node=name, origin=origin,
                 hint="build the plan for netx (--export netx does)"))
-        if p.kind in ("if", "signed-if", "gn", "bistable"):
-            what = {"if": "reset by subtraction", "signed-if": "signed spikes",
-                    "gn": "group neurons", "bistable": "bistable windows"}[p.kind]
+        if p.spiking and p.neuron.netx is None:
+            what = p.neuron.netx_refusal or f"neuron model {p.kind!r}"
             bad.append(Diagnostic(
                 f"{what} cannot be expressed: netx neurons are CUBA LIF "
-                "(reset to zero, v > vth)", node=name, origin=origin,
+                "(reset to zero, v > vth) or SDNN", node=name, origin=origin,
                 hint="compile with --neuron if-hard to export netx"))
-        if p.kind in ("if-hard", "sigma-delta") and len(np.unique(p.vth_mant)) > 1:
+        elif p.spiking and len(np.unique(p.vth_mant)) > 1:
             bad.append(Diagnostic("one threshold per channel; netx has one vThMant per layer",
                                   node=name, origin=origin, hint="drop --channelwise"))
         if s.kind == "dense" and len(p.shape) != 1:

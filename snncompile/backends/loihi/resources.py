@@ -29,13 +29,8 @@ from typing import Any
 import numpy as np
 
 from snncompile.ir.diagnostics import CompileError, Diagnostic
-from snncompile.ir.fixed_point import (
-    BIAS_MANT_MAX,
-    STATE_MAX,
-    VTH_MANT_MAX,
-    WEIGHT_MAX,
-    LoihiPlan,
-)
+from snncompile.backends.loihi.fixed import BIAS_MANT_MAX, STATE_MAX, VTH_MANT_MAX, WEIGHT_MAX
+from snncompile.backends.loihi.plan import LoihiPlan
 
 LIMITS = {
     "cores_per_chip": 128,

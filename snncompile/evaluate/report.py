@@ -1,7 +1,7 @@
 """report.json, the printed accuracy/spike tables and the PNG plots of a simulation run.
 
 ``build_report`` assembles the DESIGN.md fields from a ``SimResult``
-(``snncompile.backends.result``): accuracy after every step t (prediction at t = argmax of the
+(``snncompile.backends.common``): accuracy after every step t (prediction at t = argmax of the
 readout potential integrated up to t), the ANN accuracy on the same samples, spikes and synaptic
 operations per sample, and per spiking layer its neuron count, threshold (a scalar, or [min,
 max] when channel-wise), firing rate = spikes / (neurons · T) and spikes per sample.

@@ -1,6 +1,6 @@
 """Evaluate a spiking IR on Lava (``--target loihi``): report.json's dict, tables and plots.
 
-``evaluate_loihi`` is the ``loihi`` entry of ``snncompile.EVALUATORS``. It builds the Lava
+``evaluate_loihi`` is the ``loihi`` entry of ``snncompile.evaluate.EVALUATORS``. It builds the Lava
 network, checks it against Loihi 2 limits (``backends.loihi.resources``) before running, runs
 the evaluation samples through one Lava network, and runs the same samples on the GPU
 simulator in the matching numeric mode (``lava_mode=fixed``: the Loihi fixed-point mode, spike
@@ -23,8 +23,8 @@ import numpy as np
 from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.graph import Graph
 from snncompile.options import CompileOptions
-from snncompile.tools.evaluate import ann_accuracy
-from snncompile.tools.report import build_report, plot_report, print_report
+from snncompile.evaluate.gpu import ann_accuracy
+from snncompile.evaluate.report import build_report, plot_report, print_report
 
 #: Lava runs ~1 ms per process per step on a CPU: without --eval-samples, evaluate this many
 DEFAULT_LAVA_SAMPLES = 100
@@ -45,6 +45,7 @@ def evaluate_loihi(snn: Graph, ann: Graph, ev: Any, opts: CompileOptions, out_di
     """Run ``snn`` in Lava on ``ev`` (a labelled ``Dataset``); returns report.json's dict."""
     from snncompile.backends.gpu import compile as gpu_compile
     from snncompile.backends.loihi import compile as lava_compile
+    from snncompile.backends.loihi import compile_reference as loihi_reference
 
     if ev is None or ev.y is None:
         raise CompileError("no labelled evaluation data", [Diagnostic(
@@ -59,7 +60,7 @@ def evaluate_loihi(snn: Graph, ann: Graph, ev: Any, opts: CompileOptions, out_di
     fixed = opts.lava_mode == "fixed"
     result = net.run(ev.x, opts.timesteps, record=fixed)
     run = net.last_run
-    ref_net = gpu_compile(snn, opts, numeric="loihi" if fixed else "float")
+    ref_net = (loihi_reference if fixed else gpu_compile)(snn, opts)
     ref = ref_net.run(ev.x, opts.timesteps, record=fixed)
     agreement = float(np.mean(result.predictions[-1] == ref.predictions[-1]))
     spikes_ref = sum(float(v.sum()) for v in ref.layer_spikes.values())

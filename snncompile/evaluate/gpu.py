@@ -1,8 +1,8 @@
-"""Evaluate a spiking IR on the GPU simulator: the report.json dict, tables and plots.
+"""Evaluate a spiking IR on the gpu simulator: the report.json dict, tables and plots.
 
-``evaluate_gpu`` is the ``gpu`` entry of ``snncompile.EVALUATORS`` (called by the CLI): ANN
-accuracy from the IR's ANN mode (``ann``, the frontend graph) on the evaluation set, one
-simulation run to T giving the accuracy at every t ≤ T, then the report (``tools.report``).
+``evaluate_gpu`` is the ``gpu`` entry of ``snncompile.evaluate.EVALUATORS``: ANN accuracy from
+the ANN reference interpreter (``ann``, the frontend graph) on the evaluation set, one
+simulation run to T giving the accuracy at every t ≤ T, then the report (``report``).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from snncompile.ir.diagnostics import CompileError, Diagnostic
-from snncompile.ir.execute import run_ann
+from snncompile.interp import run_ann
 from snncompile.ir.graph import Graph
 from snncompile.options import CompileOptions
-from snncompile.tools.report import build_report, plot_report, print_report
+from snncompile.evaluate.report import build_report, plot_report, print_report
 
 
 def ann_accuracy(ann: Graph, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
@@ -27,8 +27,7 @@ def ann_accuracy(ann: Graph, x: np.ndarray, y: np.ndarray, batch_size: int = 256
 
 
 def evaluate_gpu(snn: Graph, ann: Graph, ev: Any, opts: CompileOptions, out_dir: Path, *,
-                 model: str = "", pipeline: Any = None, ctx: Any = None,
-                 numeric: str = "float") -> dict[str, Any]:
+                 model: str = "", pipeline: Any = None, ctx: Any = None) -> dict[str, Any]:
     """Simulate ``snn`` on ``ev`` (a labelled ``Dataset``), write plots, print the tables and
     return report.json's dict."""
     from snncompile.backends.gpu import compile as gpu_compile
@@ -37,12 +36,12 @@ def evaluate_gpu(snn: Graph, ann: Graph, ev: Any, opts: CompileOptions, out_dir:
         raise CompileError("no labelled evaluation data", [Diagnostic(
             "the gpu target measures accuracy", hint="give --dataset digits or --eval F.npz")])
     t0 = time.perf_counter()
-    net = gpu_compile(snn, opts, numeric=numeric)
+    net = gpu_compile(snn, opts)
     result = net.run(ev.x, opts.timesteps)
     net.save(out_dir)
     report = build_report(
         result, snn, ev.y, ann_accuracy=ann_accuracy(ann, ev.x, ev.y, opts.batch_size),
-        model=model, target="gpu" if numeric == "float" else f"gpu-{numeric}",
+        model=model, target="gpu",
         pipeline=pipeline.spec() if pipeline is not None else "",
         options=dataclasses.asdict(opts), notes=getattr(ctx, "notes", None),
         seconds=time.perf_counter() - t0)

@@ -1,4 +1,5 @@
-"""ANN-mode (float) execution of the IR with torch on the CPU, for validation and calibration.
+"""The ANN reference interpreter: float execution of the IR with torch on the CPU, for
+``--check`` against onnxruntime, calibration and the ANN accuracy in reports.
 
 Each op's math is in its docstring (``snncompile.ir.nodes``); the kernel table below maps op
 types to torch code. A spiking layer runs its ANN activation here (ANN mode ignores neurons).
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 
 from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.graph import Graph
+from snncompile.ir.verify import check_input
 from snncompile.ir.nodes import (
     Activation,
     Add,
@@ -135,14 +137,6 @@ def run_ann_torch(graph: Graph, x: Tensor, *, record: bool = False,
         if record and not pre_activation:
             rec[name] = y
     return vals[graph.output_name], rec
-
-
-def check_input(graph: Graph, x: np.ndarray, what: str = "data") -> None:
-    """One clear error when ``x`` does not fit the model's input."""
-    want = graph.shape(graph.input_name)
-    if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != tuple(want):
-        raise CompileError("data does not fit the model", [Diagnostic(
-            f"{what} has shape {tuple(x.shape)}, the model expects (N, {', '.join(map(str, want))})")])
 
 
 @torch.no_grad()

@@ -1,8 +1,7 @@
 """Loihi plan: the spiking IR as neuron populations joined by synapses, in float and fixed point.
 
-One place computes what both the Lava backend (``backends/loihi``) and the GPU simulator's
-Loihi mode (``backends/gpu/loihi_mode``) run, so they cannot drift apart (backends never import
-each other; both import this module).
+One place computes what both the Lava run (``build``, ``compile``) and the bit-exact torch
+reference (``torch_sim``) run, so they cannot drift apart.
 
 Populations and synapses. Every spiking layer (and the Input, and the readout) is a
 *population*. Everything between two populations is linear (AvgPool, Flatten, neuron-less Conv /
@@ -24,41 +23,21 @@ depth(B) − 1 gets ``delay = depth(B) − depth(A) − 1`` extra steps (a delay
 branches of a residual Add arrive in the same step. With aligned branches the run is the
 zero-delay network shifted: population B sees sample step τ at Lava step τ + depth(B).
 
-Fixed point (what Lava's ``fixed_pt`` models and Loihi 2 compute), per population B with a
-per-layer exponent e_B (unit u_B = 2^e_B):
-
-    weights   q = 2·round(W_eff / (2·u_B)),  |q| ≤ 254   (8-bit mantissa m = q/2; Lava's
-              mixed-sign Dense drops the LSB, so even values are exact in Dense and Conv)
-    e_B       smallest integer with max|W_eff| / 2^e_B ≤ 254, max θ / 2^e_B ≤ VTH_TARGET and
-              max|b| / 2^e_B ≤ 4095 (the bias fits its mantissa at exponent 6)
-    vth       round(θ / u_B)  (17-bit mantissa; the neuron compares with vth << 6)
-    bias      b·64/u_B as bias_mant << bias_exp (13-bit signed mantissa; exponent 6, or 7
-              when it does not fit: an integer number of weight LSBs, as netx stores it)
-    v_init    round(α · vth · 64)  (24-bit state; stock-LIF ``if-hard`` starts at 0)
-    input     x_int = round(x · 2^k), k ≤ 8 fractional bits, chosen so that the first layer's
-              threshold fits VTH_TARGET: the input current is an integer on the first layer's
-              scale (u_first = 2^(e_w − k)).
-
-``VTH_TARGET = 2^15`` keeps v ≤ (vth + a)·64 well inside the 24-bit state.
-
-Sigma-delta populations (every layer or none) send graded deltas of their ReLU activation in a
-payload unit 2^(e_B + g_B), 1/2..1/4 of the delta threshold (``_choose_grid``); synapses from
-them carry W·2^(e_B + g_B) instead of W·θ_B, and the delta threshold targets
-``SD_VTH_TARGET`` so activations up to 2^7 delta thresholds fit the 24-bit state. Every value that
-had to be rounded or clipped is counted in ``LoihiPlan.counts`` (per population).
+Fixed point: ``fixed.py`` (number formats, and ``fix`` which fills the plan's integers).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from snncompile.backends.loihi import neurons as loihi_neurons
+from snncompile.backends.loihi.fixed import DENSE_LIMIT, INPUT_MAX, _scale_in, fix
+from snncompile.interp import KERNELS
 from snncompile.ir.diagnostics import CompileError, Diagnostic
-from snncompile.ir.execute import KERNELS
 from snncompile.ir.graph import Graph
 from snncompile.ir.nodes import (
     Add,
@@ -72,25 +51,9 @@ from snncompile.ir.nodes import (
     Output,
     ReLU,
 )
+from snncompile.neurons import get_spec
 
-ACT_SHIFT = 6  # Lava/Loihi: a_in << 6 (MSB alignment with the 24-bit state)
-VTH_SHIFT = 6  # the threshold mantissa is compared as vth << 6
-STATE_MAX = 2 ** 23 - 1  # 24-bit signed state (saturating)
-WEIGHT_MAX = 254  # 8-bit mantissa m ∈ [-127, 127] stored as 2m
-VTH_MANT_MAX = 2 ** 17 - 1
-VTH_TARGET = 2 ** 15
-BIAS_MANT_MAX = 4095  # 13-bit signed
-BIAS_EXP_MAX = 7  # 3-bit
-INPUT_FRAC_MAX = 8  # at most 8 fractional bits for the analog input
-INPUT_MAX = 2 ** 15 - 1  # input payload: 16-bit signed graded message
-DENSE_LIMIT = 2 ** 25  # entries of a dense synapse matrix built by linearization
-NEURON_KINDS = {"if": "if", "if-hard": "if-hard", "signed-if": "signed-if", "gn": "gn",
-                "bistable": "bistable", "sigma-delta": "sigma-delta"}
-SPIKING_KINDS = ("if", "if-hard", "signed-if", "gn", "bistable", "sigma-delta")
-SD_MAX = 2 ** 23 - 64  # sigma-delta state bound: a multiple of 64 (lava_models/lowlatency.py)
-SD_VTH_TARGET = 2 ** 10  # sigma-delta: act up to 2^17 units = 2^7 delta thresholds (8θ at δ=1/16)
-NETX_GRID_EXP = 6  # lava-dl netx SDNN sends delta >> 6: a payload unit of 64 weight LSBs
-SIGNED_EPS = 1e-3  # signed-if: a negative spike needs v <= -SIGNED_EPS·θ (the GPU simulator's)
+NEURON_ROLES = ("input", "readout", "maxpool")  # population kinds that are not a neuron model
 
 
 @dataclass
@@ -98,18 +61,13 @@ class Population:
     """A neuron population (an IR spiking layer, the Input or the readout).
 
     Arrays have the population's torch-order shape (C, H, W) or (N,).
-    ``kind``: "input" | "if" (reset by subtraction, ``>=``) | "if-hard" (Lava's stock LIF:
-    reset to zero, ``>``, v(0) = 0) | "signed-if" (``if`` plus a negative spike when
-    v ≤ −ε·θ and the sample's net spike count is positive; sends −1/0/1) | "gn" (group neuron:
-    sends s = Σ_k [v ≥ k·θ], k = 1..M, v −= s·θ) | "readout" (non-spiking integrator) |
-    "bistable" (BSNN: fire from v, integrate into u, v += u at the end of each window of
-    ``members`` steps) | "sigma-delta" (ReLU sent as graded deltas: fixed_pt floors act to
-    the payload unit 2^(exp+grid_exp) and sends d in that unit, so synapses from it carry
-    W·2^(exp+grid_exp), not W·θ_src; floating_pt sends d/θ) | "maxpool" (a spiking max-pool
-    gate on ``gate_src``'s spikes: per window, pass the spike of
-    the unit with the largest sum of spikes so far in the sample, ties to the first unit in
-    row-major order; no synapse, no delay, same depth as its source; it is a host process, not
-    a Loihi neuron).
+    ``kind``: "input" | "readout" (non-spiking integrator) | "maxpool" (a spiking max-pool gate
+    on ``gate_src``'s spikes: per window, pass the spike of the unit with the largest sum of
+    spikes so far in the sample, ties to the first unit in row-major order; no synapse, no
+    delay, same depth as its source; a host process, not a Loihi neuron) | a neuron model name
+    (``snncompile.neurons``; its loihi implementation is ``neuron``). A graded (sigma-delta)
+    population sends deltas in the payload unit 2^(exp+grid_exp), so synapses from it carry
+    W·2^(exp+grid_exp), not W·θ_src (floating_pt sends d/θ).
     """
 
     name: str
@@ -135,6 +93,23 @@ class Population:
     @property
     def size(self) -> int:
         return int(np.prod(self.shape))
+
+    @property
+    def spiking(self) -> bool:
+        return self.kind not in NEURON_ROLES
+
+    @property
+    def neuron(self) -> loihi_neurons.LoihiNeuron | None:
+        """The loihi implementation of this population's model (None for input/readout/gate)."""
+        return loihi_neurons.get(self.kind) if self.spiking else None
+
+    @property
+    def graded(self) -> bool:
+        return self.spiking and get_spec(self.kind).graded
+
+    @property
+    def signed(self) -> bool:
+        return self.spiking and get_spec(self.kind).signed
 
     def bias_state(self) -> np.ndarray:
         """Fixed-point bias in state units: bias_mant << bias_exp (int64)."""
@@ -187,13 +162,13 @@ class LoihiPlan:
         return self.pops[self.readout_name].depth
 
     def spiking(self) -> list[str]:
-        return [n for n, p in self.pops.items() if p.kind in SPIKING_KINDS]
+        return [n for n, p in self.pops.items() if p.spiking]
 
     @property
     def delta_coded(self) -> bool:
         """Sigma-delta network: every synapse carries deltas (the Input sends x at the first
         step of each sample and nothing after; the readout decodes sigma, sends sigma + bias)."""
-        return any(p.kind == "sigma-delta" for p in self.pops.values())
+        return any(p.graded for p in self.pops.values())
 
     def payload_range(self, name: str) -> tuple[int, int]:
         """(min, max) of what population ``name`` sends per neuron and step (spikes: 0..1;
@@ -201,14 +176,7 @@ class LoihiPlan:
         p = self.pops[name]
         if p.kind == "maxpool":
             return self.payload_range(p.gate_src)
-        if p.kind == "signed-if":
-            return -1, 1
-        if p.kind == "gn":
-            return 0, p.members
-        if p.kind == "sigma-delta":  # |d| ≤ SD_MAX, sent in units of 2^(6+g) state units
-            hi = SD_MAX >> (ACT_SHIFT + p.grid_exp)
-            return -hi, hi
-        return 0, 1
+        return p.neuron.payload(p) if p.spiking else (0, 1)
 
     def synapses_into(self, name: str) -> list[Synapse]:
         return [s for s in self.syns if s.dst == name]
@@ -305,19 +273,6 @@ def _theta_per_channel(graph: Graph, name: str) -> np.ndarray | None:
     return np.asarray(op.neuron.threshold, np.float64)
 
 
-def _scale_in(w: np.ndarray, theta: np.ndarray | None, groups: int = 1) -> np.ndarray:
-    """W_eff = W · θ_src per input channel (conv weight (Co, Ci/g, kh, kw))."""
-    if theta is None:
-        return w.astype(np.float64)
-    co, cig = w.shape[:2]
-    th = np.broadcast_to(theta, (cig * groups,)) if theta.size == 1 else theta
-    out = w.astype(np.float64).copy()
-    for o in range(co):
-        g = o // (co // groups)
-        out[o] *= th[g * cig:(g + 1) * cig].reshape(-1, 1, 1)
-    return out
-
-
 def _conv_branch(graph: Graph, root: str, dst: str) -> Synapse | None:
     """A structured conv synapse for branch ``root`` of ``dst``, or None (use linearization)."""
     op = graph.op(root)
@@ -407,138 +362,6 @@ def _connections(graph: Graph, syn: Synapse) -> int:
     return int(y.sum().item())
 
 
-# ------------------------------------------------------------------------------ fixed point
-def _round_even(w: np.ndarray, unit: float) -> np.ndarray:
-    return 2.0 * np.rint(w / (2.0 * unit))
-
-
-def _bias_fixed(b_state: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """b (state units) -> (mant, exp, rounded count, clipped count), per element.
-
-    The exponent is at least ACT_SHIFT: the bias is an integer number of synaptic-input units
-    (one weight LSB), which is also how lava-dl netx stores it (bias_exp = 6)."""
-    mag = np.abs(b_state)
-    exp = np.full(b_state.shape, ACT_SHIFT, np.int64)
-    exp = np.where(np.rint(mag / 2.0 ** ACT_SHIFT) > BIAS_MANT_MAX, BIAS_EXP_MAX, exp)
-    raw = np.rint(b_state / 2.0 ** exp)
-    clipped = int(np.count_nonzero(np.abs(raw) > BIAS_MANT_MAX))
-    mant = np.clip(raw, -BIAS_MANT_MAX, BIAS_MANT_MAX).astype(np.int64)
-    rounded = int(np.count_nonzero(mant * 2.0 ** exp != b_state))
-    return mant, exp.astype(np.int64), rounded, clipped
-
-
-def _ceil_log2(x: float) -> int:
-    return int(math.ceil(math.log2(x))) if x > 0 else -30
-
-
-def _min_unit(p: Population) -> float:
-    """Smallest unit u for which the threshold fits VTH_TARGET and the bias fits its
-    mantissa at exponent 6 (|b|/u ≤ 4095 weight LSBs, netx's bias format)."""
-    u = float(np.abs(p.bias).max()) / BIAS_MANT_MAX
-    if p.threshold is not None:
-        target = SD_VTH_TARGET if p.kind == "sigma-delta" else VTH_TARGET
-        u = max(u, float(p.threshold.max()) / target)
-    return u
-
-
-def _fixed_scale(plan: LoihiPlan, s: Synapse, k: int) -> np.ndarray:
-    """The float weight the fixed-point payload of ``s.src`` needs: x·2^-k for the Input,
-    W·2^(exp+g) of the source (= W_eff·2^(exp+g)/θ_src) for a sigma-delta source, W_eff
-    otherwise."""
-    if s.src == plan.input_name:
-        return s.weight * 2.0 ** -k
-    src = plan.pops[s.src]
-    if src.kind != "sigma-delta":
-        return s.weight
-    f = 2.0 ** (src.exp + src.grid_exp) / src.threshold  # per source unit (torch order)
-    if s.kind == "dense":
-        return s.weight * f.ravel()[None, :]
-    return _scale_in(s.weight, f.reshape(f.shape[0], -1)[:, 0], s.groups)
-
-
-def _choose_grid(plan: LoihiPlan, s: Synapse, k: int, e_min: int, coarsest: bool,
-                 forced: int | None = None) -> None:
-    """Payload unit 2^(exp+g) of sigma-delta population ``s.src``, chosen at its first
-    consumer: the largest g ≥ 0 whose weights still fit 8 bits at the consumer's smallest
-    unit 2^e_min (so they use the full mantissa), at most 1/2..1/4 of the delta threshold
-    (``coarsest``, for the readout: that bound, keeping its potential in range).
-    ``forced``: use this g instead (``NETX_GRID_EXP`` for a netx export)."""
-    src = plan.pops[s.src]
-    cap = max(0, int(src.vth_mant.min()).bit_length() - 2)
-    src.grid_exp = 0
-    base = float(np.abs(_fixed_scale(plan, s, k)).max())
-    fit = int(math.floor(math.log2(WEIGHT_MAX * 2.0 ** e_min / base))) if base > 0 else cap
-    src.grid_exp = cap if coarsest else min(cap, max(0, fit))
-    if forced is not None:
-        src.grid_exp = forced
-    plan.counts.setdefault(s.src, {})["payload_unit_exp"] = src.exp + src.grid_exp
-
-
-def _fix(plan: LoihiPlan, grid_exp: int | None = None) -> None:
-    """Fill the fixed-point fields of every population and synapse (module docstring);
-    ``grid_exp`` forces every sigma-delta payload unit to 2^(exp+grid_exp)."""
-    into = {n: plan.synapses_into(n) for n in plan.pops}
-    # input fractional bits: the first layer's threshold must fit VTH_TARGET
-    k = INPUT_FRAC_MAX
-    for n, p in plan.pops.items():
-        ins = [s for s in into[n] if s.src == plan.input_name]
-        if ins and p.threshold is not None:
-            e_w = _ceil_log2(max(float(np.abs(s.weight).max()) for s in ins) / WEIGHT_MAX)
-            k = min(k, e_w - _ceil_log2(_min_unit(p)))
-    plan.input_frac_bits = k
-    graded: set[str] = set()
-    for n, p in plan.pops.items():
-        if p.kind in ("input", "maxpool"):
-            continue
-        syns = into[n]
-        for s in syns:
-            src = plan.pops[s.src]
-            if src.kind == "sigma-delta" and s.src not in graded:
-                graded.add(s.src)
-                _choose_grid(plan, s, k, _ceil_log2(_min_unit(p)), p.kind == "readout",
-                             grid_exp)
-        w_eff = [_fixed_scale(plan, s, k) for s in syns]
-        wmax = max((float(np.abs(w).max()) for w in w_eff if w.size), default=0.0)
-        e_w = _ceil_log2(wmax / WEIGHT_MAX) if wmax > 0 else 0
-        e = max(e_w, _ceil_log2(_min_unit(p)))
-        p.exp = e
-        unit = 2.0 ** e
-        c: dict[str, Any] = {"exp": e, "weights": 0, "weights_rounded": 0,
-                             "weights_to_zero": 0, "weights_clipped": 0,
-                             "weight_exp_raised_for_range": e - e_w}
-        err2 = norm2 = 0.0
-        for s, w in zip(syns, w_eff):
-            q = _round_even(w, unit)
-            c["weights_clipped"] += int(np.count_nonzero(np.abs(q) > WEIGHT_MAX))
-            q = np.clip(q, -WEIGHT_MAX, WEIGHT_MAX)
-            c["weights"] += int(np.count_nonzero(w))
-            c["weights_rounded"] += int(np.count_nonzero(q * unit != w))
-            c["weights_to_zero"] += int(np.count_nonzero((q == 0) & (w != 0)))
-            err2 += float(((q * unit - w) ** 2).sum())
-            norm2 += float((w ** 2).sum())
-            s.weight_int = q.astype(np.int64)
-        c["weight_relative_error"] = math.sqrt(err2 / norm2) if norm2 else 0.0
-        c["weight_mantissa_max"] = int(max((np.abs(s.weight_int).max() for s in syns
-                                            if s.weight_int.size), default=0)) // 2
-        if p.threshold is not None:
-            raw = np.rint(p.threshold / unit)
-            c["vth_clipped"] = int(np.count_nonzero((raw < 1) | (raw > VTH_MANT_MAX)))
-            p.vth_mant = np.clip(raw, 1, VTH_MANT_MAX).astype(np.int64)
-            c["vth_rounded"] = int(np.count_nonzero(p.vth_mant * unit != p.threshold))
-            c["vth_mant_range"] = [int(p.vth_mant.min()), int(p.vth_mant.max())]
-            c["vth_max_relative_error"] = float(np.max(np.abs(p.vth_mant * unit - p.threshold)
-                                                       / p.threshold))
-            alpha = 0.0 if p.kind in ("if-hard", "sigma-delta") else p.alpha
-            p.v_init = np.rint(alpha * p.vth_mant * 2 ** VTH_SHIFT).astype(np.int64)
-            if p.kind == "signed-if":
-                p.neg_level = np.rint(SIGNED_EPS * p.vth_mant * 2 ** VTH_SHIFT).astype(np.int64)
-        mant, bexp, rounded, clipped = _bias_fixed(p.bias * 2 ** ACT_SHIFT / unit)
-        p.bias_mant, p.bias_exp = mant, bexp
-        c.update(biases=int(np.count_nonzero(p.bias)), biases_rounded=rounded,
-                 biases_clipped=clipped)
-        plan.counts[n] = {**c, **plan.counts.get(n, {})}
-
-
 def build_plan(graph: Graph, grid_exp: int | None = None) -> LoihiPlan:
     """Spiking IR -> ``LoihiPlan`` (float and fixed-point parameters, synapses, depths).
 
@@ -573,17 +396,16 @@ def build_plan(graph: Graph, grid_exp: int | None = None) -> LoihiPlan:
                 continue
             kind, theta, alpha, members = "readout", None, 0.0, 1
         else:
-            model = op.neuron.model
-            if model not in NEURON_KINDS:
-                problems.append(Diagnostic(
-                    f"neuron model {model!r}", node=name, origin=op.origin or None,
-                    hint=f"the loihi target supports: {', '.join(NEURON_KINDS)}"))
+            kind = op.neuron.model
+            try:
+                loihi_neurons.get(kind, node=name, origin=op.origin or None)
+            except CompileError as e:
+                problems.extend(e.diagnostics)
                 continue
-            kind = NEURON_KINDS[model]
             th = np.asarray(op.neuron.threshold, np.float64)
             theta = np.broadcast_to(th.reshape((-1,) + (1,) * (len(shape) - 1)), shape).copy()
             alpha = float(op.neuron.alpha)
-            members = int(op.neuron.members) if model in ("gn", "bistable") else 1
+            members = int(op.neuron.members)
         srcs = _sources(graph, name)
         try:
             zero = {s: torch.zeros((1, *graph.shape(s)), dtype=torch.float64) for s in srcs}
@@ -611,17 +433,17 @@ def build_plan(graph: Graph, grid_exp: int | None = None) -> LoihiPlan:
             continue
         pops[name] = Population(name=name, shape=shape, kind=kind, threshold=theta,
                                 alpha=alpha, bias=bias, origin=op.origin, members=members)
-    kinds = {p.kind for p in pops.values() if p.kind in SPIKING_KINDS}
-    if "sigma-delta" in kinds:
+    graded = sorted({p.kind for p in pops.values() if p.graded})
+    if graded:  # a graded network carries deltas on every synapse: every layer must be graded
         for name, p in pops.items():
-            if p.kind in SPIKING_KINDS and p.kind != "sigma-delta":
+            if p.spiking and not p.graded:
                 problems.append(Diagnostic(
-                    f"neuron model {p.kind!r} in a sigma-delta network", node=name,
-                    origin=p.origin or None, hint="use sigma-delta for every layer"))
-            if p.kind == "maxpool" and pops[p.gate_src].kind == "sigma-delta":
+                    f"neuron model {p.kind!r} in a {graded[0]} network", node=name,
+                    origin=p.origin or None, hint=f"use {graded[0]} for every layer"))
+            if p.kind == "maxpool" and pops[p.gate_src].graded:
                 problems.append(Diagnostic(
-                    "MaxPool after a sigma-delta layer (graded deltas cannot be gated)",
-                    node=name, origin=p.origin or None, hint="use AvgPool"))
+                    f"MaxPool after a {pops[p.gate_src].kind} layer (graded deltas cannot be "
+                    "gated)", node=name, origin=p.origin or None, hint="use AvgPool"))
     if problems:
         unique = {(d.message, d.node): d for d in problems}  # a MaxPool is met twice
         raise CompileError("cannot compile for the loihi target", list(unique.values()))
@@ -637,7 +459,7 @@ def build_plan(graph: Graph, grid_exp: int | None = None) -> LoihiPlan:
     for s in syns:
         s.connections = _connections(graph, s)
     plan = LoihiPlan(pops=pops, syns=syns, input_name=inp, readout_name=readout)
-    _fix(plan, grid_exp)
+    fix(plan, grid_exp)
     return plan
 
 

@@ -1,0 +1,248 @@
+"""What every backend shares, in one neutral module (backends never import each other).
+
+- ``CompiledNetwork``: the contract every ``compile`` returns (``run(x, timesteps) -> SimResult``,
+  ``save(dir)``);
+- ``SimResult``: what a run returns, which ``snncompile.evaluate`` reads;
+- ``Recorder`` and ``batches``: the one run loop — batching with a progress bar, per-layer event
+  counts, synaptic operations (events × fan-out), predictions at every step, optional spike
+  trains — used by the gpu simulator, the torch Loihi reference and the Lava run;
+- ``run_steps`` (the checks every ``run`` starts with), ``resolve_device`` and the spiking
+  max-pool gate both simulators apply.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from snncompile.interp import pad2d
+from snncompile.ir.diagnostics import CompileError, Diagnostic
+from snncompile.ir.graph import Graph
+from snncompile.ir.nodes import MaxPool2d
+from snncompile.ir.verify import check_input
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class SimResult:
+    """What one run returns: the GPU simulator (float and loihi mode) and the Lava backend.
+
+    Attributes:
+        timesteps: T.
+        predictions: (T, N) int64, argmax of the readout potential after each step t = 1..T
+            (row t-1 is the prediction at t).
+        output: (N, K) float, the readout potential after T steps.
+        layer_spikes: spiking layer name -> (N,) float64, spikes per sample (all steps, all units;
+            every GN member spike and every negative spike counts 1, a graded delta counts 1).
+        layer_neurons: spiking layer name -> number of neurons (units of its output).
+        synops: (N,) float64, synaptic operations per sample (spikes × fan-out, all layers).
+        seconds: wall time of the run.
+        device: the torch device it ran on.
+        spike_trains: with ``record``: layer name -> (T, N, *shape) int8 spikes s(t) (not θ·s);
+            float32 for graded models (sigma-delta).
+        potentials: with ``record``: (T, N, K) readout potentials.
+    """
+
+    timesteps: int
+    predictions: np.ndarray
+    output: np.ndarray
+    layer_spikes: dict[str, np.ndarray]
+    layer_neurons: dict[str, int]
+    synops: np.ndarray
+    seconds: float = 0.0
+    device: str = "cpu"
+    spike_trains: dict[str, np.ndarray] | None = None
+    potentials: np.ndarray | None = None
+
+    @property
+    def samples(self) -> int:
+        return int(self.predictions.shape[1])
+
+    def accuracy_by_timestep(self, labels: np.ndarray) -> np.ndarray:
+        """(T,) accuracy after each step t = 1..T."""
+        return (self.predictions == np.asarray(labels).reshape(1, -1)).mean(axis=1)
+
+    def firing_rates(self) -> dict[str, float]:
+        """Spikes per neuron per step, per layer (averaged over samples)."""
+        return {k: float(v.mean()) / (self.layer_neurons[k] * self.timesteps)
+                for k, v in self.layer_spikes.items()}
+
+    def spikes_per_sample(self) -> float:
+        return float(sum(v.mean() for v in self.layer_spikes.values()))
+
+
+@runtime_checkable
+class CompiledNetwork(Protocol):
+    """What ``snncompile.compile`` returns on every target (gpu, loihi, the torch Loihi reference).
+
+    ``run`` simulates x (N, *input shape) for ``timesteps`` (default: the compile options') and
+    returns a ``SimResult`` (accuracy at every t ≤ T from one run); ``save`` writes the spiking IR
+    and the backend's artefacts into a folder.
+    """
+
+    graph: Graph
+
+    def run(self, x: np.ndarray, timesteps: int | None = None, *, record: bool = False,
+            progress: bool = True) -> SimResult: ...
+
+    def save(self, directory: str | Path) -> None: ...
+
+
+def _np(a: Any) -> np.ndarray:
+    return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+
+
+@dataclass
+class Recorder:
+    """The run loop's bookkeeping, shared by every backend.
+
+    A backend feeds it, per piece of the batch it simulated: the readout potentials
+    (``potentials``: (T, b, K)) and, per spiking layer, the messages each unit sent in the piece
+    (``events``: (b, *shape), summed over steps; the neuron model's event rule — |s|, or one per
+    nonzero graded delta — is the backend's) plus, with ``record``, the spike train itself.
+    ``result`` assembles the ``SimResult``: spikes per sample and layer, synaptic operations per
+    sample = Σ_layers Σ_units events · fan-out.
+    """
+
+    steps: int
+    neurons: dict[str, int]  # spiking layer -> number of neurons
+    fanouts: dict[str, np.ndarray]  # spiking layer -> synapses leaving each unit (flattened)
+    record: bool = False
+    t0: float = field(default_factory=time.perf_counter)
+    _preds: list[np.ndarray] = field(default_factory=list)
+    _outs: list[np.ndarray] = field(default_factory=list)
+    _pots: list[np.ndarray] = field(default_factory=list)
+    _counts: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    _synops: list[np.ndarray] = field(default_factory=list)
+    _trains: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    _pending: np.ndarray | None = None
+    _fan_t: dict[tuple[str, str], Tensor] = field(default_factory=dict)
+
+    def potentials(self, pot: Any, keep: bool | None = None) -> None:
+        """Readout potentials (T, b, ...) of the next ``b`` samples; ``keep`` (default
+        ``record``) keeps them for ``SimResult.potentials``."""
+        if isinstance(pot, torch.Tensor):
+            pot = pot.flatten(2)
+            self._preds.append(_np(pot.argmax(-1)))
+            self._outs.append(_np(pot[-1]))
+            if self.record if keep is None else keep:
+                self._pots.append(_np(pot))
+        else:
+            pot = np.asarray(pot).reshape(*np.shape(pot)[:2], -1)
+            self._preds.append(pot.argmax(-1))
+            self._outs.append(pot[-1])
+            if self.record if keep is None else keep:
+                self._pots.append(pot)
+        self._flush()
+        self._pending = np.zeros(self._preds[-1].shape[1])
+
+    def events(self, name: str, per_unit: Any, train: Any = None) -> None:
+        """Messages per unit (b, *shape) of layer ``name`` for the samples of the last
+        ``potentials`` call; ``train`` (T, b, *shape) is kept when recording."""
+        if self._pending is None:
+            raise RuntimeError("Recorder.events before Recorder.potentials")
+        if isinstance(per_unit, torch.Tensor):
+            pu = per_unit.to(torch.float64).flatten(1)
+            key = (name, str(pu.device))
+            if key not in self._fan_t:  # one copy per device, not one per batch
+                self._fan_t[key] = torch.as_tensor(np.asarray(self.fanouts[name], np.float64),
+                                                   device=pu.device).reshape(1, -1)
+            fan = self._fan_t[key]
+            self._counts.setdefault(name, []).append(_np(pu.sum(1)))
+            self._pending += _np((pu * fan).sum(1))
+        else:
+            pu = np.asarray(per_unit, np.float64).reshape(len(per_unit), -1)
+            self._counts.setdefault(name, []).append(pu.sum(1))
+            self._pending += (pu * self.fanouts[name].reshape(1, -1)).sum(1)
+        if self.record and train is not None:
+            self._trains.setdefault(name, []).append(_np(train))
+
+    def totals(self, name: str, per_unit_total: np.ndarray, n: int) -> None:
+        """Messages per unit of layer ``name`` summed over all ``n`` samples of the last
+        ``potentials`` call (a counter that cannot tell samples apart): each sample gets the
+        mean."""
+        if self._pending is None:
+            raise RuntimeError("Recorder.totals before Recorder.potentials")
+        total = np.asarray(per_unit_total, np.float64).ravel()
+        self._counts.setdefault(name, []).append(np.full(n, total.sum() / n))
+        self._pending += float((total * self.fanouts[name].ravel()).sum()) / n
+
+    def _flush(self) -> None:
+        if self._pending is not None:
+            self._synops.append(self._pending)
+            self._pending = None
+
+    def result(self, device: str, seconds: float | None = None) -> SimResult:
+        self._flush()
+        return SimResult(
+            timesteps=self.steps,
+            predictions=np.concatenate(self._preds, axis=1).astype(np.int64),
+            output=np.concatenate(self._outs), synops=np.concatenate(self._synops),
+            layer_spikes={n: np.concatenate(self._counts.get(n, [np.zeros(0)]))
+                          for n in self.neurons},
+            layer_neurons=dict(self.neurons),
+            seconds=time.perf_counter() - self.t0 if seconds is None else seconds,
+            device=device,
+            spike_trains={n: np.concatenate(v, axis=1) for n, v in self._trains.items()}
+            if self.record else None,
+            potentials=np.concatenate(self._pots, axis=1) if self._pots else None)
+
+
+def batches(n: int, batch_size: int, *, desc: str, progress: bool = True,
+            unit: str = "batch") -> Iterator[slice]:
+    """Slices of ``range(n)`` of at most ``batch_size``, with a progress bar on a terminal."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=(n + batch_size - 1) // batch_size, desc=desc, unit=unit, leave=False,
+               disable=not progress or not sys.stderr.isatty())
+    try:
+        for i in range(0, n, batch_size):
+            yield slice(i, min(n, i + batch_size))
+            bar.update(1)
+    finally:
+        bar.close()
+
+
+def run_steps(graph: Graph, x: np.ndarray, timesteps: int | None, default: int) -> int:
+    """The number of steps a ``run`` simulates (``timesteps``, else ``default``), after checking
+    it and that ``x`` fits the graph's input; every problem is a one-line CompileError."""
+    steps = int(timesteps or default)
+    if steps < 1:
+        raise CompileError("bad option", [Diagnostic(f"timesteps={steps}; must be >= 1")])
+    check_input(graph, x)
+    return steps
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when torch sees a GPU, else CPU; ``cuda`` without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise CompileError("no CUDA device", [Diagnostic("--device cuda, but torch sees no GPU",
+                                                         hint="use --device auto or cpu")])
+    return torch.device(device)
+
+
+def maxpool_gate(op: MaxPool2d, x: Tensor) -> Tensor:
+    """Spiking max-pool gate on x (T, B, C, H, W) -> (T, B, C, H', W'): per window and step t,
+    pass x(t) of the unit whose cumulative input Σ_{τ≤t} x(τ) is largest (ties: the first unit
+    of the window)."""
+    steps, batch = x.shape[:2]
+    flat = x.flatten(0, 1)
+    score = torch.cumsum(x, 0).flatten(0, 1)
+    score = pad2d(score, op.padding, float("-inf"))
+    flat = pad2d(flat, op.padding, 0.0)
+    # max_pool2d keeps the first maximum of a window (strict > while scanning), i.e. ties go to
+    # the first unit in row-major order; its indices point into the (padded) H·W plane
+    _, idx = F.max_pool2d(score, op.kernel, op.stride, 0, op.dilation, return_indices=True)
+    out = torch.gather(flat.flatten(2), 2, idx.flatten(2)).reshape(idx.shape)
+    return out.reshape(steps, batch, *idx.shape[1:])
