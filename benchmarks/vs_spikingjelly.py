@@ -77,17 +77,18 @@ def ann_accuracy(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> float:
 
 def ours(onnx: Path, cal: Any, te: Any, t_report: tuple[int, ...], batch: int) -> dict[str, Any]:
     methods: dict[str, Any] = {}
-    tuned, tune_s, chosen = {}, {}, {}
+    tuned, tune_s, chosen, cut = {}, {}, {}, {}
     for t in t_report:
         _, _, ctx = snncompile.convert(onnx, calibration=cal, timesteps=t)
         info = ctx.notes["tuning"]
         net = snncompile.compile(onnx, target="gpu", passes=snncompile.passes.split_pipeline(
             info["pipeline"]), calibration=cal.x, timesteps=t, device="cpu", batch_size=batch)
         tuned[t] = float(net.run(te.x, t, progress=False).accuracy_by_timestep(te.y)[-1])
-        tune_s[t], chosen[t] = info["seconds"], info["pipeline"]
+        tune_s[t], chosen[t], cut[t] = info["seconds"], info["pipeline"], info["cut_by_budget"]
         print(f"  tuned T={t}: {tuned[t]:.4f} ({info['seconds']:.1f} s, {info['winner']})",
               file=sys.stderr, flush=True)
-    methods[TUNED] = {"accuracy_at": tuned, "tune_seconds": tune_s, "pipelines": chosen}
+    methods[TUNED] = {"accuracy_at": tuned, "tune_seconds": tune_s, "pipelines": chosen,
+                      "cut_by_budget": cut}
     steps = max(t_report)
     for label, kw in (("snn-compile --no-tune", {}),
                       ("snn-compile --channelwise --no-tune", {"channelwise": True})):

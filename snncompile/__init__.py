@@ -132,7 +132,7 @@ def convert(model: str | Path | Graph, *, target: str = "gpu",
         from snncompile.tune import tune
 
         tuning = tune(graph, x, y, opts.timesteps, budget_s=opts.tune_budget, seed=opts.seed,
-                      base_options=opts)
+                      base_options=opts, per_channel=target != "loihi")
         passes = [*tuning.front, *tuning.passes]
     specs = list(passes) if passes is not None else pipeline_for(target, opts)
     pm = PassManager.from_specs(specs)

@@ -155,3 +155,13 @@ def test_threshold_search_pass(digits_cnn_onnx: Path, digits_train) -> None:
     assert set(ctx.notes["threshold-search"]) == set(before)
 
 
+
+
+def test_layer_thresholds_only_for_loihi(digits_cnn_onnx: Path, digits_train) -> None:
+    """``per_channel=False`` (what --target loihi asks: Loihi's LIF process and netx take one
+    threshold per population) never picks a per-channel threshold."""
+    calib = digits_train.take(128)
+    r = tune(snncompile.load_onnx(digits_cnn_onnx), calib.x, calib.y, 4, per_channel=False)
+    assert all(c["threshold"].endswith("/layer") for k, c in r.chosen.items()
+               if k != "bias-calibration")
+    assert "channelwise=true" not in r.pipeline and ":channel" not in r.pipeline

@@ -174,7 +174,7 @@ def run(a: argparse.Namespace) -> int:
             from snncompile.tune import tune
 
             tuning = tune(graph, calib.x, calib.y, opts.timesteps, budget_s=opts.tune_budget,
-                          seed=opts.seed, base_options=opts)
+                          seed=opts.seed, base_options=opts, per_channel=a.target != "loihi")
             print(tuning.summary())
             print(f"  replay without tuning: --pipeline '{tuning.pipeline}'")
             pm.passes = passes.PassManager.from_specs(

@@ -22,8 +22,10 @@ Method:
    et al. (``bias-calibration``) on top, kept if it improves the score. Every candidate is one
    simulation of ``few`` samples at T.
 4. Confirm on all held-out samples: the fixed default, the best global setting and the
-   coordinate-wise result; the best of the three wins (so the tuned setting never scores below
-   today's fixed default on the held-out data).
+   coordinate-wise result. The more specific setting wins only when it beats the simpler one by
+   more than ``MARGIN`` = 2 held-out samples (default < global < per-layer: per-layer choices
+   fitted on few samples overfit them), so the tuned setting never scores below today's fixed
+   default on the held-out data.
 5. The winner is written as a plain, replayable pass pipeline (``balance-thresholds{layers=..}``,
    ``initial-potential{layers=..}``, ``threshold-search{layers=..}``, ``bias-calibration``), run by the caller on the
    full calibration set: ``--pipeline <spec>`` reproduces a tuned run without tuning.
@@ -72,6 +74,7 @@ def conversion_passes(opts: CompileOptions) -> list[str]:
     """The fixed default conversion passes (``passes.pipelines``) as spec strings."""
     return [pass_spec(p) for p in _conversion_passes(opts)]
 USE_LABELS = True
+MARGIN = 2.0  # held-out samples a more specific setting must win by
 HOLDOUT = 0.5
 
 
@@ -245,8 +248,11 @@ def to_specs(cfg: Config, steps: int, opts: CompileOptions, rest: list[str]) -> 
 
 def tune(ann_graph: Graph, calibration_x: np.ndarray, calibration_y: np.ndarray | None,
          timesteps: int, *, budget_s: float | None = None, seed: int = 0,
-         base_options: CompileOptions | None = None) -> TuneResult:
-    """Choose the conversion passes for ``timesteps`` (see the module docstring)."""
+         base_options: CompileOptions | None = None, per_channel: bool = True) -> TuneResult:
+    """Choose the conversion passes for ``timesteps`` (see the module docstring).
+
+    ``per_channel=False`` keeps one threshold per layer (``--target loihi``: Loihi's LIF
+    process and the netx export take one threshold per population)."""
     t0 = time.perf_counter()
     opts = base_options or CompileOptions(timesteps=timesteps)
     budget = DEFAULT_BUDGET_S if budget_s is None else float(budget_s)
@@ -286,7 +292,8 @@ def tune(ann_graph: Graph, calibration_x: np.ndarray, calibration_y: np.ndarray 
     default_alpha = float(opts.alpha)
     default_cfg = {n: (default_choice, default_alpha) for n in tu.tunable}
     best_cfg, best = default_cfg, run(default_cfg, few, "global", "default") or -np.inf
-    for choice in THRESHOLD_CHOICES:
+    choices = [c for c in THRESHOLD_CHOICES if per_channel or c.endswith("/layer")]
+    for choice in choices:
         cfg = {n: (choice, 0.5) for n in tu.tunable}
         if cfg == default_cfg:
             continue
@@ -301,7 +308,7 @@ def tune(ann_graph: Graph, calibration_x: np.ndarray, calibration_y: np.ndarray 
             best_cfg, best = cfg, s
     global_cfg = dict(best_cfg)
     for name in tu.tunable:
-        for choice in THRESHOLD_CHOICES:
+        for choice in choices:
             if cut or choice == best_cfg[name][0]:
                 continue
             cfg = {**best_cfg, name: (choice, best_cfg[name][1])}
@@ -333,7 +340,13 @@ def tune(ann_graph: Graph, calibration_x: np.ndarray, calibration_y: np.ndarray 
         if s is not None:
             confirmed[label] = s
     if confirmed:
-        winner = max(confirmed, key=lambda k: confirmed[k])
+        # a more specific setting must beat the simpler one by more than MARGIN held-out samples
+        # (per-layer choices fitted on few samples overfit them; the global ones less so)
+        margin = MARGIN / n_val
+        winner = "default" if "default" in confirmed else next(iter(confirmed))
+        for label in ("global", "per-layer"):
+            if label in confirmed and confirmed[label] > confirmed[winner] + margin:
+                winner = label
     else:  # the budget left no time to confirm: the best on the few samples
         winner = "per-layer" if best_cfg != default_cfg else "default"
         confirmed[winner] = best
