@@ -19,8 +19,8 @@ Lunch From ANN: Towards Efficient, Accurate Spiking Neural Networks Calibration"
 (Sec. 4.1: θ minimising the MSE between the ANN activation and the clipped, floored SNN rate at
 the target T); here per channel, and with the α-rounding of the initial potential included.
 
-Layers with a Clip or quantized activation (their bound is the ANN's) and the readout are left
-alone. ``layers`` restricts the pass to the named layers with their own granularity
+A quantized activation (QCFS: θ = λ makes the conversion exact) and the readout are left alone;
+a Clip layer's θ stays at most its bound (its activations are clipped already). ``layers`` restricts the pass to the named layers with their own granularity
 (``NAME:layer|channel;...``); empty means every spiking layer at ``granularity``.
 """
 
@@ -95,7 +95,7 @@ class ThresholdSearch:
                 f"samples={self.samples}; need timesteps >= 1, grid >= 2, samples >= 1")])
         todo = {n: self.granularity for n, op in graph.topo()
                 if isinstance(op, Layer) and op.neuron is not None and op.act is not None
-                and op.act.hi is None}
+                and op.act.levels is None}
         chosen = {n: g for n, (g,) in parse_layer_map(self.layers, "threshold-search.layers",
                                                       1).items()}
         check_layers(graph, chosen, "threshold-search.layers")

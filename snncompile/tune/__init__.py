@@ -152,7 +152,9 @@ class _Tuner:
         readout = self.graph.readout_name
         self.spiking = [n for n, op in self.graph.topo()
                         if isinstance(op, Layer) and op.act is not None and n != readout]
-        self.tunable = [n for n in self.spiking if self.graph.op(n).act.hi is None]  # type: ignore[union-attr]
+        # every layer but a quantized one (QCFS: θ = λ makes the conversion exact)
+        self.tunable = [n for n in self.spiking
+                        if self.graph.op(n).act.levels is None]  # type: ignore[union-attr]
         self.rest = conversion_passes(opts)[2:]
         self._theta: dict[tuple[str, str, float], np.ndarray] = {}
         from snncompile.backends.common import resolve_device
@@ -169,7 +171,11 @@ class _Tuner:
                 th = mse_thresholds(a, alpha, self.steps, gran == "channel", seed=self.seed)
             else:
                 th = layer_thresholds(a, PERCENTILES[stat], gran == "channel")
-            th = np.where(th > 0, th, DEAD_THRESHOLD)
+            hi = self.graph.op(name).act.hi  # type: ignore[union-attr]
+            if hi is None:
+                th = np.where(th > 0, th, DEAD_THRESHOLD)
+            else:  # a Clip layer: θ = min(bound, statistic), as balance-thresholds does
+                th = np.where(~(th > 0) | (th >= hi * (1 - 1e-6)), hi, np.minimum(th, hi))
             self._theta[key] = th.astype(np.float32)
         return self._theta[key]
 
@@ -182,7 +188,7 @@ class _Tuner:
             if name in cfg:
                 choice, alpha = cfg[name]
                 th = self.theta(name, choice, alpha)
-            else:  # a Clip / quantized layer: its bound, as balance-thresholds does
+            else:  # a quantized layer: θ = λ, α = its shift, as the passes do
                 th = np.full(c, op.act.hi, np.float32)
                 alpha = float(op.act.shift) if op.act.levels is not None else cfg_alpha(cfg)
             g.replace(name, neuron=Neuron(model="if", threshold=th, alpha=float(alpha)))
