@@ -10,7 +10,7 @@ PYTHON310 ?= $(shell p=$$(pyenv prefix 3.10 2>/dev/null | head -1); \
 MODEL := examples/digits_cnn.onnx
 NETX_PKGS := lava-dl==0.6.0 'opencv-python-headless<4.12' torchvision==0.29.1
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test lint bench clean
 
 venv: $(VENV)/.installed
 
@@ -28,8 +28,13 @@ demo: venv
 	$(VENV)/bin/snn-compile $(MODEL) --target gpu --dataset digits --timesteps 64 --out out/demo-gpu
 	$(VENV)/bin/snn-compile $(MODEL) --target loihi --dataset digits --timesteps 32 --eval-samples 100 --out out/demo-loihi
 
-test: venv
+test: venv lint
 	$(PY) -m pytest -q -p no:cacheprovider tests
+
+# the layering contracts (pyproject [tool.importlinter]) and ruff
+lint: venv
+	$(VENV)/bin/lint-imports
+	$(PY) -m ruff check .
 
 bench: venv
 	$(PY) -m pip install -q -e '.[dev,bench]'

@@ -46,9 +46,9 @@ for p in (str(ROOT), str(ROOT / "tests")):
 
 import snncompile  # noqa: E402
 from snncompile.backends.gpu import compile as gpu_compile  # noqa: E402
+from snncompile.data import digits  # noqa: E402
 from snncompile.finetune import train  # noqa: E402
 from snncompile.interp import run_ann  # noqa: E402
-from snncompile.data import digits  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 METHODS = ("converted", "distill", "distill{layer_loss=rate}", "temporal-consistency",

@@ -52,10 +52,10 @@ if str(ROOT) not in sys.path:
 
 import snncompile  # noqa: E402
 from snncompile.backends.gpu.lowerings import lower  # noqa: E402
+from snncompile.data import digits  # noqa: E402
 from snncompile.interp import activation, run_ann  # noqa: E402
 from snncompile.ir.graph import Graph  # noqa: E402
 from snncompile.ir.nodes import Input, Layer  # noqa: E402
-from snncompile.data import digits  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 DIGITS_CNN = ROOT / "examples" / "digits_cnn.onnx"

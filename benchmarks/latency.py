@@ -45,9 +45,9 @@ for p in (ROOT, ROOT / "tests"):
 
 import snncompile  # noqa: E402
 from snncompile.backends.gpu import compile as gpu_compile  # noqa: E402
+from snncompile.data import digits  # noqa: E402
 from snncompile.interp import run_ann  # noqa: E402
 from snncompile.options import CompileOptions  # noqa: E402
-from snncompile.data import digits  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 TS = (1, 2, 4, 8, 16, 32, 64)
@@ -64,9 +64,9 @@ RESNET_EXTRA = {"if +sync": {"sync_shortcuts": True},
 # ------------------------------------------------------------------ models
 def make_models(tmp: Path, quick: bool, resnet_epochs: int) -> dict[str, Path]:
     import models  # tests/models.py
+
     from examples.train_digits import build, export, train
     from examples.train_quantized_digits import finetune
-
     from snncompile.train import quantize_relus
 
     out = {"digits_cnn": ROOT / "examples" / "digits_cnn.onnx"}

@@ -3,7 +3,8 @@
     /root/.pyenv/versions/3.11.7/bin/python -m venv /work/sj-venv      # SpikingJelly 2.0 needs
     /work/sj-venv/bin/pip install --no-deps spikingjelly==2.0.0         # Python >= 3.11, torch
     /work/sj-venv/bin/pip install torch tqdm loguru requests "numpy<2" scipy   # >= 2.6
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/vs_spikingjelly.py --sj-python /work/sj-venv/bin/python
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/vs_spikingjelly.py \
+        --sj-python /work/sj-venv/bin/python
 
 Models (trained here in seconds on digits("train"); evaluated on the 540 digits("test") images;
 architectures in ``benchmarks/bench_models.py``): ``digits_cnn`` (examples/train_digits.py's

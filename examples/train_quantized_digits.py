@@ -61,7 +61,8 @@ def main() -> None:
     acc_q = accuracy(model, te.x, te.y)
     export(model, out)
     bounds = ", ".join(f"{float(p.detach()[0]):.3f}" for p in quant_parameters(model))
-    print(f"float ANN test accuracy {acc_float:.4f}; after swapping to L={a.levels}: {acc_swap:.4f}; "
+    print(f"float ANN test accuracy {acc_float:.4f}; "
+          f"after swapping to L={a.levels}: {acc_swap:.4f}; "
           f"after fine-tuning: {acc_q:.4f} on {len(te)} samples; λ = [{bounds}]; wrote {out} "
           f"({out.stat().st_size / 1024:.0f} KiB)")
 

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from snncompile._version import __version__ as __version__
 from snncompile.ir import CompileError, Diagnostic, Graph, PassError, load, save, verify
 from snncompile.neurons import NeuronSpec, register_neuron
 from snncompile.options import CompileOptions
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
     from snncompile.backends.common import CompiledNetwork
 
-__version__ = "0.1.0"
 
 __all__ = [
     "CompileError", "CompileOptions", "CompiledNetwork", "DEFAULT_FRONT", "Diagnostic", "Graph",
@@ -146,8 +146,8 @@ def _backend(target: str) -> Any:
     import importlib
 
     if target not in BACKENDS:
-        raise CompileError("unknown target", [Diagnostic(repr(target),
-                                                         hint=f"targets: ir, {', '.join(BACKENDS)}")])
+        raise CompileError("unknown target", [Diagnostic(
+            repr(target), hint=f"targets: ir, {', '.join(BACKENDS)}")])
     return importlib.import_module(BACKENDS[target])
 
 

@@ -15,7 +15,6 @@ import torch.nn.functional as F
 
 from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.graph import Graph
-from snncompile.ir.verify import check_input
 from snncompile.ir.nodes import (
     Activation,
     Add,
@@ -33,6 +32,7 @@ from snncompile.ir.nodes import (
     Output,
     ReLU,
 )
+from snncompile.ir.verify import check_input
 
 Tensor = torch.Tensor
 

@@ -78,6 +78,9 @@ class CompileOptions:
                                       group="data", range=(1, None))
     export: str | None = option(None, "also write an exchange file (loihi target: netx)",
                                 group="simulation", choices=("netx",))
+    strict_limits: bool = option(False, "loihi: fail on estimated Loihi 2 limits (per-core "
+                                 "figures that are not public), not only on certain ones",
+                                 group="simulation")
 
     def __post_init__(self) -> None:
         bad: list[Diagnostic] = []

@@ -62,3 +62,8 @@ def vgg_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``models.vgg_maxpool`` trained on digits (seeded), exported at opset 17."""
     model = models.trained(models.vgg_maxpool, epochs=12)
     return models.export(model, tmp_path_factory.mktemp("vgg") / "vgg.onnx")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-golden", action="store_true",
+                     help="rewrite tests/golden/*.ir from the current code")

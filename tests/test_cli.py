@@ -13,8 +13,8 @@ import models
 import numpy as np
 import pytest
 
-from snncompile.tools.cli import main
 from snncompile.data import save_npz
+from snncompile.tools.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -126,7 +126,7 @@ def test_corrupt_protobuf(digits_cnn_onnx: Path, tmp_path: Path) -> None:
 def test_unsupported_op(tmp_path: Path) -> None:
     path = models.export(models.sigmoid_cnn(), tmp_path / "sig.onnx")
     res = cli(str(path), "--target", "ir", "--out", str(tmp_path / "o"))
-    assert_bad_input(res, "unsupported op Sigmoid at node", "supported:", "Conv")
+    assert_bad_input(res, "unsupported ops: Sigmoid ×1 (first at node", "supported:", "Conv")
     assert not (tmp_path / "o").exists()
 
 

@@ -12,12 +12,12 @@ import torch
 
 import snncompile
 from snncompile.backends.gpu import compile as gpu_compile
-from snncompile.backends.loihi import compile_reference as loihi_reference
 from snncompile.backends.gpu.compile import SpikingNetwork
+from snncompile.backends.loihi import compile_reference as loihi_reference
+from snncompile.data import save_npz
 from snncompile.finetune import METHODS, parse_method, train
 from snncompile.finetune.differentiable import DifferentiableSNN
 from snncompile.ir import CompileError, load, save
-from snncompile.data import save_npz
 from snncompile.tools.cli import main
 
 T = 4
@@ -95,7 +95,7 @@ def test_distill_not_below_converted_at_t4(digits_snn, digits_train, digits_test
 
 
 def test_tuned_ir_round_trips_and_runs_on_gpu(digits_snn, digits_train, digits_test, tmp_path):
-    tuned = snncompile.finetune(digits_snn, digits_train.take(128), "temporal-consistency",
+    tuned = snncompile.finetune_snn(digits_snn, digits_train.take(128), "temporal-consistency",
                                 epochs=1, timesteps=T, progress=False)
     save(tuned, tmp_path)
     back = load(tmp_path)
@@ -115,7 +115,7 @@ def test_tuned_ir_round_trips_and_runs_on_gpu(digits_snn, digits_train, digits_t
 def test_quantized_weights_stay_on_their_grid(digits_cnn_onnx, digits_train):
     snn, _, _ = snncompile.convert(digits_cnn_onnx, calibration=digits_train.take(256),
                                    weight_bits=6)
-    tuned = snncompile.finetune(snn, digits_train.take(64), "distill{layer_epochs=0}", epochs=1,
+    tuned = snncompile.finetune_snn(snn, digits_train.take(64), "distill{layer_epochs=0}", epochs=1,
                                 lr=1e-2, timesteps=2, progress=False)
     moved = 0
     for name, op in tuned.topo():
@@ -166,9 +166,9 @@ def test_user_errors(digits_snn, digits_train):
     with pytest.raises(CompileError, match="unknown fine-tuning method: 'bogus'"):
         parse_method("distill+bogus")
     with pytest.raises(CompileError, match="method 'distill' has no option 'nope'"):
-        snncompile.finetune(digits_snn, digits_train.x[:32], "distill{nope=1}", progress=False)
+        snncompile.finetune_snn(digits_snn, digits_train.x[:32], "distill{nope=1}", progress=False)
     with pytest.raises(CompileError, match="distill.layer_loss='x'"):
-        snncompile.finetune(digits_snn, digits_train.x[:32], "distill{layer_loss=x}",
+        snncompile.finetune_snn(digits_snn, digits_train.x[:32], "distill{layer_loss=x}",
                             progress=False)
     assert parse_method("distill{layer_loss=rate,tau=2}+temporal_consistency") == [
         ("distill", {"layer_loss": "rate", "tau": "2"}), ("temporal-consistency", {})]
@@ -208,7 +208,7 @@ def test_tuned_ir_runs_on_lava_spike_exact(digits_cnn_onnx, digits_train, digits
 
     snn, _, _ = snncompile.convert(digits_cnn_onnx, target="loihi",
                                    calibration=digits_train.take(256))
-    tuned = snncompile.finetune(snn, digits_train.take(64), "distill{layer_epochs=0}", epochs=1,
+    tuned = snncompile.finetune_snn(snn, digits_train.take(64), "distill{layer_epochs=0}", epochs=1,
                                 timesteps=T, progress=False)
     x, steps = digits_test.x[:2], 16
     net = lava_compile(tuned, snncompile.CompileOptions(lava_mode="fixed"))

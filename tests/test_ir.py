@@ -11,6 +11,7 @@ import pytest
 from build import chain, cnn, conv, dense, residual
 
 from snncompile.frontend import load_onnx, run_onnxruntime
+from snncompile.interp import run_ann
 from snncompile.ir import (
     BatchNorm,
     CompileError,
@@ -23,7 +24,6 @@ from snncompile.ir import (
     save,
     verify,
 )
-from snncompile.interp import run_ann
 from snncompile.passes import PassContext, PassManager, get_pass
 
 

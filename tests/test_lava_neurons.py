@@ -13,9 +13,9 @@ import pytest
 import snncompile
 from snncompile.backends.gpu import compile as gpu_compile
 from snncompile.backends.loihi import compile_reference as loihi_reference
-from snncompile.ir import CompileError
 from snncompile.backends.loihi.fixed import STATE_MAX
 from snncompile.backends.loihi.plan import build_plan
+from snncompile.ir import CompileError
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +110,8 @@ def test_lava_sigma_delta_fixed_matches_gpu_loihi_mode(sigma_delta_snn, digits_t
     readout decodes sigma): every delta of every layer equals the GPU loihi mode's."""
     x = digits_test.x[:3]
     net, lava, ref = _run_both(sigma_delta_snn, "sigma-delta", x, 4)
-    from snncompile.backends.loihi.lava_models.lowlatency import SD_MAX  # after Lava's import
     from snncompile.backends.loihi.fixed import SD_MAX as PLAN_SD_MAX
+    from snncompile.backends.loihi.lava_models.lowlatency import SD_MAX  # after Lava's import
 
     assert SD_MAX == PLAN_SD_MAX
     _assert_exact(net, lava, ref)
@@ -216,8 +216,8 @@ def _bias_free(graph):
 def _netx_export(graph, x, steps, tmp_path):
     """Our Lava graph's run (plan built for netx) and the exported file's path."""
     from snncompile.backends.loihi import compile as lava_compile
-    from snncompile.backends.loihi.netx import export_netx
     from snncompile.backends.loihi.fixed import NETX_GRID_EXP
+    from snncompile.backends.loihi.netx import export_netx
 
     net = lava_compile(graph, snncompile.CompileOptions(neuron="sigma-delta", export="netx"))
     assert all(net.plan.pops[n].grid_exp == NETX_GRID_EXP for n in net.plan.spiking())

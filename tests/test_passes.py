@@ -10,8 +10,8 @@ import pytest
 from build import cnn
 
 import snncompile
-from snncompile.ir import CompileError, Conv2d, PassError
 from snncompile.interp import run_ann
+from snncompile.ir import CompileError, Conv2d, PassError
 from snncompile.passes import PassContext, PassManager, get_pass, registry
 
 

@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from snncompile.ir.diagnostics import CompileError, Diagnostic
+from snncompile.evaluate.report import build_report, plot_report, print_report
 from snncompile.interp import run_ann
+from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.graph import Graph
 from snncompile.options import CompileOptions
-from snncompile.evaluate.report import build_report, plot_report, print_report
 
 
 def ann_accuracy(ann: Graph, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:

@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from snncompile.evaluate.gpu import ann_accuracy
+from snncompile.evaluate.report import build_report, plot_report, print_report
 from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.graph import Graph
 from snncompile.options import CompileOptions
-from snncompile.evaluate.gpu import ann_accuracy
-from snncompile.evaluate.report import build_report, plot_report, print_report
 
 #: Lava runs ~1 ms per process per step on a CPU: without --eval-samples, evaluate this many
 DEFAULT_LAVA_SAMPLES = 100
@@ -105,6 +105,12 @@ def evaluate_loihi(snn: Graph, ann: Graph, ev: Any, opts: CompileOptions, out_di
     print(f"resources: {resources['neurons']} neurons, {resources['synapses']} synapses, "
           f"~{resources['neuro_cores']} Loihi 2 neuro-cores (limits: "
           f"{resources['limits']['neurons_per_core']} neurons, "
-          f"{resources['limits']['synapses_per_core']} synapses per core)")
+          f"{resources['limits']['synapses_per_core']} synapses per core, estimates)")
+    for sp in resources.get("splits", []):
+        print(f"resources: {sp['synapse']} has {sp['fan_in']} inputs per neuron; split into "
+              f"{sp['parts']} synapse groups of <= {sp['inputs_per_part']} inputs (one core "
+              f"each at least; {sp['axons_per_core_estimate']} axons per core, estimate)")
+    for w in resources.get("warnings", []):
+        print(f"warning: Loihi 2 limits (estimate): {w}", file=sys.stderr)
     plot_report(report, out_dir)
     return report

@@ -31,9 +31,9 @@ def versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             out[dist] = None
     if out["snncompile"] is None:
-        import snncompile
+        from snncompile._version import __version__
 
-        out["snncompile"] = snncompile.__version__
+        out["snncompile"] = __version__
     return out
 
 
@@ -57,7 +57,8 @@ def _threshold(graph: Graph, name: str) -> float | list[float]:
 
 def build_report(result: Any, graph: Graph, labels: np.ndarray, *, ann_accuracy: float | None,
                  model: str, target: str, pipeline: str = "", options: dict[str, Any] | None = None,
-                 notes: dict[str, Any] | None = None, seconds: float | None = None) -> dict[str, Any]:
+                 notes: dict[str, Any] | None = None,
+                 seconds: float | None = None) -> dict[str, Any]:
     """report.json's dict for a ``SimResult`` (``result``) of ``graph`` on labelled data."""
     acc = result.accuracy_by_timestep(labels)
     steps = result.timesteps

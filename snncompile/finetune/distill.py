@@ -56,8 +56,8 @@ from snncompile.finetune.training import (
     parse_options,
     run_stages,
 )
-from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.interp import run_ann_torch
+from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.graph import Graph
 
 Tensor = torch.Tensor

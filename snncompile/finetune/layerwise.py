@@ -39,8 +39,8 @@ from snncompile.finetune.training import (
     parse_options,
     resolve_device,
 )
-from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.interp import pad2d, record_activations
+from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.graph import Graph
 from snncompile.ir.nodes import Conv2d, Dense, QuantSpec
 

@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.interp import check_input, run_ann_torch
+from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.graph import Graph
 
 Tensor = torch.Tensor

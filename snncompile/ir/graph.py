@@ -27,8 +27,8 @@ class Graph:
             raise CompileError("duplicate IR node name", [Diagnostic("already exists", node=name)])
         for src in inputs:
             if src not in self.nx:
-                raise CompileError("unknown IR input", [Diagnostic(f"input {src!r} is not in the graph",
-                                                                   node=name, origin=op.origin)])
+                raise CompileError("unknown IR input", [Diagnostic(
+                    f"input {src!r} is not in the graph", node=name, origin=op.origin)])
         self.nx.add_node(name, op=op, shape=None)
         for port, src in enumerate(inputs):
             self.nx.add_edge(src, name, port=port)
@@ -75,14 +75,16 @@ class Graph:
     def input_name(self) -> str:
         found = [n for n, d in self.nx.nodes(data=True) if isinstance(d["op"], Input)]
         if len(found) != 1:
-            raise CompileError("the IR must have exactly one Input", [Diagnostic(f"found {len(found)}")])
+            raise CompileError("the IR must have exactly one Input",
+                               [Diagnostic(f"found {len(found)}")])
         return found[0]
 
     @property
     def output_name(self) -> str:
         found = [n for n, d in self.nx.nodes(data=True) if isinstance(d["op"], Output)]
         if len(found) != 1:
-            raise CompileError("the IR must have exactly one Output", [Diagnostic(f"found {len(found)}")])
+            raise CompileError("the IR must have exactly one Output",
+                               [Diagnostic(f"found {len(found)}")])
         return found[0]
 
     @property

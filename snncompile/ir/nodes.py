@@ -65,13 +65,14 @@ class Activation:
 class Neuron:
     """Spiking neuron of a layer (DESIGN.md, neuron semantics). Per output channel c:
 
-    v(t) = v(t-1) + I(t);  s(t) = 1 if v(t) >= θ_c else 0;  v(t) -= s(t)·θ_c  (model "if");
-    v(0) = α·θ_c. The output sent downstream is θ_c·s(t). ``model`` selects the variant; each
-    backend has one table entry per model name, not branches spread through the code.
-    ``members`` is the group size of group neurons (model "gn"; ``threshold`` is then the
-    member threshold θ/M and s counts member spikes) and the window ρ of bistable neurons.
-    ``threshold`` is the value of one spike unit: the layer emits threshold·s (for
-    "sigma-delta": the delta threshold; s is graded). docs/neurons.md has every model.
+    v(t) = v(t-1) + I(t);  s(t) = 1 if v(t) >= θ_c else 0;  v(t) -= s(t)·θ_c  (the default
+    model); v(0) = α·θ_c. The output sent downstream is θ_c·s(t). ``model`` is a key into the
+    neuron registry (``snncompile.neurons``, where every model and its equations are declared);
+    each backend registers one implementation per model name, not branches through the code.
+    ``members`` is the group size of group neurons (``threshold`` is then the member threshold
+    θ/M and s counts member spikes) and the window ρ of bistable neurons. ``threshold`` is the
+    value of one spike unit: the layer emits threshold·s (for graded models, the delta
+    threshold; s is graded). docs/neurons.md has every model.
     """
 
     model: str = "if"
@@ -133,7 +134,8 @@ class Node:
         _freeze_arrays(self)  # the frontend hands over fresh arrays
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {f.name: v for f in fields(self) if isinstance(v := getattr(self, f.name), np.ndarray)}
+        return {f.name: v for f in fields(self)
+                if isinstance(v := getattr(self, f.name), np.ndarray)}
 
     def check(self) -> Iterator[str]:
         for name, arr in self.arrays().items():

@@ -53,6 +53,7 @@ def format_graph(graph: Graph) -> str:
                 tail += f"  act={_fmt(op.act)}"
             if op.neuron is not None:
                 tail += f"  neuron={_fmt(op.neuron)}"
-        rows.append(f"  {name:<14} {type(op).__name__:<10} ({ins}) -> {shape}  {format_op(op)}{tail}")
+        rows.append(f"  {name:<14} {type(op).__name__:<10} ({ins}) -> {shape}  "
+                    f"{format_op(op)}{tail}")
     n_params = sum(a.size for _, op in graph.topo() for a in op.arrays().values())
     return f"IR: {len(graph)} ops, {n_params} parameters\n" + "\n".join(rows)

@@ -70,8 +70,8 @@ def save(graph: Graph, directory: str | Path) -> None:
     doc, arrays = to_dicts(graph)
     text = json.dumps(doc, indent=1, ensure_ascii=False)
     # keep short lists of numbers and names on one line: shapes, strides, inputs
-    text = _SHORT_LIST.sub(lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]",
-                           text)
+    text = _SHORT_LIST.sub(
+        lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]", text)
     (d / "ir.json").write_text(text + "\n")
     np.savez(d / "ir.npz", **arrays)
 
@@ -90,7 +90,8 @@ def load(directory: str | Path) -> Graph:
         for n in doc["nodes"]:
             cls = OP_TYPES.get(n["op"])
             if cls is None:
-                raise CompileError("unknown IR op", [Diagnostic(f"op type {n['op']}", node=n["name"])])
+                raise CompileError("unknown IR op",
+                                   [Diagnostic(f"op type {n['op']}", node=n["name"])])
             op = cls(**{k: _decode(v, arrays) for k, v in n["attrs"].items()})
             g.add(n["name"], op, n["inputs"])
     return g

@@ -40,7 +40,8 @@ def problems(graph: Graph) -> list[Diagnostic]:
         reach = nx.ancestors(g, outputs[0]) | {outputs[0]}
         for n in g.nodes:
             if n not in reach:
-                out.append(Diagnostic("does not reach the output", node=n, origin=graph.op(n).origin))
+                out.append(Diagnostic("does not reach the output", node=n,
+                                      origin=graph.op(n).origin))
     if len(inputs) == 1:
         reach = nx.descendants(g, inputs[0]) | {inputs[0]}
         for n in g.nodes:
@@ -125,4 +126,5 @@ def check_input(graph: Graph, x: np.ndarray, what: str = "data") -> None:
     want = graph.shape(graph.input_name)
     if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != tuple(want):
         raise CompileError("data does not fit the model", [Diagnostic(
-            f"{what} has shape {tuple(x.shape)}, the model expects (N, {', '.join(map(str, want))})")])
+            f"{what} has shape {tuple(x.shape)}, "
+            f"the model expects (N, {', '.join(map(str, want))})")])

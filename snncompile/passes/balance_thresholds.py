@@ -9,8 +9,16 @@ layer l's post-activation outputs on the calibration set:
     norm=pNN      θ = NN-th percentile of a        (p99, p99.9, p99.99; Rueckauer et al. 2017)
 
 taken over all samples and positions (layer-wise: one θ broadcast to every channel) or per
-output channel (``channelwise``). A Clip activation's upper bound (and a quantized activation's
-``hi``) is used directly: the ANN already bounds the layer there. A layer that never fires on
+output channel (``channelwise``). A Clip activation (ReLU6, hardtanh(0, m)) bounds the layer at
+its ``hi``, but its real activations may stay far below (mobilenet_v2's ReLU6 at 6 with
+activations around 1 fires at a few per cent), so with calibration data
+
+    θ_c = min(hi, statistic_c)          (per channel with ``channelwise``)
+
+and ``notes`` say which bound won (``source`` "clip", the norm, or "clip+<norm>" when it
+differs per channel, with ``clip_channels`` = how many channels kept the clip bound). Without
+calibration data θ = hi. A quantized activation's ``hi`` (λ, QCFS) is used as is: the
+conversion is exact only with θ = λ. A layer that never fires on
 the calibration data gets θ = 1 (no activity to scale to; noted in ``ctx.notes``). The readout
 (the op feeding Output) integrates and never gets a neuron.
 
@@ -71,6 +79,17 @@ class BalanceThresholds:
                 raise CompileError("bad pass option", [Diagnostic(
                     f"balance-thresholds.norm={norm!r}", hint=f"one of {', '.join(PERCENTILES)}")])
 
+    def overrides(self) -> dict[str, tuple[str, bool]]:
+        """layer name -> (norm, channelwise) from ``layers``."""
+        out = {}
+        for name, (norm, gran) in parse_layer_map(self.layers, "balance-thresholds.layers",
+                                                  2).items():
+            if gran not in ("layer", "channel"):
+                raise CompileError("bad pass option", [Diagnostic(
+                    f"balance-thresholds.layers: {name}:{norm}:{gran}", hint="layer | channel")])
+            out[name] = (norm, gran == "channel")
+        return out
+
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         overrides = self.overrides()
         check_layers(graph, overrides, "balance-thresholds.layers")
@@ -83,18 +102,31 @@ class BalanceThresholds:
             ctx.notes["balance-thresholds"] = notes
             return g
         need_data = any(graph.op(n).act.hi is None for n in todo)  # type: ignore[union-attr]
+        want_data = any(graph.op(n).act.levels is None for n in todo)  # type: ignore[union-attr]
         acts = record_activations(graph, ctx.need_calibration("balance-thresholds")) \
-            if need_data else {}
+            if need_data or (want_data and ctx.calibration is not None) else {}
         for name in todo:
             op = graph.op(name)
             assert isinstance(op, Layer) and op.act is not None  # filtered above
             c = graph.shape(name)[0]
-            if op.act.hi is not None:
+            norm, channelwise = overrides.get(name, (self.norm, self.channelwise))
+            q = PERCENTILES[norm]
+            clip_won = 0
+            if op.act.hi is not None and (op.act.levels is not None or name not in acts):
                 theta = np.full(c, op.act.hi, np.float64)
                 source = "clip"
+            elif op.act.hi is not None:
+                # the recorded activations are clipped already: stat <= hi, equal (up to the
+                # float32 rounding of hi) where the bound is reached often enough
+                stat = layer_thresholds(acts[name], q, channelwise)
+                stat[~(stat > 0)] = op.act.hi  # no activity to scale to: keep the bound
+                won = stat >= op.act.hi * (1 - 1e-6)
+                theta = np.where(won, op.act.hi, np.minimum(stat, op.act.hi))
+                clip_won = int(won.sum())
+                source = "clip" if clip_won == c else norm if clip_won == 0 \
+                    else f"clip+{norm}"
             else:
-                norm, channelwise = overrides.get(name, (self.norm, self.channelwise))
-                theta = layer_thresholds(acts[name], PERCENTILES[norm], channelwise)
+                theta = layer_thresholds(acts[name], q, channelwise)
                 source = norm
             dead = ~(theta > 0)
             if dead.any():
@@ -107,22 +139,12 @@ class BalanceThresholds:
                             alpha=old.alpha if old else 0.5, members=old.members if old else 1)
             g.replace(name, neuron=neuron)
             t32 = neuron.threshold
-            notes[name] = {"source": source, "granularity": "channel" if t32.min() != t32.max()
-                           or (source != "clip" and overrides.get(
-                               name, (self.norm, self.channelwise))[1]) else "layer",
-                           "threshold": float(t32[0]) if t32.min() == t32.max()
+            notes[name] = {"source": source, "granularity": "channel" if channelwise else "layer",
+                           "threshold": float(t32[0]) if np.all(t32 == t32[0])
                            else [float(t32.min()), float(t32.max())],
                            "dead_channels": int(dead.sum())}
+            if op.act.hi is not None and op.act.levels is None:
+                notes[name].update(clip_bound=float(op.act.hi), clip_channels=clip_won
+                                   if name in acts else c)
         ctx.notes["balance-thresholds"] = notes
         return g
-
-    def overrides(self) -> dict[str, tuple[str, bool]]:
-        """layer name -> (norm, channelwise) from ``layers``."""
-        out = {}
-        for name, (norm, gran) in parse_layer_map(self.layers, "balance-thresholds.layers",
-                                                  2).items():
-            if gran not in ("layer", "channel"):
-                raise CompileError("bad pass option", [Diagnostic(
-                    f"balance-thresholds.layers: {name}:{norm}:{gran}", hint="layer | channel")])
-            out[name] = (norm, gran == "channel")
-        return out

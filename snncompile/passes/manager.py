@@ -48,7 +48,8 @@ class PassManager:
             if self.verify:
                 ran = ", ".join(q.name for q in self.passes[:i])
                 verify(graph, stage=f"after '{p.name}'" + (f" (ran: {ran})" if ran else ""))
-            if self.dump_dir is not None and (p.name in self.dump_after or "all" in self.dump_after):
+            dump = p.name in self.dump_after or "all" in self.dump_after
+            if self.dump_dir is not None and dump:
                 save(graph, self.dump_dir / f"{i + 1:02d}-{p.name}")
         return graph
 

@@ -183,7 +183,8 @@ def convert_option(value: str, typ: Any, where: str) -> Any:
     """A pass or method option's text ``value`` as type ``typ`` (bool, int, float, str,
     Literal, Optional); a CompileError naming ``where`` if it does not parse."""
     if isinstance(typ, str):
-        typ = {"int": int, "float": float, "bool": bool, "str": str}.get(typ.split("|")[0].strip(), str)
+        typ = {"int": int, "float": float, "bool": bool, "str": str}.get(
+            typ.split("|")[0].strip(), str)
     origin = typing.get_origin(typ)
     if origin is typing.Literal:
         if value not in typing.get_args(typ):
@@ -203,7 +204,8 @@ def convert_option(value: str, typ: Any, where: str) -> Any:
         if typ in (int, float, str):
             return typ(value)
     except ValueError:
-        raise CompileError("bad pass option", [Diagnostic(f"{where}={value!r} is not a {typ.__name__}")]) from None
+        raise CompileError("bad pass option", [Diagnostic(
+            f"{where}={value!r} is not a {typ.__name__}")]) from None
     return value
 
 
@@ -228,7 +230,8 @@ def _instantiate(obj: Any, name: str, opts_text: str | None) -> Any:
     opts: dict[str, str] = {}
     for item in split_pipeline(opts_text or ""):
         if "=" not in item:
-            raise CompileError("bad pass option", [Diagnostic(f"{name}{{{item}}}: expected key=value")])
+            raise CompileError("bad pass option",
+                               [Diagnostic(f"{name}{{{item}}}: expected key=value")])
         k, v = item.split("=", 1)
         opts[k.strip().replace("-", "_")] = v.strip()
     if not isinstance(obj, type):
@@ -241,7 +244,8 @@ def _instantiate(obj: Any, name: str, opts_text: str | None) -> Any:
     for k, v in opts.items():
         if k not in known:
             raise CompileError("bad pass option", [Diagnostic(
-                f"pass '{name}' has no option {k!r}", hint=f"options: {', '.join(known) or 'none'}")])
+                f"pass '{name}' has no option {k!r}",
+                hint=f"options: {', '.join(known) or 'none'}")])
         kwargs[k] = convert_option(v, hints.get(k, str), f"{name}.{k}")
     return obj(**kwargs)
 

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from snncompile import neurons
 from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.graph import Graph
 from snncompile.ir.nodes import Layer
-from snncompile import neurons
 from snncompile.passes.registry import PassContext, register_pass
 
 

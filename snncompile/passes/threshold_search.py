@@ -20,8 +20,9 @@ Lunch From ANN: Towards Efficient, Accurate Spiking Neural Networks Calibration"
 the target T); here per channel, and with the α-rounding of the initial potential included.
 
 A quantized activation (QCFS: θ = λ makes the conversion exact) and the readout are left alone;
-a Clip layer's θ stays at most its bound (its activations are clipped already). ``layers`` restricts the pass to the named layers with their own granularity
-(``NAME:layer|channel;...``); empty means every spiking layer at ``granularity``.
+a Clip layer's θ stays at most its bound (its activations are clipped already). ``layers``
+restricts the pass to the named layers with their own granularity (``NAME:layer|channel;...``);
+empty means every spiking layer at ``granularity``.
 """
 
 from __future__ import annotations

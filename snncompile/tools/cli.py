@@ -113,12 +113,14 @@ def _datasets(a: argparse.Namespace, opts: CompileOptions):
     from snncompile import data
 
     if a.dataset and (a.calibration or a.eval):
-        raise CompileError("bad usage", [Diagnostic("give --dataset or --calibration/--eval, not both")])
+        raise CompileError("bad usage",
+                           [Diagnostic("give --dataset or --calibration/--eval, not both")])
     if a.dataset == "digits":
         calib = data.digits("train", seed=opts.seed).take(opts.calibration_samples)
         ev = data.digits("test", seed=opts.seed)
     else:
-        calib = data.load_npz(a.calibration).take(opts.calibration_samples) if a.calibration else None
+        calib = (data.load_npz(a.calibration).take(opts.calibration_samples)
+                 if a.calibration else None)
         ev = data.load_npz(a.eval, need_labels=True) if a.eval else None
         if calib is None and ev is not None:
             calib = ev.take(opts.calibration_samples)
@@ -147,7 +149,8 @@ def run(a: argparse.Namespace) -> int:
             print(f"  {p.name:<24} {passes.doc_line(p)}")
         return 0
     if not a.model:
-        raise CompileError("bad usage", [Diagnostic("no model given", hint="snn-compile MODEL.onnx ...")])
+        raise CompileError("bad usage", [Diagnostic("no model given",
+                                                    hint="snn-compile MODEL.onnx ...")])
     model = Path(a.model)
     if a.check:
         return _check(model, a)
@@ -233,9 +236,9 @@ def _jsonable(v: Any) -> Any:
 
 def _check(model: Path, a: argparse.Namespace) -> int:
     """IR ANN mode vs onnxruntime on ``--data`` (or seeded random input in [0, 1])."""
+    from snncompile import data
     from snncompile.frontend import load_onnx, run_onnxruntime
     from snncompile.interp import check_input, run_ann
-    from snncompile import data
 
     graph = load_onnx(model)
     if a.data is not None:

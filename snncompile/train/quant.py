@@ -86,7 +86,8 @@ class QuantReLU(nn.Module):
         return torch.clamp(k / L, 0.0, 1.0) * lam
 
     def extra_repr(self) -> str:
-        return f"levels={self.levels}, bound={float(self.bound.detach()[0]):.4g}, shift={self.shift}"
+        bound = float(self.bound.detach()[0])
+        return f"levels={self.levels}, bound={bound:.4g}, shift={self.shift}"
 
 
 def quantize_relus(model: nn.Module, levels: int, *, init_bound: float = 8.0,

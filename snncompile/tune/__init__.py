@@ -27,8 +27,9 @@ Method:
    fitted on few samples overfit them), so the tuned setting never scores below today's fixed
    default on the held-out data.
 5. The winner is written as a plain, replayable pass pipeline (``balance-thresholds{layers=..}``,
-   ``initial-potential{layers=..}``, ``threshold-search{layers=..}``, ``bias-calibration``), run by the caller on the
-   full calibration set: ``--pipeline <spec>`` reproduces a tuned run without tuning.
+   ``initial-potential{layers=..}``, ``threshold-search{layers=..}``, ``bias-calibration``), run
+   by the caller on the full calibration set: ``--pipeline <spec>`` reproduces a tuned run
+   without tuning.
 
 Time: each stage stops when the next simulation would overrun ``budget_s`` (the confirmation
 is reserved up front); the result says whether the budget cut the search short. Simulation

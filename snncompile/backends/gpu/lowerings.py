@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.backends.common import maxpool_gate
 from snncompile.interp import avgpool, maxpool, pad2d
+from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.graph import Graph
 from snncompile.ir.nodes import (
     Add,

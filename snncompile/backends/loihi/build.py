@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from snncompile.backends.loihi.lava_runtime import import_lava
 from snncompile.backends.loihi.layout import (
     conv_matrix,
     conv_weight,
@@ -29,7 +30,6 @@ from snncompile.backends.loihi.layout import (
     lava_shape,
     to_lava,
 )
-from snncompile.backends.loihi.lava_runtime import import_lava
 from snncompile.backends.loihi.plan import LoihiPlan, Population, Synapse, gate_indices
 
 #: a conv synapse fed by spikes runs as a Lava ``Dense`` of the equivalent matrix when that

@@ -11,6 +11,7 @@ one with the bit-exact torch reference (``compile_reference``, ``torch_sim.py``)
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +22,8 @@ import numpy as np
 from snncompile.backends.common import Recorder, SimResult, run_steps
 from snncompile.backends.loihi.build import CONV_AS_DENSE_LIMIT, LavaBuilder
 from snncompile.backends.loihi.fixed import NETX_GRID_EXP
-from snncompile.backends.loihi.layout import trailing_to_torch
 from snncompile.backends.loihi.lava_runtime import TAGS, LavaRun, run_lava
+from snncompile.backends.loihi.layout import trailing_to_torch
 from snncompile.backends.loihi.plan import LoihiPlan, build_plan, fanout
 from snncompile.backends.loihi.torch_sim import LoihiNetwork, compile_reference
 from snncompile.ir.diagnostics import CompileError, Diagnostic
@@ -69,7 +70,10 @@ class LavaNetwork:
             raise CompileError("cannot compile for the loihi target", problems)
         from snncompile.backends.loihi.resources import check
 
-        self.resources = check(self.plan)  # Loihi 2 limits, before anything runs
+        # Loihi 2 limits, before anything runs; estimated ones warn unless --strict-limits
+        self.resources = check(self.plan, strict=self.options.strict_limits)
+        for w in self.resources["warnings"]:
+            logging.getLogger("snncompile").warning("Loihi 2 limits (estimate): %s", w)
         if self.options.export == "netx":
             from snncompile.backends.loihi.netx import export_netx
 

@@ -38,9 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.backends.loihi.fixed import ACT_SHIFT, BIAS_MANT_MAX, NETX_GRID_EXP, VTH_MANT_MAX
 from snncompile.backends.loihi.plan import LoihiPlan, Population
+from snncompile.ir.diagnostics import CompileError, Diagnostic
 
 INPUT_MESSAGE_BITS = 16
 SPIKE_EXP = -ACT_SHIFT  # Network(spike_exp=-6): SDNN vth and bias in weight LSBs

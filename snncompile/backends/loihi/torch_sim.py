@@ -25,8 +25,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from snncompile.backends.common import Recorder, batches, maxpool_gate, resolve_device, run_steps
-from snncompile.backends.common import SimResult
+from snncompile.backends.common import (
+    Recorder,
+    SimResult,
+    batches,
+    maxpool_gate,
+    resolve_device,
+    run_steps,
+)
 from snncompile.backends.loihi.fixed import ACT_SHIFT, NETX_GRID_EXP, STATE_MAX
 from snncompile.backends.loihi.neurons import chan, wrap24
 from snncompile.backends.loihi.plan import LoihiPlan, build_plan, fanout
@@ -164,7 +170,8 @@ class LoihiNetwork:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         save(self.graph, d)
-        info = {"target": "loihi-reference", "numeric": "fixed_pt", "timesteps": self.options.timesteps,
+        info = {"target": "loihi-reference", "numeric": "fixed_pt",
+                "timesteps": self.options.timesteps,
                 "input_frac_bits": self.plan.input_frac_bits,
                 "populations": self.plan.summary(), "fixed_point": self.plan.counts}
         (d / "loihi_mode.json").write_text(json.dumps(info, indent=1) + "\n")

@@ -2,7 +2,8 @@
 
 Per pooling window and step, it passes the spike of the unit with the largest sum of spikes so
 far in the current sample (this step included; graded or signed spikes count by value); ties
-go to the first unit of the window in row-major order; the counts restart at every step with ``time_step % reset_interval == reset_offset``.
+go to the first unit of the window in row-major order; the counts restart at every step with
+``time_step % reset_interval == reset_offset``.
 It receives and sends in the same step, so it adds no delay. This is not a Loihi neuron
 model: on the chip it would need a lateral-inhibition circuit; here it runs on the host.
 """

@@ -1,0 +1,1 @@
+"""The command line (``snn-compile``, ``python -m snncompile``): a leaf that nothing imports."""
