@@ -28,9 +28,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-import mnist_models  # noqa: E402
-
 from snncompile.tools.cli import main as cli  # noqa: E402
+
+import mnist_models  # noqa: E402
 
 
 def main() -> None:

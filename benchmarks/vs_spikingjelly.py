@@ -48,12 +48,13 @@ for p in (str(ROOT), str(ROOT / "tests"), str(ROOT / "examples"), str(ROOT / "be
     if p not in sys.path:
         sys.path.insert(0, p)
 
-import bench_models
-import models as test_models
-import train_digits
+import bench_models  # noqa: E402  (benchmarks/bench_models.py)
+import train_digits  # noqa: E402  (examples/train_digits.py)
 
-import snncompile
-from snncompile.data import digits
+import snncompile  # noqa: E402
+from snncompile.data import digits  # noqa: E402
+
+import models as test_models  # noqa: E402  (tests/models.py)
 
 RESULTS = ROOT / "benchmarks" / "results"
 T_REPORT = (4, 8, 16, 32, 64)

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from build import chain, cnn, conv, dense, if_layer, residual
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +16,8 @@ from snncompile.backends import gpu
 from snncompile.interp import run_ann
 from snncompile.ir import AvgPool2d, Flatten, MaxPool2d
 from snncompile.options import CompileOptions
+
+from build import chain, cnn, conv, dense, if_layer, residual
 
 CPU = CompileOptions(device="cpu", batch_size=512)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import models
 import numpy as np
 import onnx
 import pytest
@@ -27,6 +26,8 @@ from snncompile.ir import (
     Output,
     ReLU,
 )
+
+import models
 
 
 def rel_err(ours: np.ndarray, ref: np.ndarray) -> float:

@@ -6,7 +6,6 @@ once for all its samples.
 
 from __future__ import annotations
 
-import build
 import numpy as np
 import pytest
 
@@ -16,6 +15,8 @@ from snncompile.backends.loihi import compile_reference as loihi_reference
 from snncompile.backends.loihi.fixed import BIAS_MANT_MAX, VTH_MANT_MAX, WEIGHT_MAX
 from snncompile.backends.loihi.plan import build_plan
 from snncompile.ir import CompileError
+
+import build
 
 T = 32
 
@@ -358,6 +359,7 @@ def test_cli_loihi_target_report(digits_cnn_onnx, tmp_path, capsys):
     assert (out / "network.net").exists() and (out / "lava.json").exists()
 
 
+@pytest.mark.lava  # --target loihi on the command line needs Lava before anything else
 def test_cli_netx_refusal_leaves_nothing(digits_cnn_onnx, tmp_path, capsys):
     from snncompile.tools.cli import main
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import mnist_models
 import numpy as np
 import pytest
+
+import mnist_models
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import build
 import numpy as np
 import pytest
 import torch
@@ -22,6 +21,8 @@ from snncompile.ir import Neuron, verify
 from snncompile.options import CompileOptions
 from snncompile.passes import PassContext, PassManager, get_pass
 from snncompile.tools.cli import main
+
+import build
 
 ROOT = Path(__file__).resolve().parents[1]
 Q4 = ROOT / "examples" / "digits_cnn_q4.onnx"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import models
 import numpy as np
 import pytest
 import torch
@@ -15,6 +14,8 @@ from torch import nn
 from snncompile.frontend import load_onnx, run_onnxruntime
 from snncompile.interp import run_ann
 from snncompile.ir import CompileError, Conv2d, Identity, MaxPool2d
+
+import models
 
 
 def rel_err(ours: np.ndarray, ref: np.ndarray) -> float:

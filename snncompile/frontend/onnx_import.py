@@ -63,6 +63,8 @@ def read_model(src: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, str]
         model = onnx.load_model_from_string(data)
         if model.graph.node or model.graph.initializer:
             model = onnx.load(str(p))  # again through the path: resolves external data
+    except onnx.checker.ValidationError as e:  # e.g. external data outside the model's folder
+        raise CompileError("invalid ONNX model", [Diagnostic(f"{p}: {_first_line(e)}")]) from None
     except (DecodeError, ValueError, RuntimeError, OSError) as e:
         raise CompileError(_what(data, p), [Diagnostic(f"{p}: {_first_line(e)}")]) from None
     if model.ir_version <= 0 or not model.graph.node or not model.graph.output:
@@ -205,6 +207,12 @@ def load_onnx(src: str | Path | onnx.ModelProto) -> Graph:
     if opset < MIN_OPSET:
         raise CompileError("unsupported ONNX opset", [Diagnostic(
             f"{where}: opset {opset}; re-export with opset_version >= 13")])
+    for init in model.graph.initializer:  # every initializer decodes (type matches bytes)
+        try:
+            numpy_helper.to_array(init)
+        except (ValueError, TypeError, RuntimeError, OSError) as e:
+            raise CompileError("invalid ONNX model", [Diagnostic(
+                f"{where}: initializer {init.name!r}: {_first_line(e)}")]) from None
     # QCFS clip-floor-shift chains and Q/DQ pairs -> one ai.snncompile.QuantReLU node each
     quant_notes: list[Diagnostic] = []  # why a Floor/Round/QuantizeLinear did not fold
     model = fold_quantized_activations(model, quant_notes)
@@ -314,6 +322,12 @@ def run_onnxruntime(src: str | Path | onnx.ModelProto, x: np.ndarray) -> np.ndar
     inp = sess.get_inputs()[0]
     batch = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else len(x)
     x = np.ascontiguousarray(x, dtype=np.float32)
-    outs = [sess.run(None, {inp.name: x[i:i + max(batch, 1)]})[0]
-            for i in range(0, len(x), max(batch, 1))]
+    batch = max(batch, 1)
+    outs = []
+    for i in range(0, len(x), batch):
+        xb = x[i:i + batch]
+        k = len(xb)
+        if k < batch:  # a fixed batch size: pad the last chunk with zeros, keep k rows
+            xb = np.concatenate([xb, np.zeros((batch - k, *xb.shape[1:]), xb.dtype)])
+        outs.append(sess.run(None, {inp.name: xb})[0][:k])
     return np.concatenate(outs).astype(np.float32)

@@ -60,3 +60,8 @@ class PassError(Exception):
         ran = ", ".join(after) or "none"
         super().__init__(f"pass '{name}' failed (ran before it: {ran})")
         self.pass_name = name
+
+
+class RuntimeFault(Exception):
+    """A run failed for a reason outside the input (a simulator worker died or stalled): the
+    CLI prints this one line and exits 1. ``str(e)`` names what failed."""
