@@ -298,7 +298,8 @@ def tune(ann_graph: Graph, calibration_x: np.ndarray, calibration_y: np.ndarray 
     default_choice = f"{opts.norm}/" + ("channel" if opts.channelwise else "layer")
     default_alpha = float(opts.alpha)
     default_cfg = {n: (default_choice, default_alpha) for n in tu.tunable}
-    best_cfg, best = default_cfg, run(default_cfg, few, "global", "default") or -np.inf
+    first = run(default_cfg, few, "global", "default")
+    best_cfg, best = default_cfg, (-np.inf if first is None else first)
     choices = [c for c in THRESHOLD_CHOICES if per_channel or c.endswith("/layer")]
     for choice in choices:
         cfg = {n: (choice, 0.5) for n in tu.tunable}
