@@ -84,7 +84,7 @@ def main() -> None:
     load_before = _load()
     rows: list[dict[str, Any]] = []
     gpu_args = [str(DIGITS_CNN), "--target", "gpu", "--dataset", "digits", "--timesteps",
-                str(a.timesteps), "--batch-size", "64", "--device", "cpu"]
+                str(a.timesteps), "--batch-size", "64", "--device", "cpu", "--no-tune"]
     base = None
     for procs, threads in ((1, 1), (1, 2), (2, 1)):
         rep, wall = run(procs, threads, gpu_args)
@@ -98,7 +98,8 @@ def main() -> None:
     for r in rows:
         r["scaling_efficiency"] = t1 / (r["processes"] * r["sim_s"])
     lava_args = [str(DIGITS_CNN), "--target", "loihi", "--dataset", "digits", "--timesteps",
-                 str(a.lava_timesteps), "--eval-samples", str(a.lava_samples), "--device", "cpu"]
+                 str(a.lava_timesteps), "--eval-samples", str(a.lava_samples), "--device", "cpu",
+                 "--no-tune"]
     lbase = None
     for procs in (1, 2):
         rep, wall = run(procs, 1, lava_args)

@@ -1,4 +1,5 @@
-"""``torchrun --nproc-per-node 2 -m snncompile`` (gloo, CPU) against the single-process run:
+"""``torchrun --nproc-per-node 2 -m snncompile`` (gloo, CPU) against the single-process run
+(``--no-tune``: the tuner's search is time-budgeted, so two runs may tune differently):
 the same report (accuracy by timestep, spike counts, thresholds) for ``--target gpu`` and
 ``--target loihi``, ``--finetune`` within 0.5 percentage points; rank 1 writes nothing."""
 
@@ -61,7 +62,7 @@ def test_torchrun_gpu_target_equals_one_process(digits_cnn_onnx: Path, tmp_path:
     samples in 4 batches of 64 (two per rank, all-gathered)."""
     a, b = _both(tmp_path, [str(digits_cnn_onnx), "--target", "gpu", "--dataset", "digits",
                             "--timesteps", "6", "--eval-samples", "200", "--batch-size", "64",
-                            "--device", "cpu"])
+                            "--device", "cpu", "--no-tune"])
     _same(a, b)
     assert b["processes"] == 2 and a["processes"] == 1
 
@@ -71,7 +72,8 @@ def test_torchrun_loihi_target_equals_one_process(digits_cnn_onnx: Path, tmp_pat
     """Each rank runs its own Lava network on 2 of the 4 samples, spike-exact against its own
     torch Loihi reference."""
     a, b = _both(tmp_path, [str(digits_cnn_onnx), "--target", "loihi", "--dataset", "digits",
-                            "--timesteps", "3", "--eval-samples", "4", "--device", "cpu"])
+                            "--timesteps", "3", "--eval-samples", "4", "--device", "cpu",
+                            "--no-tune"])
     _same(a, b)
     assert a["spike_exact"] is True and b["spike_exact"] is True
     assert [r["samples"] for r in b["lava_ranks"]] == [2, 2]
@@ -85,6 +87,7 @@ def test_torchrun_finetune_within_half_a_point(digits_cnn_onnx: Path, tmp_path: 
     of the single-process run (float summation order differs, nothing else)."""
     a, b = _both(tmp_path, [str(digits_cnn_onnx), "--target", "gpu", "--dataset", "digits",
                             "--timesteps", "4", "--eval-samples", "200", "--device", "cpu",
+                            "--no-tune",
                             "--finetune", "temporal-consistency", "--finetune-epochs", "1",
                             "--finetune-samples", "256", "--finetune-lr", "3e-3"])
     assert a["finetune"]["accuracy_before"] == b["finetune"]["accuracy_before"]

@@ -131,6 +131,7 @@ def test_image_folder_from_the_cli(digits_cnn_onnx: Path, digits_test: data.Data
         out = tmp_path / f"o{len(reports)}"
         assert main([str(digits_cnn_onnx), "--target", "gpu", "--calibration", src, "--eval", src,
                      "--timesteps", "6", "--batch-size", "50", "--device", "cpu",
+                     "--no-tune",
                      "--out", str(out), *extra]) == 0
         reports.append(json.loads((out / "report.json").read_text()))
     a, b = reports
@@ -202,7 +203,7 @@ def test_module_callable_from_the_cli(digits_cnn_onnx: Path, tmp_path: Path) -> 
     (tmp_path / "my_data.py").write_text(DATA_MODULE)
     exe = Path(sys.executable).with_name("snn-compile")
     common = [str(digits_cnn_onnx), "--target", "gpu", "--timesteps", "5", "--eval-samples",
-              "150", "--device", "cpu", "--batch-size", "64"]
+              "150", "--device", "cpu", "--no-tune", "--batch-size", "64"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT)}
     res = subprocess.run([str(exe), *common, "--calibration", "my_data:train", "--eval",
                           "my_data:test", "--workers", "1", "--out", str(tmp_path / "m")],

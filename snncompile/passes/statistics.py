@@ -196,16 +196,19 @@ def iterate_inputs(data: Any, batch_size: int) -> Iterator[np.ndarray]:
 
 @torch.no_grad()
 def layer_statistics(graph: Graph, layers: Sequence[str], data: Any, q: float,
-                     channelwise: bool, *, batch_size: int = 256) -> dict[str, np.ndarray]:
+                     channelwise: bool, *, per_layer: dict[str, tuple[float, bool]] | None = None,
+                     batch_size: int = 256) -> dict[str, np.ndarray]:
     """θ per channel (C,) float64 for each of ``layers``: the q-th percentile (100: max) of the
     layer's post-activation ANN outputs on ``data``, over all samples and positions
-    (layer-wise, broadcast to every channel) or per channel. Streams ``data`` in batches, one
-    pass per radix level, with the ranks' counts all-reduced (module docstring)."""
-    bits = CHANNELWISE_BITS if channelwise else LAYERWISE_BITS
-    ests = {}
+    (layer-wise, broadcast to every channel) or per channel; ``per_layer`` overrides (q,
+    channelwise) by layer name. Streams ``data`` in batches, one pass per radix level (all
+    layers together), with the ranks' counts all-reduced (module docstring)."""
+    ests, cws = {}, {}
     for name in layers:
+        lq, cw = (per_layer or {}).get(name, (q, channelwise))
         c = graph.shape(name)[0]
-        ests[name] = Quantiles(c if channelwise else 1, q, bits)
+        ests[name] = Quantiles(c if cw else 1, lq, CHANNELWISE_BITS if cw else LAYERWISE_BITS)
+        cws[name] = cw
     levels = max((e.levels for e in ests.values()), default=0)
     checked = False
     for level in range(levels):
@@ -218,7 +221,7 @@ def layer_statistics(graph: Graph, layers: Sequence[str], data: Any, q: float,
             for name, est in ests.items():
                 if level < est.levels:
                     a = rec[name]
-                    v = a.transpose(0, 1).reshape(a.shape[1], -1) if channelwise else \
+                    v = a.transpose(0, 1).reshape(a.shape[1], -1) if cws[name] else \
                         a.reshape(1, -1)
                     est.add(level, v)
         for est in ests.values():
@@ -227,5 +230,5 @@ def layer_statistics(graph: Graph, layers: Sequence[str], data: Any, q: float,
     out = {}
     for name, est in ests.items():
         r = est.result()
-        out[name] = r if channelwise else np.full(graph.shape(name)[0], r[0], np.float64)
+        out[name] = r if cws[name] else np.full(graph.shape(name)[0], r[0], np.float64)
     return out

@@ -269,6 +269,20 @@ def run(a: argparse.Namespace) -> int:
         if calib is not None:  # arrays stay arrays for passes; a streamed set is a Source
             cal, labels = calib.first(len(calib)) if calib.arrays is not None else (calib, None)
         ctx = passes.PassContext(calibration=cal, labels=labels, seed=opts.seed)
+        tuning = None
+        if _tuning_on(a, opts) and calib is not None and not is_nir:
+            from snncompile.tune import tune
+
+            if main:  # the tuner's search is time-budgeted: rank 0 decides for all ranks
+                tx = calib.materialize()  # in memory: at most --calibration-samples
+                tuning = tune(graph, tx.x, tx.y, opts.timesteps, budget_s=opts.tune_budget,
+                              seed=opts.seed, base_options=opts,
+                              per_channel=a.target != "loihi")
+                print(tuning.summary())
+                print(f"  replay without tuning: --pipeline '{tuning.pipeline}'")
+            tuning = distributed.broadcast(tuning)
+            pm.passes = passes.PassManager.from_specs(
+                [*tuning.front, *tuning.passes, *a.extra_passes]).passes
         snn = pm.run(graph, ctx)
         finetune_info = None
         if a.finetune:
@@ -289,6 +303,8 @@ def run(a: argparse.Namespace) -> int:
         if report is not None:
             if finetune_info is not None:
                 report["finetune"] = finetune_info
+            if tuning is not None:
+                report["tuning"] = tuning.report()
             report["seconds_total"] = time.perf_counter() - t0
             text = json.dumps(report, indent=1, default=_jsonable) + "\n"
             if main:
@@ -305,6 +321,14 @@ def run(a: argparse.Namespace) -> int:
             write_atomic(a.report, text)  # only on success
         print(f"wrote {out.final}/")
     return 0
+
+
+def _tuning_on(a: argparse.Namespace, opts: CompileOptions) -> bool:
+    """Tuning is the default; --no-tune, --pipeline, or a non-default --norm, --channelwise or
+    --alpha (an explicit conversion choice) turns it off, as does --target ir."""
+    base = CompileOptions()
+    explicit = (opts.norm != base.norm or opts.channelwise or opts.alpha != base.alpha)
+    return not (opts.no_tune or explicit or a.pipeline is not None or a.target == "ir")
 
 
 def _jsonable(v: Any) -> Any:
