@@ -232,13 +232,27 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def maxpool_gate(op: MaxPool2d, x: Tensor) -> Tensor:
+def maxpool_gate(op: MaxPool2d, x: Tensor, carry: dict[str, Tensor] | None = None) -> Tensor:
     """Spiking max-pool gate on x (T, B, C, H, W) -> (T, B, C, H', W'): per window and step t,
     pass x(t) of the unit whose cumulative input Σ_{τ≤t} x(τ) is largest (ties: the first unit
-    of the window)."""
+    of the window).
+
+    The cumulative sums are accumulated in float64 and rounded to x's dtype (what torch's CPU
+    cumsum does for float32 internally), so that a run in time chunks, which carries the float64
+    sums of the steps before in ``carry["score"]``, compares exactly the same scores as one run
+    over all T steps."""
     steps, batch = x.shape[:2]
     flat = x.flatten(0, 1)
-    score = torch.cumsum(x, 0).flatten(0, 1)
+    acc = x.detach().to(torch.float64)
+    if carry is not None and "score" in carry:
+        acc = torch.cat([carry["score"].unsqueeze(0), acc])
+        acc = torch.cumsum(acc, 0)[1:]
+    else:
+        acc = torch.cumsum(acc, 0)
+    if carry is not None:
+        carry["score"] = acc[-1].clone()
+    score = acc.to(x.dtype).flatten(0, 1)
+    del acc
     score = pad2d(score, op.padding, float("-inf"))
     flat = pad2d(flat, op.padding, 0.0)
     # max_pool2d keeps the first maximum of a window (strict > while scanning), i.e. ties go to

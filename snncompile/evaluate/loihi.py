@@ -68,7 +68,8 @@ def evaluate_loihi(snn: Graph, ann: Graph, ev: Any, opts: CompileOptions, out_di
     exact, mismatched = _spike_exact(result, ref) if fixed else (None, None)
     net.save(out_dir)
     report = build_report(
-        result, snn, ev.y, ann_accuracy=ann_accuracy(ann, ev.x, ev.y, opts.batch_size),
+        result, snn, ev.y, ann_accuracy=ann_accuracy(ann, ev.x, ev.y, opts.batch_size,
+                                                     opts.memory_budget),
         model=model, target="loihi", pipeline=pipeline.spec() if pipeline is not None else "",
         options=dataclasses.asdict(opts), notes=getattr(ctx, "notes", None),
         seconds=time.perf_counter() - t0)

@@ -229,7 +229,11 @@ def _check(model: Path, a: argparse.Namespace) -> int:
         shape = graph.shape(graph.input_name)
         x = np.random.default_rng(a.seed).random((16, *shape), dtype=np.float32)
     check_input(graph, x)
-    ours = run_ann(graph, x)
+    import torch
+
+    from snncompile.backends.memory import room_bytes
+
+    ours = run_ann(graph, x, max_bytes=room_bytes(a.memory_budget, torch.device("cpu")))
     ref = run_onnxruntime(model, x)
     err = np.abs(ours - ref).max() / max(float(np.abs(ref).max()), 1e-12)
     agree = float(np.mean(ours.reshape(len(x), -1).argmax(1) == ref.reshape(len(x), -1).argmax(1)))
