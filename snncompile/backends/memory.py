@@ -34,10 +34,11 @@ from snncompile.options import parse_bytes
 
 #: the share of the available memory a run takes when no budget is given
 DEFAULT_FRACTION = 0.5
-#: CPU: rows (samples × steps) per op the cache bound never goes below, when the budget allows:
-#: batched convs need rows (measured, resnet18 at 224 on 2 cores, T=16: 2 rows 3.2× the
-#: T × ANN time, 8 rows 1.1×, 32 rows 0.46×; benchmarks/scale.py)
-MIN_ROWS = 32
+#: CPU: rows (samples × steps) per op the cache bound never goes below, when the budget allows
+#: (measured, resnet18 at 224, T=32, 2 images, 1 thread, loaded machine: 4 rows 5.3 s, 8 rows
+#: 5.8 s, 16 rows 7.5 s, 64 rows 5.2 s vs 3.9 s for 8 in another run: fewer rows, in cache, are
+#: no slower; below 4 rows the ops' fixed costs grow)
+MIN_ROWS = 4
 
 
 def available_bytes(device: torch.device) -> int:

@@ -118,6 +118,12 @@ class SpikingNetwork(nn.Module):
             raise CompileError("cannot compile for the gpu target", problems)
         # index in ``order`` of each value's last reader: ``simulate`` drops a value after it
         self.last_use = {i: k for k, n in enumerate(self.order) for i in self.inputs[n]}
+        for name in self.order:  # gates fed by integer spikes θ·s, θ > 0: exact float64 sums
+            mod = self.ops[self.keys[name]] if name in self.keys else None
+            src = self.inputs[name][0] if self.inputs[name] else None
+            if getattr(mod, "stateful", False) and src in self.neurons:
+                model = self.neurons[src][0]
+                mod.counts = model.integer and bool((self.theta(src) > 0).all())
         self.readers: dict[str, list[str]] = {}
         for n in self.order:
             for i in self.inputs[n]:
@@ -331,7 +337,8 @@ class GpuNetwork:
                 ev = model.events(s)
             if model.events is not torch.abs and chunk < steps:
                 prev[name] = s[-1:].clone()
-            total = ev.sum(0, dtype=torch.float64)
+            # per chunk in s's dtype (counts ≤ chunk·M: exact), accumulated in float64
+            total = ev.sum(0).to(torch.float64)
             per_unit[name] = total if name not in per_unit else per_unit[name].add_(total)
             if record:  # a copy: s becomes θ·s in place after this
                 trains.setdefault(name, []).append(

@@ -198,6 +198,8 @@ class MaxPoolLowering(_Op):
     """Static input: the ANN max. Dynamic input: the spiking max-pool gate (``maxpool_gate``)."""
 
     stateful = True
+    #: set by the simulator when the input is a spiking layer's θ·s (``maxpool_gate``)
+    counts = False
 
     def forward(self, xs: list[Tensor], steps: int | None,
                 state: dict[str, Tensor] | None = None) -> Tensor:
@@ -205,7 +207,7 @@ class MaxPoolLowering(_Op):
         if steps is None:
             return maxpool(self.op, xs[0])
         x = xs[0].reshape(steps, -1, *xs[0].shape[1:])
-        return maxpool_gate(self.op, x, state).flatten(0, 1)
+        return maxpool_gate(self.op, x, state, counts=self.counts).flatten(0, 1)
 
 
 # ----------------------------------------------------------------------------- synapse counts
