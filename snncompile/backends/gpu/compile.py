@@ -123,7 +123,8 @@ class SpikingNetwork(nn.Module):
             src = self.inputs[name][0] if self.inputs[name] else None
             if getattr(mod, "stateful", False) and src in self.neurons:
                 model = self.neurons[src][0]
-                mod.counts = model.integer and bool((self.theta(src) > 0).all())
+                theta = getattr(self, f"theta_{self.keys[src]}")  # the buffer: θ at build
+                mod.counts = model.integer and bool((theta > 0).all())
         self.readers: dict[str, list[str]] = {}
         for n in self.order:
             for i in self.inputs[n]:
