@@ -63,11 +63,11 @@ RESNET_EXTRA = {"if +sync": {"sync_shortcuts": True},
 
 # ------------------------------------------------------------------ models
 def make_models(tmp: Path, quick: bool, resnet_epochs: int) -> dict[str, Path]:
-    import models  # tests/models.py
-
     from examples.train_digits import build, export, train
     from examples.train_quantized_digits import finetune
     from snncompile.train import quantize_relus
+
+    import models  # tests/models.py
 
     out = {"digits_cnn": ROOT / "examples" / "digits_cnn.onnx"}
     t0 = time.perf_counter()

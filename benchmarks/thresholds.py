@@ -23,11 +23,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-import models  # noqa: E402
-
 import snncompile  # noqa: E402
 from snncompile.data import digits  # noqa: E402
 from snncompile.interp import run_ann  # noqa: E402
+
+import models  # noqa: E402
 
 STEPS = (4, 8, 16, 32, 64)
 SETTINGS = [(norm, ch) for norm in ("max", "p99.9", "p99.99") for ch in (False, True)]

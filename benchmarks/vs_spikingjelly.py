@@ -58,11 +58,12 @@ for p in (str(ROOT), str(ROOT / "tests"), str(ROOT / "examples")):
     if p not in sys.path:
         sys.path.insert(0, p)
 
-import models as test_models  # noqa: E402  (tests/models.py)
 import train_digits  # noqa: E402  (examples/train_digits.py)
 
 import snncompile  # noqa: E402
 from snncompile.data import digits  # noqa: E402
+
+import models as test_models  # noqa: E402  (tests/models.py)
 
 RESULTS = ROOT / "benchmarks" / "results"
 T_REPORT = (4, 8, 16, 32, 64)

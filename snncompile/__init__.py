@@ -40,8 +40,8 @@ if TYPE_CHECKING:
 __all__ = [
     "CompileError", "CompileOptions", "CompiledNetwork", "DEFAULT_FRONT", "Diagnostic", "Graph",
     "NeuronSpec", "PassContext", "PassError", "PassManager", "compile", "convert",
-    "evaluate_target", "finetune_snn", "get_pass", "load", "load_onnx", "pipeline_for",
-    "register_neuron", "register_pass", "registered", "save", "verify",
+    "evaluate_target", "export_nir", "finetune_snn", "get_pass", "load", "load_nir", "load_onnx",
+    "pipeline_for", "register_neuron", "register_pass", "registered", "save", "verify",
 ]
 
 #: target -> the backend package whose ``compile(graph, options)`` builds its CompiledNetwork
@@ -74,6 +74,20 @@ def load_onnx(path: str | Path) -> Graph:
     return _load(path)
 
 
+def load_nir(path: str | Path, *, reset: str | None = None) -> Graph:
+    """NIR file -> spiking IR (no conversion passes); see ``snncompile.frontend.nir_import``."""
+    from snncompile.frontend.nir_import import load_nir as _load
+
+    return _load(path, reset=reset)
+
+
+def export_nir(graph: Graph, path: str | Path, *, readout: str = "integrator") -> Path:
+    """Spiking IR -> NIR file; see ``snncompile.backends.nir_export`` for the mapping."""
+    from snncompile.backends.nir_export import export_nir as _export
+
+    return _export(graph, path, readout=readout)
+
+
 def pipeline_for(target: str, opts: CompileOptions, pipeline: str | Sequence[Any] | None = None,
                  extra: Sequence[Any] = ()) -> list[Any]:
     """The passes for ``target``: ``pipeline`` (a spec string or list) replaces the default
@@ -92,8 +106,6 @@ def pipeline_for(target: str, opts: CompileOptions, pipeline: str | Sequence[Any
 
 def _calibration(options: dict[str, Any], calibration: Any) -> tuple[np.ndarray | None,
                                                                      np.ndarray | None]:
-    import numpy as np
-
     from snncompile import data
 
     dataset = options.pop("dataset", None)
@@ -105,7 +117,9 @@ def _calibration(options: dict[str, Any], calibration: Any) -> tuple[np.ndarray 
         calibration = data.load_npz(calibration)
     if isinstance(calibration, data.Dataset):
         return calibration.x, calibration.y
-    return np.asarray(calibration, np.float32), None
+    from snncompile import validate
+
+    return validate.samples(calibration, "calibration"), None
 
 
 def convert(model: str | Path | Graph, *, target: str = "gpu",
@@ -113,9 +127,22 @@ def convert(model: str | Path | Graph, *, target: str = "gpu",
             **options: Any) -> tuple[Graph, PassManager, PassContext]:
     """Frontend + pass pipeline. Returns the spiking IR, the pass manager (``.spec()`` replays
     the run) and the pass context (``.notes`` holds per-pass results)."""
+    from snncompile import validate
+
+    if not isinstance(model, (str, Path, Graph)):
+        raise CompileError("bad model", [Diagnostic(
+            f"model is a {type(model).__name__}; expected a path to an .onnx file or a Graph")])
+    if isinstance(model, (str, Path)) and Path(model).suffix.lower() == ".nir":
+        options.pop("dataset", None)  # a NIR graph is already spiking: no calibration, no passes
+        CompileOptions.from_kwargs(options)
+        return load_nir(model), PassManager([]), PassContext()
     x, y = _calibration(options, calibration)
     opts = CompileOptions.from_kwargs(options)
-    graph = model if isinstance(model, Graph) else load_onnx(model)
+    graph = model if isinstance(model, Graph) else load_onnx(validate.model_file(model))
+    if x is not None:
+        validate.samples(x, "calibration", shape=graph.shape(graph.input_name))
+        if y is not None:
+            y = validate.labels(y, len(x), validate.classes(graph), "calibration labels")
     specs = list(passes) if passes is not None else pipeline_for(target, opts)
     pm = PassManager.from_specs(specs)
     ctx = PassContext(calibration=x, labels=y, seed=opts.seed)
@@ -136,9 +163,10 @@ def compile(model: str | Path | Graph, target: str = "gpu", passes: Sequence[Any
     """Convert ``model`` and compile it for ``target``.
 
     ``target="ir"`` returns the IR; "gpu" and "loihi" return the backend's ``CompiledNetwork``
-    (``.run(x, timesteps) -> SimResult``, ``.save(dir)``). ``options`` are CompileOptions
-    fields, plus ``dataset="digits"`` as a calibration source. ``passes`` replaces the default
-    pipeline.
+    (``.run(x, timesteps) -> SimResult``, ``.save(dir)``; with ``export="nir"`` ``.save`` also
+    writes ``network.nir``). A ``.nir`` model is read as a spiking network (no passes).
+    ``options`` are CompileOptions fields, plus ``dataset="digits"`` as a calibration source.
+    ``passes`` replaces the default pipeline.
     """
     opts_dict = dict(options)
     backend = None if target == "ir" else _backend(target)
@@ -146,6 +174,9 @@ def compile(model: str | Path | Graph, target: str = "gpu", passes: Sequence[Any
     if backend is None:
         return graph
     opts_dict.pop("dataset", None)
+    from snncompile import validate
+
+    validate.spiking_ready(graph, target)
     return backend.compile(graph, CompileOptions.from_kwargs(opts_dict))
 
 

@@ -26,6 +26,9 @@ class Dataset:
     def take(self, n: int | None, offset: int = 0) -> Dataset:
         if n is None:
             return self
+        from snncompile import validate
+
+        n = validate.integer(n, "samples", minimum=1)
         sl = slice(offset, offset + n)
         return Dataset(self.x[sl], None if self.y is None else self.y[sl], self.source)
 
@@ -53,9 +56,9 @@ def digits(split: str = "all", seed: int = 0) -> Dataset:
 
 def load_npz(path: str | Path, *, need_labels: bool = False) -> Dataset:
     """Read and check a data file; every problem is a one-line CompileError."""
-    p = Path(path)
-    if not p.is_file():
-        raise CompileError("data file not found", [Diagnostic(str(p))])
+    from snncompile import validate
+
+    p = validate.data_file(path)  # file type and declared sizes, from the headers only
     try:
         with np.load(p, allow_pickle=False) as f:
             keys = set(f.files)
@@ -72,14 +75,9 @@ def load_npz(path: str | Path, *, need_labels: bool = False) -> Dataset:
     if x.dtype.kind not in "fiu" or x.ndim < 2:
         raise CompileError("wrong data file", [Diagnostic(
             f"{p}: x has dtype {x.dtype} and shape {x.shape}; expected float (N, C, H, W)")])
-    x = x.astype(np.float32)
-    if not np.all(np.isfinite(x)):
-        raise CompileError("wrong data file", [Diagnostic(f"{p}: x contains NaN or Inf")])
+    x = validate.samples(x, f"{p}: x")
     if y is not None:
-        if y.ndim != 1 or len(y) != len(x) or y.dtype.kind not in "iu":
-            raise CompileError("wrong data file", [Diagnostic(
-                f"{p}: y has dtype {y.dtype} and shape {y.shape}; expected ({len(x)},) int")])
-        y = y.astype(np.int64)
+        y = validate.labels(y, len(x), None, f"{p}: y")
     elif need_labels:
         raise CompileError("wrong data file", [Diagnostic(f"{p}: no labels 'y' for evaluation")])
     return Dataset(x, y, str(p))

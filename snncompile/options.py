@@ -75,11 +75,19 @@ class CompileOptions:
         None, "peak memory of a simulation run, bytes with a K/M/G suffix (e.g. 4G); picks the "
         "samples simulated at once and the time chunk (default: half of the available RAM, or "
         "of the free CUDA memory)", group="simulation")
-    export: str | None = option(None, "also write an exchange file (loihi target: netx)",
-                                group="simulation", choices=("netx",))
+    export: str | None = option(None, "also write an exchange file: netx (loihi target, "
+                                "network.net) or nir (both targets, network.nir)",
+                                group="simulation", choices=("netx", "nir"))
+    strict_limits: bool = option(False, "loihi: fail on estimated Loihi 2 limits (per-core "
+                                 "figures that are not public), not only on certain ones",
+                                 group="simulation")
 
     def __post_init__(self) -> None:
-        bad: list[Diagnostic] = []
+        from snncompile.validate import option_problems
+
+        bad: list[Diagnostic] = option_problems(self)  # types, counts, bounds (validate.py)
+        if bad:
+            raise CompileError("bad option", bad)
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if v is None:

@@ -5,6 +5,7 @@ Model builders live in ``tests/models.py`` (``import models`` or ``from tests im
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -18,14 +19,25 @@ for p in (str(TESTS), str(ROOT)):
     if p not in sys.path:
         sys.path.insert(0, p)
 
-import models  # noqa: E402
-
 from snncompile.data import Dataset, digits  # noqa: E402
+
+import models  # noqa: E402
 
 # the machines running the tests are small and shared
 torch.set_num_threads(2)
 
 DIGITS_CNN = ROOT / "examples" / "digits_cnn.onnx"
+#: Lava installs on Python 3.10 only (pip install '.[loihi]'); elsewhere its tests skip
+HAVE_LAVA = importlib.util.find_spec("lava") is not None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if HAVE_LAVA:
+        return
+    skip = pytest.mark.skip(reason="Lava is not installed (Python 3.10: pip install '.[loihi]')")
+    for item in items:
+        if "lava" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from build import chain, cnn, conv, dense, if_layer, residual
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +16,8 @@ from snncompile.backends import gpu
 from snncompile.interp import run_ann
 from snncompile.ir import AvgPool2d, Flatten, MaxPool2d
 from snncompile.options import CompileOptions
+
+from build import chain, cnn, conv, dense, if_layer, residual
 
 CPU = CompileOptions(device="cpu", batch_size=512)
 
@@ -144,10 +145,41 @@ def test_channelwise_thresholds(rng, digits_train) -> None:
 def test_clip_bound_is_the_threshold(rng, digits_train) -> None:
     from snncompile.ir import Activation
 
-    g = chain((1, 8, 8), ("c", conv(rng, 1, 3, act=Activation(hi=0.75))), ("f", Flatten()),
+    g = chain((1, 8, 8), ("c", conv(rng, 1, 3, act=Activation(hi=0.01))), ("f", Flatten()),
               ("d", dense(rng, 192, 10, act=None)))
-    snn = snncompile.convert(g, calibration=digits_train.x[:32])[0]
-    assert np.all(snn.op("c").neuron.threshold == np.float32(0.75))
+    snn, _, ctx = snncompile.convert(g, calibration=digits_train.x[:32])
+    assert np.all(snn.op("c").neuron.threshold == np.float32(0.01))  # the clip bound won
+    assert ctx.notes["balance-thresholds"]["c"]["source"] == "clip"
+    snn = snncompile.convert(g.copy())[0]  # no calibration data: the bound
+    assert np.all(snn.op("c").neuron.threshold == np.float32(0.01))
+
+
+@pytest.mark.parametrize("channelwise", [False, True])
+def test_clip_threshold_is_min_of_bound_and_statistic(channelwise: bool, rng,
+                                                      digits_train) -> None:
+    """ReLU6-like layers: θ = min(clip bound, calibrated statistic), per channel if asked."""
+    from snncompile.interp import record_activations
+    from snncompile.ir import Activation
+    from snncompile.passes.balance_thresholds import layer_thresholds
+
+    x = digits_train.x[:64]
+    plain = chain((1, 8, 8), ("c", conv(rng, 1, 3, act=Activation())), ("f", Flatten()),
+                  ("d", dense(rng, 192, 10, act=None)))
+    stat = layer_thresholds(record_activations(plain, x)["c"], 99.9, channelwise)
+    hi = float(np.sort(stat)[-2:].mean()) if channelwise else float(stat[0]) * 4
+    g = plain.copy()
+    g.replace("c", act=Activation(hi=hi))
+    snn, _, ctx = snncompile.convert(g, calibration=x, channelwise=channelwise)
+    th = snn.op("c").neuron.threshold
+    want = np.where(stat > 0, np.minimum(stat, hi), hi)  # a dead channel keeps the bound
+    np.testing.assert_allclose(th, want.astype(np.float32), rtol=1e-6)
+    note = ctx.notes["balance-thresholds"]["c"]
+    assert note["clip_bound"] == pytest.approx(hi)
+    if channelwise:
+        assert note["source"] == "clip+p99.9"
+        assert note["clip_channels"] == int(((stat >= hi) | (stat == 0)).sum()) < 3
+    else:
+        assert note["source"] == "p99.9" and note["clip_channels"] == 0
 
 
 def test_no_calibration_data_is_a_clear_error(rng) -> None:

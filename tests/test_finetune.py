@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import build
 import numpy as np
 import pytest
 import torch
@@ -19,6 +18,8 @@ from snncompile.finetune import METHODS, parse_method, train
 from snncompile.finetune.differentiable import DifferentiableSNN
 from snncompile.ir import CompileError, load, save
 from snncompile.tools.cli import main
+
+import build
 
 T = 4
 
@@ -217,3 +218,46 @@ def test_tuned_ir_runs_on_lava_spike_exact(digits_cnn_onnx, digits_train, digits
         np.testing.assert_array_equal(lava.spike_trains[name], ref.spike_trains[name],
                                       err_msg=name)
     np.testing.assert_array_equal(lava.predictions, ref.predictions)
+
+
+class _Plant:
+    """A pickle payload: unpickling it calls ``Path(flag).touch()`` (runs code)."""
+
+    def __init__(self, flag):
+        self.flag = flag
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.flag),))
+
+
+def test_planted_checkpoint_never_runs_code(digits_snn, digits_train, tmp_path):
+    """A malicious checkpoint where a resume looks (a cloned repository, a shared results
+    folder) is not unpickled: weights_only=True refuses it and the run starts fresh."""
+    flag = tmp_path / "pwned"
+    ck = tmp_path / "ft" / "0-temporal-consistency" / "checkpoint.pt"
+    ck.parent.mkdir(parents=True)
+    torch.save({"fingerprint": "x", "params": {}, "payload": _Plant(str(flag))}, ck)
+    # the payload is real: a full unpickle runs it
+    torch.load(ck, weights_only=False)
+    assert flag.exists()
+    flag.unlink()
+    res = train(digits_snn, digits_train.take(32), "temporal-consistency", epochs=1,
+                out_dir=tmp_path / "ft", timesteps=2, progress=False)[-1]
+    assert not flag.exists()
+    assert res.resumed_from is None
+
+
+def test_checkpoint_with_the_fingerprint_but_wrong_shapes_is_ignored(digits_snn, digits_train,
+                                                                     tmp_path):
+    data = digits_train.take(32)
+    kw = {"timesteps": 2, "progress": False, "out_dir": tmp_path}
+    train(digits_snn, data, "temporal-consistency", epochs=1, **kw)
+    ck = tmp_path / "0-temporal-consistency" / "checkpoint.pt"
+    state = torch.load(ck, weights_only=True)
+    k = next(iter(state["params"]))
+    state["params"][k] = torch.zeros(3)  # same fingerprint, a parameter of another shape
+    torch.save(state, ck)
+    res = train(digits_snn, data, "temporal-consistency", epochs=2, **kw)[-1]
+    assert res.resumed_from is None

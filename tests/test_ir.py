@@ -5,10 +5,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import models
 import numpy as np
 import pytest
-from build import chain, cnn, conv, dense, residual
 
 from snncompile.frontend import load_onnx, run_onnxruntime
 from snncompile.interp import run_ann
@@ -25,6 +23,9 @@ from snncompile.ir import (
     verify,
 )
 from snncompile.passes import PassContext, PassManager, get_pass
+
+import models
+from build import chain, cnn, conv, dense, residual
 
 
 def test_graph_shapes_and_order(rng: np.random.Generator) -> None:

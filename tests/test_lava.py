@@ -6,7 +6,6 @@ once for all its samples.
 
 from __future__ import annotations
 
-import build
 import numpy as np
 import pytest
 
@@ -16,6 +15,8 @@ from snncompile.backends.loihi import compile_reference as loihi_reference
 from snncompile.backends.loihi.fixed import BIAS_MANT_MAX, VTH_MANT_MAX, WEIGHT_MAX
 from snncompile.backends.loihi.plan import build_plan
 from snncompile.ir import CompileError
+
+import build
 
 T = 32
 
@@ -116,22 +117,46 @@ def test_maxpool_not_after_a_spiking_layer_is_a_compile_error():
     assert "AvgPool" in e.value.diagnostics[0].hint
 
 
-def test_loihi2_limits_checked_before_running(rng):
-    """A neuron with more inputs than a core's axons is refused at compile time, by name."""
+def test_wide_dense_layer_is_split_across_cores(rng):
+    """A neuron with more inputs than a core's (estimated) axons: its synapse is split into
+    blocks of source units, each on its own core(s); the blocks add up to the whole matrix."""
     from snncompile.backends.loihi import compile as lava_compile
-    from snncompile.backends.loihi.resources import LIMITS, estimate
+    from snncompile.backends.loihi.resources import LIMITS
 
-    n_in = 2 * LIMITS["fan_in_per_neuron"]  # some weights round to 0 and need no synapse
+    n_in = 2 * LIMITS["axons_per_core"] + 100
     graph = build.chain((n_in,), ("wide", build.dense(rng, n_in, 8)),
                         ("out", build.dense(rng, 8, 2, act=None)))
     x = rng.random((64, n_in)).astype(np.float32)
     snn, _, _ = snncompile.convert(graph, target="loihi", calibration=x)
+    plan = build_plan(snn)
+    parts = [s for s in plan.syns if s.dst == "wide"]
+    assert [s.note for s in parts] == [f"linearized part {i}/3" for i in (1, 2, 3)]
+    assert all((s.weight_int != 0).sum(1).max() <= LIMITS["axons_per_core"] for s in parts)
+    assert plan.splits[0]["parts"] == 3 and plan.splits[0]["fan_in"] > LIMITS["axons_per_core"]
+    whole = sum(s.weight_int for s in parts)
+    assert np.array_equal(np.count_nonzero(np.stack([s.weight_int for s in parts]), 0) <= 1,
+                          np.ones_like(whole, bool))  # disjoint blocks
+    res = lava_compile(snn, snncompile.CompileOptions()).resources  # fits: no error
+    wide = res["layers"][0]
+    assert wide["cores"] == 3 and wide["cores_bound_by"] in ("axons", "split_parts")
+    assert res["neurons"] == 10 and res["warnings"] == [] and res["splits"] == plan.splits
+
+
+def test_estimated_limits_warn_and_strict_limits_refuse(rng):
+    """A convolution whose neurons have more inputs than a core's axons cannot be split by
+    source blocks here: a warning (the axon count is an estimate), an error with strict."""
+    from snncompile.backends.loihi import compile as lava_compile
+
+    graph = build.chain((520, 3, 3), ("wide", build.conv(rng, 520, 2)), ("f", build.Flatten()),
+                        ("out", build.dense(rng, 18, 2, act=None)))
+    x = rng.random((16, 520, 3, 3)).astype(np.float32)
+    snn, _, _ = snncompile.convert(graph, target="loihi", calibration=x)
+    res = lava_compile(snn, snncompile.CompileOptions()).resources
+    assert len(res["warnings"]) == 1 and "through one convolution" in res["warnings"][0]
+    assert "estimate" in res["warnings"][0] and res["warnings"][0].startswith("wide")
     with pytest.raises(CompileError, match="does not fit Loihi 2 limits") as e:
-        lava_compile(snn, snncompile.CompileOptions())
-    assert e.value.diagnostics[0].node == "wide" and "fan-in" in e.value.diagnostics[0].message
-    res = estimate(build_plan(snn))
-    assert res["neurons"] == 10
-    assert LIMITS["fan_in_per_neuron"] < res["layers"][0]["fan_in_max"] <= n_in
+        lava_compile(snn, snncompile.CompileOptions(strict_limits=True))
+    assert e.value.diagnostics[0].node == "wide"
 
 
 # ------------------------------------------------------------------------------ Lava
@@ -334,6 +359,7 @@ def test_cli_loihi_target_report(digits_cnn_onnx, tmp_path, capsys):
     assert (out / "network.net").exists() and (out / "lava.json").exists()
 
 
+@pytest.mark.lava  # --target loihi on the command line needs Lava before anything else
 def test_cli_netx_refusal_leaves_nothing(digits_cnn_onnx, tmp_path, capsys):
     from snncompile.tools.cli import main
 

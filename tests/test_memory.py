@@ -4,7 +4,6 @@ chunks; the ANN interpreter drops values after their last reader."""
 
 from __future__ import annotations
 
-import build
 import numpy as np
 import pytest
 import torch
@@ -20,6 +19,8 @@ from snncompile.interp import batch_for, run_ann
 from snncompile.ir.diagnostics import CompileError
 from snncompile.options import CompileOptions, parse_bytes
 from snncompile.tools.cli import main
+
+import build
 
 MODELS = ("if", "if-hard", "signed-if", "gn", "bistable", "sigma-delta")
 T = 6

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from build import cnn
 
 import snncompile
 from snncompile.interp import run_ann
 from snncompile.ir import CompileError, Conv2d, PassError
 from snncompile.passes import PassContext, PassManager, get_pass, registry
+
+from build import cnn
 
 
 @pytest.fixture

@@ -27,7 +27,6 @@ from snncompile.interp import pad2d
 from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.graph import Graph
 from snncompile.ir.nodes import MaxPool2d
-from snncompile.ir.verify import check_input
 
 Tensor = torch.Tensor
 
@@ -214,11 +213,18 @@ def batches(n: int, batch_size: int, *, desc: str, progress: bool = True,
 
 def run_steps(graph: Graph, x: np.ndarray, timesteps: int | None, default: int) -> int:
     """The number of steps a ``run`` simulates (``timesteps``, else ``default``), after checking
-    it and that ``x`` fits the graph's input; every problem is a one-line CompileError."""
-    steps = int(timesteps or default)
-    if steps < 1:
-        raise CompileError("bad option", [Diagnostic(f"timesteps={steps}; must be >= 1")])
-    check_input(graph, x)
+    it and that ``x`` fits the graph's input (a finite numeric array; ``snncompile.validate``)
+    and the run's memory estimate; every problem is a one-line CompileError. ``timesteps=0``
+    is an error (not "the default"), and so are 2.7, ``True`` and a list for ``x``."""
+    from snncompile import validate
+
+    steps = validate.integer(default if timesteps is None else timesteps, "timesteps",
+                             maximum=2**31 - 1)
+    validate.samples(x, "x", shape=graph.shape(graph.input_name))
+    validate.check_memory(validate.run_memory(len(x), steps, validate.graph_units(graph), 256,
+                                              validate.classes(graph) or 1),
+                          f"running {len(x)} samples for {steps} steps",
+                          hint="fewer samples or steps per call")
     return steps
 
 

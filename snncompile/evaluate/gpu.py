@@ -33,7 +33,7 @@ def ann_accuracy(ann: Graph, x: np.ndarray, y: np.ndarray, batch_size: int = 256
     return float(np.mean(out.reshape(len(x), -1).argmax(1) == y))
 
 
-def evaluate_gpu(snn: Graph, ann: Graph, ev: Any, opts: CompileOptions, out_dir: Path, *,
+def evaluate_gpu(snn: Graph, ann: Graph | None, ev: Any, opts: CompileOptions, out_dir: Path, *,
                  model: str = "", pipeline: Any = None, ctx: Any = None) -> dict[str, Any]:
     """Simulate ``snn`` on ``ev`` (a labelled ``Dataset``), write plots, print the tables and
     return report.json's dict."""
@@ -47,8 +47,8 @@ def evaluate_gpu(snn: Graph, ann: Graph, ev: Any, opts: CompileOptions, out_dir:
     result = net.run(ev.x, opts.timesteps)
     net.save(out_dir)
     report = build_report(
-        result, snn, ev.y, ann_accuracy=ann_accuracy(ann, ev.x, ev.y, opts.batch_size,
-                                                     opts.memory_budget),
+        result, snn, ev.y, ann_accuracy=None if ann is None  # a .nir input has no ANN
+        else ann_accuracy(ann, ev.x, ev.y, opts.batch_size, opts.memory_budget),
         model=model, target="gpu",
         pipeline=pipeline.spec() if pipeline is not None else "",
         options=dataclasses.asdict(opts), notes=getattr(ctx, "notes", None),

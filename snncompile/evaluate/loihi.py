@@ -40,7 +40,7 @@ def _spike_exact(lava: Any, ref: Any) -> tuple[bool, int]:
     return diff == 0 and pots, diff
 
 
-def evaluate_loihi(snn: Graph, ann: Graph, ev: Any, opts: CompileOptions, out_dir: Path, *,
+def evaluate_loihi(snn: Graph, ann: Graph | None, ev: Any, opts: CompileOptions, out_dir: Path, *,
                    model: str = "", pipeline: Any = None, ctx: Any = None) -> dict[str, Any]:
     """Run ``snn`` in Lava on ``ev`` (a labelled ``Dataset``); returns report.json's dict."""
     from snncompile.backends.gpu import compile as gpu_compile
@@ -68,8 +68,8 @@ def evaluate_loihi(snn: Graph, ann: Graph, ev: Any, opts: CompileOptions, out_di
     exact, mismatched = _spike_exact(result, ref) if fixed else (None, None)
     net.save(out_dir)
     report = build_report(
-        result, snn, ev.y, ann_accuracy=ann_accuracy(ann, ev.x, ev.y, opts.batch_size,
-                                                     opts.memory_budget),
+        result, snn, ev.y, ann_accuracy=None if ann is None  # a .nir input has no ANN
+        else ann_accuracy(ann, ev.x, ev.y, opts.batch_size, opts.memory_budget),
         model=model, target="loihi", pipeline=pipeline.spec() if pipeline is not None else "",
         options=dataclasses.asdict(opts), notes=getattr(ctx, "notes", None),
         seconds=time.perf_counter() - t0)
@@ -106,6 +106,12 @@ def evaluate_loihi(snn: Graph, ann: Graph, ev: Any, opts: CompileOptions, out_di
     print(f"resources: {resources['neurons']} neurons, {resources['synapses']} synapses, "
           f"~{resources['neuro_cores']} Loihi 2 neuro-cores (limits: "
           f"{resources['limits']['neurons_per_core']} neurons, "
-          f"{resources['limits']['synapses_per_core']} synapses per core)")
+          f"{resources['limits']['synapses_per_core']} synapses per core, estimates)")
+    for sp in resources.get("splits", []):
+        print(f"resources: {sp['synapse']} has {sp['fan_in']} inputs per neuron; split into "
+              f"{sp['parts']} synapse groups of <= {sp['inputs_per_part']} inputs (one core "
+              f"each at least; {sp['axons_per_core_estimate']} axons per core, estimate)")
+    for w in resources.get("warnings", []):
+        print(f"warning: Loihi 2 limits (estimate): {w}", file=sys.stderr)
     plot_report(report, out_dir)
     return report

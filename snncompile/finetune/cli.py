@@ -73,7 +73,11 @@ def run_finetune(a: argparse.Namespace, opts: Any, snn: Graph, ev: Any, out_tmp:
     from snncompile.finetune import FinetuneConfig, parse_method, train
 
     parse_method(a.finetune)  # bad names fail before any data is read
-    steps = a.finetune_timesteps or opts.timesteps
+    from snncompile import validate
+
+    steps = opts.timesteps if a.finetune_timesteps is None else \
+        validate.integer(a.finetune_timesteps, "finetune_timesteps")
+    validate.sample_count(a.finetune_samples, "finetune_samples")
     ds = _training_data(a, opts.seed)
     ck = out_tmp / "finetune"
     prev = out_final / "finetune"

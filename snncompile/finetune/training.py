@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import sys
 import time
@@ -39,6 +40,7 @@ from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.graph import Graph
 
 Tensor = torch.Tensor
+log = logging.getLogger("snncompile.finetune")
 
 
 # ------------------------------------------------------------------------------ inputs
@@ -255,6 +257,41 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _load_checkpoint(path: Path, device: torch.device, fp: str,
+                     trainables: dict[str, Tensor]) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` if it is ours for this run, else None (a fresh start).
+
+    ``torch.load(weights_only=True)``: only tensors, numbers, strings and containers are
+    unpickled, never code (a planted checkpoint cannot execute anything). It is used only when
+    its fingerprint matches ``fp`` and its parameters have the names and shapes of
+    ``trainables``; anything else is ignored with a warning."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError, ...
+        log.warning("ignoring checkpoint %s: not a plain-data checkpoint (%s)", path,
+                    str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__)
+        return None
+    try:
+        ok = (isinstance(state, dict) and state.get("fingerprint") == fp
+              and isinstance(state.get("params"), dict)
+              and set(state["params"]) == set(trainables)
+              and all(isinstance(v, Tensor) and v.shape == trainables[k].shape
+                      for k, v in state["params"].items())
+              and isinstance(state.get("stage"), int) and isinstance(state.get("epoch"), int)
+              and isinstance(state.get("history"), list))
+    except Exception:  # noqa: BLE001 - any malformed content: not ours
+        ok = False
+    if not ok:
+        if isinstance(state, dict) and state.get("fingerprint") != fp:
+            log.info("checkpoint %s is for another run (fingerprint differs): starting fresh", path)
+        else:
+            log.warning("ignoring checkpoint %s: its contents do not match this run", path)
+        return None
+    return state
+
+
 # ------------------------------------------------------------------------------ the loop
 def run_stages(net: Any, stages: Sequence[Stage], data: TrainData, cfg: FinetuneConfig,
                teacher: Graph, method: str, fp: str
@@ -271,16 +308,15 @@ def run_stages(net: Any, stages: Sequence[Stage], data: TrainData, cfg: Finetune
     ckpt_path = cfg.out_dir / "checkpoint.pt" if cfg.out_dir is not None else None
     history: list[dict[str, Any]] = []
     start_stage, start_epoch, opt_state, resumed = 0, 0, None, None
-    if ckpt_path is not None and ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if state.get("fingerprint") == fp:
-            with torch.no_grad():
-                for k, v in state["params"].items():
-                    trainables[k].copy_(v)
-            history = list(state["history"])
-            start_stage, start_epoch = state["stage"], state["epoch"]
-            opt_state = state["optimizer"]
-            resumed = str(ckpt_path)
+    state = _load_checkpoint(ckpt_path, device, fp, trainables) if ckpt_path else None
+    if state is not None:
+        with torch.no_grad():
+            for k, v in state["params"].items():
+                trainables[k].copy_(v)
+        history = list(state["history"])
+        start_stage, start_epoch = state["stage"], state["epoch"]
+        opt_state = state["optimizer"]
+        resumed = str(ckpt_path)
     meter = _SavedBytes()
     n = len(data)
     for si, stage in enumerate(stages):

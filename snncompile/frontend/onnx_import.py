@@ -30,6 +30,8 @@ from snncompile.frontend.op_table import (
     Builder,
     OnnxNode,
     Unsupported,
+    fold_channel_permutations,
+    fold_spatial_maps,
     sanitize,
     supported_ops,
 )
@@ -61,6 +63,8 @@ def read_model(src: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, str]
         model = onnx.load_model_from_string(data)
         if model.graph.node or model.graph.initializer:
             model = onnx.load(str(p))  # again through the path: resolves external data
+    except onnx.checker.ValidationError as e:  # e.g. external data outside the model's folder
+        raise CompileError("invalid ONNX model", [Diagnostic(f"{p}: {_first_line(e)}")]) from None
     except (DecodeError, ValueError, RuntimeError, OSError) as e:
         raise CompileError(_what(data, p), [Diagnostic(f"{p}: {_first_line(e)}")]) from None
     if model.ir_version <= 0 or not model.graph.node or not model.graph.output:
@@ -182,6 +186,13 @@ def _fold(node: onnx.NodeProto, b: Builder, folder: _Folder) -> None:
     b.consts[node.output[0]] = vals
 
 
+def unsupported_ops_diagnostic(bad: dict[str, list[str]]) -> Diagnostic:
+    """One diagnostic naming every unsupported op type with its count and first node:
+    ``HardSwish ×19 (first at node A), Mul ×9 (first at node B); supported: ...``."""
+    parts = [f"{t} ×{len(nodes)} (first at node {nodes[0]})" for t, nodes in bad.items()]
+    return Diagnostic(", ".join(parts), hint="supported: " + ", ".join(supported_ops()))
+
+
 def load_onnx(src: str | Path | onnx.ModelProto) -> Graph:
     """Read, check and convert an ONNX model into a verified IR graph (ANN form).
 
@@ -196,8 +207,15 @@ def load_onnx(src: str | Path | onnx.ModelProto) -> Graph:
     if opset < MIN_OPSET:
         raise CompileError("unsupported ONNX opset", [Diagnostic(
             f"{where}: opset {opset}; re-export with opset_version >= 13")])
+    for init in model.graph.initializer:  # every initializer decodes (type matches bytes)
+        try:
+            numpy_helper.to_array(init)
+        except (ValueError, TypeError, RuntimeError, OSError) as e:
+            raise CompileError("invalid ONNX model", [Diagnostic(
+                f"{where}: initializer {init.name!r}: {_first_line(e)}")]) from None
     # QCFS clip-floor-shift chains and Q/DQ pairs -> one ai.snncompile.QuantReLU node each
-    model = fold_quantized_activations(model)
+    quant_notes: list[Diagnostic] = []  # why a Floor/Round/QuantizeLinear did not fold
+    model = fold_quantized_activations(model, quant_notes)
 
     uses: dict[str, int] = {}
     for n in model.graph.node:
@@ -218,22 +236,20 @@ def load_onnx(src: str | Path | onnx.ModelProto) -> Graph:
     b.tensors[inp.name] = in_ir
 
     folder = _Folder(opset)
-    supported = supported_ops()
-    hint = "supported: " + ", ".join(supported)
     diags: list[Diagnostic] = []
+    bad_types: dict[str, list[str]] = {}  # unsupported op type -> its nodes, in graph order
     poisoned: set[str] = set()
-    n_bad_type = 0
     for idx, proto in enumerate(model.graph.node):
         name = proto.name or f"{proto.op_type}_{idx}"
         op_type = proto.op_type if proto.domain in ("", "ai.onnx") else \
             f"{proto.domain}.{proto.op_type}"
         origin = f"{name} ({op_type})"
         if any(i in poisoned for i in proto.input if i):
-            # downstream of a problem: nothing to convert, but still name every unsupported op
+            # downstream of a problem: nothing to convert (a shape or value it would need is
+            # missing, so any error here would be a misleading echo), but every node of an
+            # unsupported op type is still counted
             if op_type not in CONVERTERS and op_type != "Shape":
-                n_bad_type += 1
-                diags.append(Diagnostic(f"unsupported op {op_type} at node {name}", origin=origin,
-                                        hint=hint))
+                bad_types.setdefault(op_type, []).append(name)
             poisoned.update(proto.output)
             continue
         try:
@@ -242,13 +258,13 @@ def load_onnx(src: str | Path | onnx.ModelProto) -> Graph:
                 continue
             conv = CONVERTERS.get(op_type)
             if conv is None:
-                n_bad_type += 1
-                diags.append(Diagnostic(f"unsupported op {op_type} at node {name}", origin=origin,
-                                        hint=hint))
+                bad_types.setdefault(op_type, []).append(name)
                 poisoned.update(proto.output)
                 continue
             node = OnnxNode(name, op_type, tuple(proto.input), tuple(proto.output), _attrs(proto))
             b.tensors[proto.output[0]] = conv(node, b)
+            if b.graph.shape(b.tensors[proto.output[0]]) is None:  # a converter bug, said here
+                raise Unsupported("the IR cannot infer its output shape")
         except Unsupported as e:
             diags.append(Diagnostic(f"unsupported use of {op_type} at node {name}: {e}",
                                     origin=origin))
@@ -261,6 +277,9 @@ def load_onnx(src: str | Path | onnx.ModelProto) -> Graph:
                                     origin=origin))
             poisoned.update(proto.output)
             continue
+        if proto.output[0] in b.views or proto.output[0] in b.spatial \
+                or proto.output[0] in b.unchecked:
+            continue  # a 5-D view inside a channel shuffle: no IR tensor of its own
         # cross-check the IR's shape with ONNX shape inference (catches converter bugs)
         want = onnx_shapes.get(proto.output[0])
         got = b.graph.shape(b.tensors[proto.output[0]])
@@ -271,9 +290,15 @@ def load_onnx(src: str | Path | onnx.ModelProto) -> Graph:
 
     if out_name in b.consts and out_name not in poisoned:
         diags.append(Diagnostic(f"the graph output {out_name!r} is a constant"))
+    if bad_types:
+        diags.insert(0, unsupported_ops_diagnostic(bad_types))
+        diags[1:1] = [d for d in quant_notes if d.origin and d.origin.endswith(
+            tuple(f"({t})" for t in bad_types))]
     if diags:
-        headline = "unsupported ONNX op" if n_bad_type else "unsupported ONNX model"
+        headline = "unsupported ops" if bad_types else "unsupported ONNX model"
         raise CompileError(headline, diags)
+    fold_channel_permutations(b)
+    fold_spatial_maps(b)
     src_ir = b.tensors[out_name]
     b.graph.add(b.graph.unique(sanitize(out_name) or "output"),
                 Output(origin=f"{out_name} (graph output)"), [src_ir])
@@ -297,6 +322,12 @@ def run_onnxruntime(src: str | Path | onnx.ModelProto, x: np.ndarray) -> np.ndar
     inp = sess.get_inputs()[0]
     batch = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else len(x)
     x = np.ascontiguousarray(x, dtype=np.float32)
-    outs = [sess.run(None, {inp.name: x[i:i + max(batch, 1)]})[0]
-            for i in range(0, len(x), max(batch, 1))]
+    batch = max(batch, 1)
+    outs = []
+    for i in range(0, len(x), batch):
+        xb = x[i:i + batch]
+        k = len(xb)
+        if k < batch:  # a fixed batch size: pad the last chunk with zeros, keep k rows
+            xb = np.concatenate([xb, np.zeros((batch - k, *xb.shape[1:]), xb.dtype)])
+        outs.append(sess.run(None, {inp.name: xb})[0][:k])
     return np.concatenate(outs).astype(np.float32)

@@ -82,6 +82,15 @@ class Builder:
         self.consts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.graph_outputs = graph_outputs
         self.uses = uses  # ONNX tensor -> number of readers (+1 per graph output)
+        #: channel-group views (N, g1, g2, ..., H, W) of an IR activation inside a channel
+        #: shuffle: ONNX tensor -> (IR op of the (C, H, W) data, channel index array (g1, g2, ...))
+        self.views: dict[str, tuple[str, np.ndarray]] = {}
+        self.permutations: dict[str, np.ndarray] = {}  # IR 1×1 conv -> its channel permutation
+        #: spatial gather views inside an exported adaptive average pool: ONNX tensor -> (IR op
+        #: of the (C, H, W) data, flat H·W index per view position, whether N, C lead the axes)
+        self.spatial: dict[str, tuple[str, np.ndarray, bool]] = {}
+        self.spatial_maps: dict[str, np.ndarray] = {}  # IR Dense op made from such a view -> S
+        self.unchecked: set[str] = set()  # ONNX tensors whose IR shape is flat on purpose
 
     # ------------------------------------------------------------------ queries
     def is_const(self, name: str) -> bool:
@@ -100,6 +109,13 @@ class Builder:
         """The IR op producing activation tensor ``name``."""
         if name in self.consts:
             raise Unsupported(f"input {name!r} is a constant; expected an activation tensor")
+        if name in self.views:
+            raise Unsupported(f"input {name!r} is a 5-D channel-group view; only a channel "
+                              "shuffle (Reshape -> Transpose -> Reshape) may use it")
+        if name in self.spatial:
+            raise Unsupported(f"input {name!r} is a gathered spatial view; only the exported "
+                              "adaptive average pool (Transpose -> GatherND -> Transpose -> "
+                              "ReduceMean) may use it")
         return self.tensors[name]
 
     def shape(self, name: str) -> Shape:
@@ -136,7 +152,13 @@ def converts(*op_types: str) -> Callable[[Converter], Converter]:
 
 
 def supported_ops() -> list[str]:
-    return sorted(CONVERTERS)
+    """ONNX op types with a converter; our own fused ops (``ai.snncompile.*``) are listed as
+    what they stand for."""
+    ops = sorted(t for t in CONVERTERS if "." not in t)
+    if len(ops) < len(CONVERTERS):
+        ops.append("quantized activations (Floor/Round clip-floor-shift chains, "
+                   "QuantizeLinear/DequantizeLinear around a Relu)")
+    return ops
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -187,6 +209,27 @@ def _no_ceil(node: OnnxNode, hw: tuple[int, int], k: tuple[int, ...], s: tuple[i
         if ceil != span // si + 1:
             raise Unsupported("ceil_mode=1 adds a partial window at the border; export with "
                               "ceil_mode=False")
+
+
+def _ceil_pads(node: OnnxNode, hw: tuple[int, int], k: tuple[int, ...], s: tuple[int, ...],
+               p: tuple[int, int, int, int], d: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """MaxPool with ceil_mode=1 as floor mode with extra −∞ padding at the bottom/right.
+
+    ceil mode has o = ⌈(n + p_b + p_e − d(k−1) − 1)/s⌉ + 1 windows, less one if the last would
+    start past n + p_b (torch/ONNX rule); floor mode gives the same o when the end padding grows
+    by e = max((o − 1)·s + d(k−1) + 1 − (n + p_b + p_e), 0). The added cells are −∞ and every
+    window keeps at least one real input, so the max is unchanged: exact.
+    """
+    if not node.attr("ceil_mode", 0):
+        return p
+    pads = list(p)
+    for i, (n, ki, si, di) in enumerate(zip(hw, k, s, d)):
+        span = n + p[i] + p[i + 2] - di * (ki - 1) - 1
+        out = -(-span // si) + 1
+        if (out - 1) * si >= n + p[i]:
+            out -= 1
+        pads[i + 2] += max((out - 1) * si + di * (ki - 1) + 1 - (n + p[i] + p[i + 2]), 0)
+    return tuple(pads)  # type: ignore[return-value]
 
 
 def _single_output(node: OnnxNode, b: Builder) -> None:
@@ -345,15 +388,14 @@ def clip(node: OnnxNode, b: Builder) -> str:
 
 @converts("MaxPool")
 def maxpool(node: OnnxNode, b: Builder) -> str:
-    """MaxPool (2-D) -> MaxPool2d."""
+    """MaxPool (2-D) -> MaxPool2d; ceil_mode=1 becomes extra −∞ padding (exact)."""
     _single_output(node, b)
     x = node.inputs[0]
     _, h, w = _image(node, b, x)
     k = _ints(node.attr("kernel_shape"), 2, 1, "kernel_shape")
     s = _ints(node.attr("strides"), 2, 1, "strides")
     d = _ints(node.attr("dilations"), 2, 1, "dilations")
-    p = _pads(node, (h, w), k, s, d)
-    _no_ceil(node, (h, w), k, s, p, d)
+    p = _ceil_pads(node, (h, w), k, s, _pads(node, (h, w), k, s, d), d)
     op = MaxPool2d(origin=node.origin, kernel=k, stride=s, padding=p, dilation=d)  # type: ignore[arg-type]
     return b.add(node, op, [b.tensor(x)])
 
@@ -387,10 +429,14 @@ def global_avgpool(node: OnnxNode, b: Builder) -> str:
 def reduce_mean(node: OnnxNode, b: Builder) -> str:
     """ReduceMean over (H, W) -> AvgPool2d(kernel=(H, W)) (+ Flatten when keepdims=0)."""
     x = node.inputs[0]
-    _, h, w = _image(node, b, x)
     axes = node.attr("axes")
     if len(node.inputs) > 1 and node.inputs[1]:
         axes = b.const(node.inputs[1], "axes").reshape(-1).tolist()
+    if x in b.spatial:
+        if node.attr("keepdims", 1):
+            raise Unsupported("keepdims=1 on a gathered spatial view")
+        return _spatial_mean(node, b, list(axes or []))
+    _, h, w = _image(node, b, x)
     if axes is None or sorted(int(a) % 4 for a in axes) != [2, 3]:
         raise Unsupported(f"axes={axes}; only the mean over (H, W) = axes [2, 3] is supported")
     pooled = b.add(node, AvgPool2d(origin=node.origin, kernel=(h, w), stride=(h, w)),
@@ -432,10 +478,12 @@ def _resolve_reshape(in_full: tuple[int, ...], target: np.ndarray,
 def reshape(node: OnnxNode, b: Builder) -> str:
     """Reshape to (N, C·H·W) -> Flatten; a reshape to the same shape -> Identity."""
     x, shape_name = node.inputs[:2]
-    s = b.shape(x)
     if shape_name not in b.consts:
         raise Unsupported("the target shape is not a constant")
     allowzero = bool(node.attr("allowzero", 0))
+    if x in b.views:
+        return _end_of_shuffle(node, b)
+    s = b.shape(x)
     outs = []
     for n, target in zip(b.batch_sizes, b.consts[shape_name]):
         outs.append((n, _resolve_reshape((n, *s), target, allowzero)))
@@ -444,15 +492,173 @@ def reshape(node: OnnxNode, b: Builder) -> str:
     if all(o == (n, *s) for n, o in outs):
         return b.add(node, Identity(origin=node.origin, onnx_op="Reshape"), [b.tensor(x)])
     n, o = outs[0]
+    if len(s) == 3 and all(len(o2) > 4 and o2[0] == n2 and o2[-2:] == s[1:]
+                           and math.prod(o2[1:-2]) == s[0] and o2[1:] == o[1:]
+                           for n2, o2 in outs):
+        # (N, C, H, W) -> (N, g1, g2, ..., H, W): the start of a channel shuffle
+        b.views[node.outputs[0]] = (b.tensor(x), np.arange(s[0]).reshape(o[1:-2]))
+        return b.tensor(x)
     shown = ", ".join("N" if v == n else str(v) for v in o)
     raise Unsupported(f"reshape from (N, {', '.join(map(str, s))}) to ({shown}); only "
                       "flattening to (N, -1) is supported")
 
 
+def _end_of_shuffle(node: OnnxNode, b: Builder) -> str:
+    """Reshape of a channel-group view back to (N, C, H, W): output channel i is input channel
+    p[i], p the view's index array read in C order -> a 1×1 Conv2d with W[i, p[i]] = 1 (exact),
+    folded into the next convolution's weights by ``fold_channel_permutations``."""
+    src, idx = b.views[node.inputs[0]]
+    c, h, w = b.graph.shape(src)
+    for n, target in zip(b.batch_sizes, b.consts[node.inputs[1]]):
+        full = _resolve_reshape((n, *idx.shape, h, w), target, bool(node.attr("allowzero", 0)))
+        if full != (n, c, h, w):
+            raise Unsupported(f"a channel-group view reshaped to {list(full[1:])}; only back to "
+                              f"(N, {c}, {h}, {w})")
+    perm = idx.reshape(-1)
+    weight = np.zeros((c, c, 1, 1), dtype=np.float32)
+    weight[np.arange(c), perm, 0, 0] = 1.0
+    name = b.add(node, Conv2d(origin=f"{node.origin} (channel shuffle)", weight=weight), [src])
+    b.permutations[name] = perm
+    return name
+
+
+@converts("Transpose")
+def transpose(node: OnnxNode, b: Builder) -> str:
+    """Transpose of channel-group axes inside a channel shuffle; an identity perm -> Identity.
+
+    The view's channel index array is transposed the same way (batch and H, W stay put)."""
+    x = node.inputs[0]
+    perm = [int(p) for p in node.attr("perm", [])]
+    if x in b.spatial:
+        return _spatial_transpose(node, b, perm)
+    if x not in b.views and perm == [2, 3, 0, 1] and len(b.shape(x)) == 3:
+        _, h, w = b.shape(x)  # (N, C, H, W) -> (H, W, N, C): a gather over positions follows
+        b.spatial[node.outputs[0]] = (b.tensor(x), np.arange(h * w).reshape(h, w), False)
+        return b.tensor(x)
+    if x not in b.views:
+        rank = len(b.shape(x)) + 1
+        if perm == list(range(rank)):
+            return b.add(node, Identity(origin=node.origin, onnx_op="Transpose"),
+                         [b.tensor(x)])
+        raise Unsupported(f"perm={perm} changes the memory layout of an activation; only "
+                          "channel-group transposes inside a channel shuffle are supported")
+    src, idx = b.views[x]
+    k = idx.ndim
+    if len(perm) != k + 3 or perm[0] != 0 or perm[-2:] != [k + 1, k + 2]:
+        raise Unsupported(f"perm={perm}; a channel shuffle keeps the batch and H, W axes")
+    b.views[node.outputs[0]] = (src, idx.transpose([p - 1 for p in perm[1:-2]]))
+    return src
+
+
+def _spatial_transpose(node: OnnxNode, b: Builder, perm: list[int]) -> str:
+    src, idx, lead = b.spatial[node.inputs[0]]
+    k = idx.ndim
+    if not lead and perm == [k, k + 1, *range(k)]:
+        b.spatial[node.outputs[0]] = (src, idx, True)
+    elif lead and perm[:2] == [0, 1] and sorted(perm[2:]) == list(range(2, k + 2)):
+        b.spatial[node.outputs[0]] = (src, idx.transpose([p - 2 for p in perm[2:]]), True)
+    else:
+        raise Unsupported(f"perm={perm} on a gathered spatial view")
+    return src
+
+
+@converts("GatherND")
+def gather_nd(node: OnnxNode, b: Builder) -> str:
+    """GatherND of spatial positions (constant indices) from an (H, W, N, C) view: how the
+    dynamo exporter writes an adaptive average pool whose output does not divide the input."""
+    x = node.inputs[0]
+    if x not in b.spatial or b.spatial[x][2] or int(node.attr("batch_dims", 0)):
+        raise Unsupported("only a gather of spatial positions (batch_dims=0) inside an "
+                          "exported adaptive average pool is supported")
+    src, idx, _ = b.spatial[x]
+    ind = b.const(node.inputs[1], "indices").astype(np.int64)
+    if ind.shape[-1] != idx.ndim:
+        raise Unsupported(f"indices of shape {ind.shape} do not address the {idx.ndim} "
+                          "spatial axes")
+    ind = ind % np.array(idx.shape)  # negative indices count from the end
+    b.spatial[node.outputs[0]] = (src, idx[tuple(np.moveaxis(ind, -1, 0))], False)
+    return src
+
+
+def _spatial_mean(node: OnnxNode, b: Builder, axes: list[int]) -> str:
+    """Mean over some axes of an (N, C, ...) spatial view: out[c, o] = Σ_p S[o, p]·x[c, p]
+    with S[o, p] = (number of times position p is averaged into o) / (values averaged), as a
+    Dense with weight I_C ⊗ S on the flattened input; ``fold_spatial_maps`` folds it into the
+    Gemm that follows (the usual AdaptiveAvgPool -> Flatten -> Linear)."""
+    src, idx, lead = b.spatial[node.inputs[0]]
+    k = idx.ndim
+    red = sorted({a % (k + 2) for a in axes})
+    if not lead or any(a < 2 for a in red):
+        raise Unsupported(f"axes={axes} on a gathered spatial view; only its spatial axes")
+    keep = [a - 2 for a in range(2, k + 2) if a not in red]
+    g = np.moveaxis(idx, keep, list(range(len(keep))))
+    g = g.reshape(int(np.prod([idx.shape[a] for a in keep])), -1)
+    c, h, w = b.graph.shape(src)
+    smap = np.zeros((g.shape[0], h * w))
+    for o in range(g.shape[0]):
+        np.add.at(smap[o], g[o], 1.0 / g.shape[1])
+    weight = np.kron(np.eye(c), smap).astype(np.float32)
+    flat = b.graph.add(b.graph.unique(f"{sanitize(node.name)}_flat"),
+                       Flatten(origin=node.origin), [src])
+    name = b.add(node, Dense(origin=f"{node.origin} (adaptive average pool)", weight=weight),
+                 [flat])
+    b.spatial_maps[name] = smap
+    b.unchecked.add(node.outputs[0])
+    return name
+
+
+def fold_spatial_maps(b: Builder) -> None:
+    """A spatial map M (Dense, no bias) read only by [Flatten →] Dense D becomes part of D:
+    D(M·x) = (W_D·W_M)·x (exact up to float rounding)."""
+    g = b.graph
+    for name, smap in b.spatial_maps.items():
+        users = g.users(name)
+        if any(b.tensors.get(t) == name for t in b.graph_outputs) or len(users) != 1:
+            continue
+        nxt = users[0]
+        if isinstance(g.op(nxt), Flatten) and len(g.users(nxt)) == 1:
+            flat, nxt = nxt, g.users(nxt)[0]
+        else:
+            flat = None
+        d = g.op(nxt)
+        if not isinstance(d, Dense) or any(b.tensors.get(t) == flat for t in b.graph_outputs):
+            continue
+        # W_M = I_C ⊗ S, so W_D·W_M = Σ_o W_D[k, c, o]·S[o, p] per channel (no C²-sized product)
+        k, n_out = d.weight.shape[0], smap.shape[0]
+        w = np.einsum("kco,op->kcp", d.weight.astype(np.float64).reshape(k, -1, n_out), smap)
+        w = w.reshape(k, -1)
+        if flat is not None:
+            g.bypass(flat)
+        g.bypass(name)
+        g.replace(nxt, weight=w.astype(np.float32), origin=f"{g.op(nxt).origin} + pool map")
+
+
+def fold_channel_permutations(b: Builder) -> None:
+    """A channel permutation y[i] = x[p[i]] whose every reader is a full (groups = 1) Conv2d
+    moves into their weights: W·y = W'·x with W'[:, p[i]] = W[:, i]. Otherwise it stays a
+    bias-free 1×1 convolution (exact; it costs C² synapses)."""
+    g = b.graph
+    for name, perm in b.permutations.items():
+        users = g.users(name)
+        if any(b.tensors.get(t) == name for t in b.graph_outputs):
+            continue
+        if not users or not all(isinstance(g.op(u), Conv2d) and g.op(u).groups == 1
+                                for u in users):
+            continue
+        for u in users:
+            op = g.op(u)
+            w = np.empty_like(op.weight)
+            w[:, perm] = op.weight
+            g.replace(u, weight=w, origin=f"{g.op(name).origin} + {op.origin}")
+        g.bypass(name)
+
+
 @converts("Concat")
 def concat(node: OnnxNode, b: Builder) -> str:
-    """Concat on the channel axis (ONNX axis 1) -> Concat(axis=0)."""
+    """Concat on the channel axis (ONNX axis 1) -> Concat(axis=0); one input -> Identity."""
     ins = [b.tensor(i) for i in node.inputs]
+    if len(ins) == 1:  # torch.cat([x], 1), as in torchvision's densenet
+        return b.add(node, Identity(origin=node.origin, onnx_op="Concat"), ins)
     rank = len(b.shape(node.inputs[0])) + 1
     axis = int(node.attr("axis", 1))
     if axis % rank != 1:

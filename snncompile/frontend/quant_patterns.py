@@ -11,14 +11,20 @@ the end of this module turns that node into ``ReLU(act=Activation(...))``):
 1. **Clip-floor-shift chains** (QCFS; ``snncompile.train.QuantReLU`` exported by
    ``torch.onnx.export(..., dynamo=False)`` at opsets 13-20 emits exactly
    ``Div(x, λ) → Mul(·, L) → Add(·, 0.5) → Floor → Div(·, L) → Clip(·, 0, 1) → Mul(·, λ)``).
-   The matcher is not tied to that sequence. Around a ``Floor`` (or ``Round``, read as
-   floor(u + 0.5); ONNX rounds exact halves to even, the only point where the two differ) it
-   composes the single-input elementwise ops whose other operand is a scalar constant (an
-   initializer or a ``Constant``):
+   The matcher is not tied to that sequence: it works by algebra, not spelling. Around a
+   ``Floor`` (or ``Round``, read as floor(u + 0.5); ONNX rounds exact halves to even, the only
+   point where the two differ) it composes the single-input elementwise ops whose other operand
+   is a scalar constant (an initializer, a ``Constant``, or arithmetic on them such as the
+   ``Reciprocal``/``Div`` of a trainable λ computed in ``forward``):
 
-   - before: ``Mul``, ``Div`` (x / c), ``Add``, ``Sub``  ->  u = a·x + b;
-   - after: the same affine ops plus ``Clip``, ``Relu``, ``Max``/``Min`` with a constant, giving
-     g(k) = e · clip(c·k + d, lo, hi) + f   (e, c > 0).
+   - before: ``Mul``, ``Div`` (x / c), ``Add``, ``Sub`` and the clips ``Clip``, ``Relu``,
+     ``Max``/``Min`` with a constant, giving u = e·clip(c·x + d, lo, hi) + f. Floor is monotone,
+     so floor(clip(w, l, h)) = clip(floor(w), floor(l), floor(h)): a clip before the Floor
+     (the QCFS paper's ``floor(clamp(x/λ, 0, 1)·L + 0.5)/L·λ``, Fast-SNN's
+     ``round(clamp(x/α, 0, 1)·L)·α/L``) is a clip of the integer k = floor(a·x + b) with
+     a = e·c, b = e·d + f;
+   - after: the same affine ops and clips, giving g(k) = e · clip(c·k + d, lo, hi) + f
+     (e, c > 0), the ``/L·λ`` tail in either order.
 
    With k0 = (lo − d)/c, k1 = (hi − d)/c, step = e·c the chain is y = step · clip(k, k0, k1)
    for integer k; it is the IR activation when k0 is an integer, L = k1 − k0 is an integer ≥ 1,
@@ -26,7 +32,9 @@ the end of this module turns that node into ``ReLU(act=Activation(...))``):
    the output step, as in every QCFS layer). Then λ = step·L and s = b − k0. Longest chains
    are tried first, and shorter ones when a longer one does not satisfy these conditions (e.g.
    a scalar ``Mul`` of the layer before). A ``Relu`` right before the chain is folded too when
-   0 ≤ s < 1 (it changes nothing then: for x < 0, floor(a·x + s) ≤ 0).
+   0 ≤ s < 1 (it changes nothing then: for x < 0, floor(a·x + s) ≤ 0). A straight-through
+   estimator written ``t + (floor(t) − t).detach()`` exports as ``Add(t, Sub(Floor(t), t))``
+   and is first rewritten to ``Floor(t)``.
 
 2. **QuantizeLinear → DequantizeLinear around a Relu** (``Relu → Q → DQ`` or ``Q → DQ → Relu``)
    with one per-tensor scale σ > 0 and zero point z shared by Q and DQ, integer range
@@ -94,6 +102,10 @@ class _View:
                 v = _constant_value(n)
                 if v is not None:
                     self.consts[n.output[0]] = v
+            elif n.domain in ("", "ai.onnx") and n.op_type in _ARITH and n.input \
+                    and all(t in self.consts for t in n.input if t):
+                # arithmetic on constants, e.g. 1/λ of a trainable λ computed in forward()
+                self.consts[n.output[0]] = _ARITH[n.op_type](*(self.consts[t] for t in n.input))
 
     def scalar(self, name: str) -> float | None:
         v = self.consts.get(name)
@@ -111,6 +123,14 @@ class _View:
     def maker(self, tensor: str) -> onnx.NodeProto | None:
         i = self.producer.get(tensor)
         return None if i is None else self.nodes[i]
+
+
+#: elementwise arithmetic evaluated on constants (numpy broadcasting = ONNX broadcasting)
+_ARITH = {
+    "Reciprocal": lambda a: np.reciprocal(a), "Neg": lambda a: -a, "Identity": lambda a: a,
+    "Mul": lambda a, b: a * b, "Div": lambda a, b: a / b, "Add": lambda a, b: a + b,
+    "Sub": lambda a, b: a - b,
+}
 
 
 def _constant_value(n: onnx.NodeProto) -> np.ndarray | None:
@@ -242,6 +262,51 @@ def _solve(a: float, b: float, post: _Post) -> tuple[int, float, float] | str:
     return levels, step * levels, b - round(k0)
 
 
+def _floor_tol(u: float) -> float:
+    """floor(u), reading a value within rounding error of an integer as that integer."""
+    if math.isinf(u):
+        return u
+    return float(round(u)) if _near_int(u) else float(math.floor(u))
+
+
+def _pre_chain(ops: list[onnx.NodeProto], v: _View, b0: float) -> tuple[float, float, _Post] | None:
+    """The ops before Floor (graph order) as floor(u) = clip(floor(a·x + b), k_lo, k_hi).
+
+    The ops compose to u = e·clip(c·x + d, lo, hi) + f + b0 (b0 = 0.5 for Round). Floor is
+    monotone, so floor(clip(w, l, h)) = clip(floor(w), floor(l), floor(h)): a clip *before*
+    the Floor (``floor(clamp(x/λ, 0, 1)·L + 0.5)``) is the same as one after it, in levels.
+    Returns (a, b, the state after Floor holding that clip), or None (a sign flip before a clip).
+    """
+    st: _Post | None = _Post()
+    for n in ops:
+        af, cl = _affine(n, v), _clip(n, v)
+        st = st.then_affine(af[1], af[2]) if af else st.then_clip(cl[1], cl[2])  # type: ignore[index,union-attr]
+        if st is None:
+            return None
+    assert st is not None
+    a, b = st.e * st.c, st.e * st.d + st.f + b0
+    if math.isinf(st.lo) and math.isinf(st.hi):
+        return a, b, _Post()
+    lo, hi = st.e * st.lo + st.f + b0, st.e * st.hi + st.f + b0
+    return a, b, _Post(lo=_floor_tol(lo), hi=_floor_tol(hi))
+
+
+def _post_chain(start: _Post, ops: list[onnx.NodeProto], v: _View, cur: str) -> _Post | None:
+    st: _Post | None = start
+    for n in ops:
+        af, cl = _affine(n, v), _clip(n, v)
+        if af and af[0] == cur:
+            st = st.then_affine(af[1], af[2])  # type: ignore[union-attr]
+        elif cl and cl[0] == cur:
+            st = st.then_clip(cl[1], cl[2])  # type: ignore[union-attr]
+        else:
+            return None
+        if st is None:
+            return None
+        cur = n.output[0]
+    return st
+
+
 def _match_floor(i: int, v: _View) -> Match | str:
     fl = v.nodes[i]
     if fl.op_type == "Round" and len(fl.input) == 1:
@@ -250,43 +315,46 @@ def _match_floor(i: int, v: _View) -> Match | str:
         b0 = 0.0
     else:
         return "not a one-input Floor/Round"
-    # walk back: each step u = A·t + B over a longer prefix
-    pres: list[tuple[tuple[int, ...], str, float, float]] = [((), fl.input[0], 1.0, b0)]
-    cur, A, B, idx = fl.input[0], 1.0, b0, ()
-    while v.internal(cur) and (m := v.maker(cur)) is not None and (af := _affine(m, v)):
-        x, p, q = af
-        A, B = A * p, A * q + B
-        idx = (v.producer[cur], *idx)
+    # walk back over scalar affine ops and clips (Clip, Relu, Min/Max with a constant)
+    back: list[tuple[int, onnx.NodeProto, str]] = []  # (index, node, its activation input)
+    cur = fl.input[0]
+    while v.internal(cur) and (m := v.maker(cur)) is not None:
+        af, cl = _affine(m, v), _clip(m, v)
+        x = af[0] if af else cl[0] if cl else None
+        if x is None:
+            break
+        back.append((v.producer[cur], m, x))
         cur = x
-        pres.append((idx, cur, A, B))
-    # walk forward: states after each following op
-    posts: list[tuple[tuple[int, ...], str, _Post]] = []
-    st: _Post | None = _Post()
-    cur, idx = fl.output[0], ()
-    while (n := v.only_user(cur)) is not None:
-        af, cl = _affine(n, v), _clip(n, v)
-        if af and af[0] == cur:
-            st = st.then_affine(af[1], af[2])
-        elif cl and cl[0] == cur:
-            st = st.then_clip(cl[1], cl[2])
-        else:
-            break
-        if st is None:
-            break
-        idx = (*idx, v.consumers[cur][0])
+    pres: list[tuple[tuple[int, ...], str, float, float, _Post]] = []
+    for n_pre in range(len(back) + 1):
+        chain = back[:n_pre][::-1]
+        pre = _pre_chain([m for _, m, _ in chain], v, b0)
+        if pre is None:
+            break  # a longer prefix has the same problem
+        x = chain[0][2] if chain else fl.input[0]
+        pres.append((tuple(j for j, _, _ in chain), x, *pre))
+    # walk forward: the ops after Floor
+    after: list[tuple[int, onnx.NodeProto]] = []
+    cur = fl.output[0]
+    while (n := v.only_user(cur)) is not None and ((af := _affine(n, v)) and af[0] == cur
+                                                   or (cl := _clip(n, v)) and cl[0] == cur):
+        after.append((v.consumers[cur][0], n))
         cur = n.output[0]
-        posts.append((idx, cur, st))
     why = "no clip after Floor"
-    combos = sorted(((p, q) for p in pres for q in posts),
-                    key=lambda pq: -len(pq[0][0]) - len(pq[1][0]))
-    for (pre_idx, x, a, b), (post_idx, y, post) in combos:
+    combos = sorted(((p, q) for p in pres for q in range(len(after) + 1)),
+                    key=lambda pq: -len(pq[0][0]) - pq[1])
+    for (pre_idx, x, a, b, start), n_post in combos:
+        post = _post_chain(start, [n for _, n in after[:n_post]], v, fl.output[0])
+        if post is None:
+            continue
         sol = _solve(a, b, post)
         if isinstance(sol, str):
             if why == "no clip after Floor":
                 why = sol  # the longest candidate's reason
             continue
         levels, hi, shift = sol
-        nodes = (*pre_idx, i, *post_idx)
+        y = after[n_post - 1][1].output[0] if n_post else fl.output[0]
+        nodes = (*pre_idx, i, *(j for j, _ in after[:n_post]))
         # a Relu right before the chain changes nothing when 0 <= s < 1: absorb it
         r = v.maker(x)
         if r is not None and r.op_type == "Relu" and _default_domain(r) and v.internal(x) \
@@ -348,6 +416,47 @@ def _match_qdq(i: int, v: _View) -> Match | str:
 
 
 # ---------------------------------------------------------------------------- rewrite
+def _drop_straight_through(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``t + (floor(t) − t)`` (a straight-through estimator, ``(…).detach()`` exported as a
+    no-op) -> ``floor(t)``; the same for Round. Exact: floor(t) − t is exact in floating point
+    for t ≥ 0 (Sterbenz), and then so is the sum; for t < 0 it may differ by one rounding, where
+    the quantizer's lower clip maps both to 0 anyway."""
+    v = _View(model.graph)
+    drop: set[int] = set()
+    rename: dict[str, str] = {}
+    for i, add in enumerate(v.nodes):
+        if add.op_type != "Add" or not _default_domain(add) or len(add.input) != 2 \
+                or add.output[0] in v.outputs:
+            continue
+        for t, d in (add.input, add.input[::-1]):
+            sub = v.maker(d)
+            if sub is None or sub.op_type != "Sub" or not _default_domain(sub) \
+                    or sub.input[1] != t or not v.internal(d):
+                continue
+            fl = v.maker(sub.input[0])
+            if fl is not None and fl.op_type in ("Floor", "Round") and _default_domain(fl) \
+                    and fl.input[0] == t:
+                drop.update((v.producer[d], i))
+                rename[add.output[0]] = sub.input[0]
+                break
+    if not drop:
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    del out.graph.node[:]
+    for j, n in enumerate(v.nodes):
+        if j in drop:
+            continue
+        m = onnx.NodeProto()
+        m.CopyFrom(n)
+        for k, t in enumerate(m.input):
+            while t in rename:
+                t = rename[t]
+            m.input[k] = t
+        out.graph.node.append(m)
+    return out
+
+
 def find_quantized_activations(model: onnx.ModelProto) -> tuple[list[Match], list[Diagnostic]]:
     """Every foldable quantized activation in ``model`` (non-overlapping, graph order), and a
     warning for each Floor/Round/QuantizeLinear that does not fold."""
@@ -387,6 +496,7 @@ def fold_quantized_activations(model: onnx.ModelProto,
         ``model`` itself when nothing folds, else a new model. Initializers and ``Constant``
         nodes that only the folded nodes read are dropped.
     """
+    model = _drop_straight_through(model)
     matches, warnings = find_quantized_activations(model)
     for w in warnings:
         log.warning("%s", w)

@@ -16,12 +16,17 @@ class Diagnostic:
     severity: Literal["error", "warning"] = "error"
 
     def __str__(self) -> str:
+        return self.render()
+
+    def render(self, more: str = "") -> str:
+        """The diagnostic on one line; ``more`` goes right after the message, before the hint
+        (so that "(and 3 more problems)" cannot be read as part of a supported-ops list)."""
         where = ""
         if self.node:
             where = self.node + (f" [from {self.origin}]" if self.origin else "") + ": "
         elif self.origin:
             where = f"{self.origin}: "
-        return where + self.message + (f"; {self.hint}" if self.hint else "")
+        return where + self.message + more + (f"; {self.hint}" if self.hint else "")
 
 
 class CompileError(Exception):
@@ -44,7 +49,8 @@ class CompileError(Exception):
         if not self.diagnostics:
             return self.headline
         more = len(self.diagnostics) - 1
-        return f"{self.headline}: {self.diagnostics[0]}" + (f" (and {more} more)" if more else "")
+        tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+        return f"{self.headline}: {self.diagnostics[0].render(tail)}"
 
 
 class PassError(Exception):
@@ -54,3 +60,8 @@ class PassError(Exception):
         ran = ", ".join(after) or "none"
         super().__init__(f"pass '{name}' failed (ran before it: {ran})")
         self.pass_name = name
+
+
+class RuntimeFault(Exception):
+    """A run failed for a reason outside the input (a simulator worker died or stalled): the
+    CLI prints this one line and exits 1. ``str(e)`` names what failed."""

@@ -9,8 +9,16 @@ layer l's post-activation outputs on the calibration set:
     norm=pNN      θ = NN-th percentile of a        (p99, p99.9, p99.99; Rueckauer et al. 2017)
 
 taken over all samples and positions (layer-wise: one θ broadcast to every channel) or per
-output channel (``channelwise``). A Clip activation's upper bound (and a quantized activation's
-``hi``) is used directly: the ANN already bounds the layer there. A layer that never fires on
+output channel (``channelwise``). A Clip activation (ReLU6, hardtanh(0, m)) bounds the layer at
+its ``hi``, but its real activations may stay far below (mobilenet_v2's ReLU6 at 6 with
+activations around 1 fires at a few per cent), so with calibration data
+
+    θ_c = min(hi, statistic_c)          (per channel with ``channelwise``)
+
+and ``notes`` say which bound won (``source`` "clip", the norm, or "clip+<norm>" when it
+differs per channel, with ``clip_channels`` = how many channels kept the clip bound). Without
+calibration data θ = hi. A quantized activation's ``hi`` (λ, QCFS) is used as is: the
+conversion is exact only with θ = λ. A layer that never fires on
 the calibration data gets θ = 1 (no activity to scale to; noted in ``ctx.notes``). The readout
 (the op feeding Output) integrates and never gets a neuron.
 """
@@ -75,15 +83,27 @@ class BalanceThresholds:
             ctx.notes["balance-thresholds"] = notes
             return g
         need_data = any(graph.op(n).act.hi is None for n in todo)  # type: ignore[union-attr]
+        want_data = any(graph.op(n).act.levels is None for n in todo)  # type: ignore[union-attr]
         acts = record_activations(graph, ctx.need_calibration("balance-thresholds")) \
-            if need_data else {}
+            if need_data or (want_data and ctx.calibration is not None) else {}
         for name in todo:
             op = graph.op(name)
             assert isinstance(op, Layer) and op.act is not None  # filtered above
             c = graph.shape(name)[0]
-            if op.act.hi is not None:
+            clip_won = 0
+            if op.act.hi is not None and (op.act.levels is not None or name not in acts):
                 theta = np.full(c, op.act.hi, np.float64)
                 source = "clip"
+            elif op.act.hi is not None:
+                # the recorded activations are clipped already: stat <= hi, equal (up to the
+                # float32 rounding of hi) where the bound is reached often enough
+                stat = layer_thresholds(acts[name], q, self.channelwise)
+                stat[~(stat > 0)] = op.act.hi  # no activity to scale to: keep the bound
+                won = stat >= op.act.hi * (1 - 1e-6)
+                theta = np.where(won, op.act.hi, np.minimum(stat, op.act.hi))
+                clip_won = int(won.sum())
+                source = "clip" if clip_won == c else self.norm if clip_won == 0 \
+                    else f"clip+{self.norm}"
             else:
                 theta = layer_thresholds(acts[name], q, self.channelwise)
                 source = self.norm
@@ -99,8 +119,11 @@ class BalanceThresholds:
             g.replace(name, neuron=neuron)
             t32 = neuron.threshold
             notes[name] = {"source": source,
-                           "threshold": float(t32[0]) if not self.channelwise or source == "clip"
+                           "threshold": float(t32[0]) if np.all(t32 == t32[0])
                            else [float(t32.min()), float(t32.max())],
                            "dead_channels": int(dead.sum())}
+            if op.act.hi is not None and op.act.levels is None:
+                notes[name].update(clip_bound=float(op.act.hi), clip_channels=clip_won
+                                   if name in acts else c)
         ctx.notes["balance-thresholds"] = notes
         return g

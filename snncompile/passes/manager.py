@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from snncompile.ir.diagnostics import CompileError, PassError
+from snncompile.ir.diagnostics import CompileError, Diagnostic, PassError
 from snncompile.ir.graph import Graph
 from snncompile.ir.serialize import save
 from snncompile.ir.verify import verify
@@ -42,6 +42,10 @@ class PassManager:
                 raise
             except Exception as e:
                 raise PassError(p.name, after=[q.name for q in self.passes[:i]]) from e
+            if not isinstance(out, Graph):
+                raise CompileError(f"pass '{p.name}' returned {type(out).__name__}, not a Graph",
+                                   [Diagnostic("a pass returns the (new) graph",
+                                               hint="end the pass with 'return graph'")])
             graph = out
             self.timings[p.name] = time.perf_counter() - t0
             ctx.log.info("pass %-22s %.3f s", p.name, self.timings[p.name])

@@ -257,6 +257,13 @@ def _import_pass(target: str, opts_text: str | None) -> Any:
         obj = getattr(mod, attr)
     except (ImportError, AttributeError) as e:
         raise CompileError("cannot import pass", [Diagnostic(f"{target}: {e}")]) from None
+    except Exception as e:  # noqa: BLE001 - the user's module raised while importing
+        tb = e.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        at = f" ({tb.tb_frame.f_code.co_filename}:{tb.tb_lineno})" if tb is not None else ""
+        raise CompileError("cannot import pass", [Diagnostic(
+            f"{target}: importing {mod_name} raised {type(e).__name__}: {e}{at}")]) from None
     if isinstance(obj, FunctionPass) or (isinstance(obj, type) and hasattr(obj, "run")):
         return _instantiate(obj, getattr(obj, "name", attr), opts_text)
     if callable(obj):

@@ -11,17 +11,25 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
 import sys
-import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from snncompile.ir.diagnostics import CompileError, Diagnostic
+from snncompile.ir.diagnostics import CompileError, Diagnostic, RuntimeFault
 from snncompile.options import OPTIONS, TARGETS, CompileOptions, choices_of
+from snncompile.tools.output import (
+    Output,
+    Terminated,
+    check_out,
+    check_report,
+    sigterm_unwinds,
+    write_atomic,
+)
+from snncompile.tools.usage import OneLineParser, exit_code
 
 log = logging.getLogger("snncompile")
 
@@ -45,14 +53,15 @@ def _add_option(group: argparse._ArgumentGroup, f: dataclasses.Field) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="snn-compile",
         description="Convert a trained ANN (ONNX) into a spiking network for Lava/Loihi 2 or a "
                     "fast PyTorch simulator, and measure accuracy at every timestep.")
-    p.add_argument("model", nargs="?", help="the ONNX model")
+    p.add_argument("model", nargs="?",
+                   help="the ONNX model, or a NIR graph (.nir: a spiking network, no conversion)")
     p.add_argument("--target", choices=TARGETS, default="gpu",
                    help="ir: write the IR only; gpu: torch simulator; loihi: Lava (default gpu)")
-    p.add_argument("--out", type=Path, default=None, help="output directory (default: out/<model>)")
+    p.add_argument("--out", type=str, default=None, help="output directory (default: out/<model>)")
     groups = {"main": p, "data": p.add_argument_group("data"),
               "conversion": p.add_argument_group("conversion"),
               "simulation": p.add_argument_group("simulation")}
@@ -63,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     groups["data"].add_argument("--eval", type=Path, help="evaluation .npz (x, y)")
     for f in OPTIONS:  # every compile option, from its declaration
         _add_option(groups[f.metadata.get("group", "conversion")], f)
+    groups["data"].add_argument("--nir-reset", choices=("file", "subtract", "zero"),
+                                default="file",
+                                help=".nir model: how its IF neurons reset (file: each IF's "
+                                     "metadata, else NIR's reset to 0; sinabs files: subtract)")
     pm = p.add_argument_group("passes")
     pm.add_argument("--pass", dest="extra_passes", action="append", default=[], metavar="SPEC",
                     help="append a pass: name, name{k=v}, or my_module:my_pass (repeatable)")
@@ -77,36 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true",
                    help="compare the IR's ANN mode with onnxruntime and exit (1 if it fails)")
     p.add_argument("--data", type=Path, default=None, help="input .npz for --check")
-    p.add_argument("--report", type=Path, default=None, help="also write report.json here")
+    p.add_argument("--report", type=str, default=None, help="also write report.json here")
     p.add_argument("-v", "--verbose", action="count", default=0)
     return p
 
 
 def options_from_args(a: argparse.Namespace) -> CompileOptions:
     return CompileOptions(**{f.name: getattr(a, f.name) for f in OPTIONS})
-
-
-class Output:
-    """Write into a temporary directory; move the files into ``--out`` only on success."""
-
-    def __init__(self, final: Path) -> None:
-        self.final = final
-        final.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-
-    def commit(self) -> None:
-        self.final.mkdir(parents=True, exist_ok=True)
-        for item in sorted(self.tmp.iterdir()):
-            dest = self.final / item.name
-            if dest.is_dir():
-                shutil.rmtree(dest)
-            elif dest.exists():
-                dest.unlink()
-            item.rename(dest)
-        self.discard()
-
-    def discard(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def _datasets(a: argparse.Namespace, opts: CompileOptions):
@@ -151,21 +141,54 @@ def run(a: argparse.Namespace) -> int:
     if not a.model:
         raise CompileError("bad usage", [Diagnostic("no model given",
                                                     hint="snn-compile MODEL.onnx ...")])
-    model = Path(a.model)
+    from snncompile import validate
+
+    model = validate.model_file(a.model)
+    if a.check and model.suffix.lower() == ".nir":
+        raise CompileError("bad usage", [Diagnostic(
+            "--check compares the IR with onnxruntime; a .nir model has no ONNX graph")])
+    a.report = check_report(a.report)
+    if a.dump_ir_after:
+        validate.names(a.dump_ir_after, [p.name for p in pm.passes], "--dump-ir-after",
+                       extra=["all"])
+    if a.export == "netx" and a.target != "loihi":
+        raise CompileError("bad usage", [Diagnostic(f"--export {a.export} needs --target loihi")])
+    if a.export is not None and a.target == "ir":
+        raise CompileError("bad usage", [Diagnostic(
+            f"--export {a.export} writes a spiking network: use --target gpu or loihi")])
     if a.check:
         return _check(model, a)
+    out_path = check_out(a.out if a.out is not None else Path("out") / model.stem)
 
     t0 = time.perf_counter()
-    from snncompile.frontend import load_onnx
+    if a.target == "loihi":
+        from snncompile.backends.loihi.lava_runtime import require_lava
 
-    graph = load_onnx(model)
+        require_lava()  # one line and exit 2 before anything runs
+    is_nir = model.suffix.lower() == ".nir"
+    if is_nir:  # already spiking: no conversion passes
+        from snncompile.frontend.nir_import import load_nir
+
+        graph = load_nir(model, reset=None if a.nir_reset == "file" else a.nir_reset)
+        pm = passes.PassManager([])
+    else:
+        from snncompile.frontend import load_onnx
+
+        graph = load_onnx(model)
     calib, ev = _datasets(a, opts)
     from snncompile.interp import check_input
 
     for ds, what in ((calib, "calibration data"), (ev, "evaluation data")):
         if ds is not None:
             check_input(graph, ds.x, f"{what} ({ds.source})")
-    out = Output(a.out or Path("out") / model.stem)
+            if ds.y is not None:
+                validate.labels(ds.y, len(ds), validate.classes(graph), f"{what} ({ds.source}) y")
+    if ev is not None and a.target != "ir":
+        validate.check_memory(validate.run_memory(
+            len(ev), opts.timesteps, validate.graph_units(graph), opts.batch_size,
+            validate.classes(graph) or 1), f"simulating {len(ev)} samples for T={opts.timesteps}",
+            hint="fewer --eval-samples or a smaller --timesteps")
+    out = Output(out_path)
     try:
         if a.dump_ir_after:
             pm.dump_dir = out.tmp / "ir-after"
@@ -185,21 +208,21 @@ def run(a: argparse.Namespace) -> int:
         else:
             from snncompile.evaluate import evaluate
 
-            report = evaluate(a.target, snn, graph, ev, opts, out.tmp, model=str(model),
-                              pipeline=pm, ctx=ctx)
+            validate.spiking_ready(snn, a.target)
+            report = evaluate(a.target, snn, None if is_nir else graph, ev, opts, out.tmp,
+                              model=str(model), pipeline=pm, ctx=ctx)
         if report is not None:
             if finetune_info is not None:
                 report["finetune"] = finetune_info
             report["seconds_total"] = time.perf_counter() - t0
             text = json.dumps(report, indent=1, default=_jsonable) + "\n"
             (out.tmp / "report.json").write_text(text)
-            if a.report:
-                a.report.parent.mkdir(parents=True, exist_ok=True)
-                a.report.write_text(text)
         out.commit()
     except BaseException:
         out.discard()
         raise
+    if report is not None and a.report:
+        write_atomic(a.report, text)  # only on success
     print(f"wrote {out.final}/")
     return 0
 
@@ -234,7 +257,17 @@ def _check(model: Path, a: argparse.Namespace) -> int:
     from snncompile.backends.memory import room_bytes
 
     ours = run_ann(graph, x, max_bytes=room_bytes(a.memory_budget, torch.device("cpu")))
-    ref = run_onnxruntime(model, x)
+    try:
+        ref = run_onnxruntime(model, x)
+    except Exception as e:  # onnxruntime's own error types (Fail, InvalidGraph, ...)
+        if isinstance(e, (CompileError, MemoryError)):
+            raise
+        import re
+
+        first = " ".join(str(e).split()) or type(e).__name__
+        first = re.sub(r"/onnxruntime_src/\S+ .*\) ", "", first)  # drop the C++ location
+        raise CompileError("--check: onnxruntime cannot run the model", [Diagnostic(
+            f"{model}: {first[:300]}", hint="--check needs a model onnxruntime accepts")]) from None
     err = np.abs(ours - ref).max() / max(float(np.abs(ref).max()), 1e-12)
     agree = float(np.mean(ours.reshape(len(x), -1).argmax(1) == ref.reshape(len(x), -1).argmax(1)))
     ok = err <= 1e-4
@@ -245,19 +278,36 @@ def _check(model: Path, a: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    a = parser.parse_args(argv)
+    try:
+        a = parser.parse_args(argv)
+    except SystemExit as e:  # --help, or a usage error (one line, OneLineParser)
+        return exit_code(e)
     logging.basicConfig(level=logging.WARNING - 10 * min(a.verbose, 2),
                         format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return run(a)
-    except CompileError as e:
-        print(f"snn-compile: error: {e.one_line()}", file=sys.stderr)
-        for d in e.diagnostics[1:] if a.verbose else ():
-            print(f"  {d}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("snn-compile: interrupted", file=sys.stderr)
-        return 130
+    # Python warnings (numpy overflow, ...) are shown after a successful run, never before the
+    # one error line of a failed one
+    with warnings.catch_warnings(record=True) as caught, sigterm_unwinds():
+        warnings.simplefilter("default")
+        try:
+            rc = run(a)
+        except CompileError as e:
+            print(f"snn-compile: error: {e.one_line()}", file=sys.stderr)
+            for d in e.diagnostics[1:] if a.verbose else ():
+                print(f"  {d}", file=sys.stderr)
+            return 2
+        except RuntimeFault as e:
+            print(f"snn-compile: error: {e}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("snn-compile: interrupted", file=sys.stderr)
+            return 130
+        except Terminated:
+            print("snn-compile: terminated", file=sys.stderr)
+            return 143
+    for w in caught:
+        print(warnings.formatwarning(w.message, w.category, w.filename, w.lineno).rstrip(),
+              file=sys.stderr)
+    return rc
 
 
 if __name__ == "__main__":

@@ -374,7 +374,8 @@ class GpuNetwork:
         return pieces
 
     def save(self, directory: str | Path) -> None:
-        """Write the spiking IR (ir.json + ir.npz) and gpu.json (how to rebuild this network)."""
+        """Write the spiking IR (ir.json + ir.npz) and gpu.json (how to rebuild this network);
+        with ``options.export == "nir"`` also ``network.nir``."""
         from snncompile.ir.serialize import save
 
         d = Path(directory)
@@ -385,6 +386,10 @@ class GpuNetwork:
                 "encoding": self.options.encoding, "seed": self.options.seed,
                 "neurons": {n: m[0].name for n, m in self.module.neurons.items()}}
         (d / "gpu.json").write_text(json.dumps(info, indent=1) + "\n")
+        if self.options.export == "nir":
+            from snncompile.backends.nir_export import export_nir
+
+            export_nir(self.graph, d / "network.nir")
 
 
 def compile(graph: Graph, options: CompileOptions | None = None, *,
@@ -392,6 +397,10 @@ def compile(graph: Graph, options: CompileOptions | None = None, *,
     """Spiking IR -> ``GpuNetwork`` (a ``CompiledNetwork``). The bit-exact Loihi arithmetic is
     the loihi target's own torch reference (``snncompile.backends.loihi.compile_reference``)."""
     options = options or CompileOptions()
+    if options.export == "nir":  # refuse before anything runs
+        from snncompile.backends.nir_export import refuse_unexportable
+
+        refuse_unexportable(graph)
     if graph.readout_name is None or isinstance(graph.op(graph.readout_name), Output):
         raise CompileError("the graph has no readout", [Diagnostic("Output has no input")])
     return GpuNetwork(graph, options, dtype=dtype)

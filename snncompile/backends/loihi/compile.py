@@ -11,6 +11,7 @@ one with the bit-exact torch reference (``compile_reference``, ``torch_sim.py``)
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,15 +70,22 @@ class LavaNetwork:
             raise CompileError("cannot compile for the loihi target", problems)
         from snncompile.backends.loihi.resources import check
 
-        self.resources = check(self.plan)  # Loihi 2 limits, before anything runs
+        # Loihi 2 limits, before anything runs; estimated ones warn unless --strict-limits
+        self.resources = check(self.plan, strict=self.options.strict_limits)
+        for w in self.resources["warnings"]:
+            logging.getLogger("snncompile").warning("Loihi 2 limits (estimate): %s", w)
         if self.options.export == "netx":
             from snncompile.backends.loihi.netx import export_netx
 
             export_netx(self.plan, "unused", self.options.timesteps, check_only=True)
 
     def run(self, x: np.ndarray, timesteps: int | None = None, *, record: bool = False,
-            progress: bool = True, chunk_samples: int = 10) -> SimResult:
+            progress: bool = True, chunk_samples: int = 10,
+            stall_seconds: float | None = None) -> SimResult:
         """Run ``x`` (N, *input shape) through one Lava network for ``timesteps`` each.
+
+        Supervised: a Lava worker that dies, or no progress within ``stall_seconds``
+        (default ``supervise.STALL_SECONDS``), raises ``RuntimeFault`` (``run_lava``).
 
         Returns a ``SimResult`` (predictions at every step, readout potentials, spikes per
         layer; with ``record`` the spike trains (T, N, *shape) of every spiking layer)."""
@@ -89,7 +97,8 @@ class LavaNetwork:
         self.input_clipped = builder.input_clipped
         lava = builder.build(data, steps, n, record)
         out = run_lava(lava, self.plan, self.mode, total=data.shape[-1], steps=steps,
-                       samples=n, progress=progress, chunk_samples=chunk_samples, t0=t0)
+                       samples=n, progress=progress, chunk_samples=chunk_samples, t0=t0,
+                       stall_seconds=stall_seconds)
         self.last_run = out.timing
         return self._result(out.potentials, out.trains, out.counts, n, steps,
                             out.timing.seconds, record)
@@ -134,7 +143,8 @@ class LavaNetwork:
     # ------------------------------------------------------------------ saving
     def save(self, directory: str | Path) -> None:
         """Write the spiking IR and lava.json (populations, synapses, fixed-point counts);
-        with ``options.export == "netx"`` also ``network.net`` (lava-dl netx HDF5)."""
+        with ``options.export == "netx"`` also ``network.net`` (lava-dl netx HDF5), with
+        ``"nir"`` ``network.nir`` (``snncompile.backends.nir_export``)."""
         from snncompile.ir.serialize import save
 
         d = Path(directory)
@@ -149,8 +159,18 @@ class LavaNetwork:
             from snncompile.backends.loihi.netx import export_netx
 
             export_netx(self.plan, d / "network.net", self.options.timesteps)
+        if self.options.export == "nir":
+            from snncompile.backends.nir_export import export_nir
+
+            export_nir(self.graph, d / "network.nir")
 
 
 def compile(graph: Graph, options: CompileOptions | None = None) -> LavaNetwork:
-    """Spiking IR -> ``LavaNetwork`` (Lava processes are built per ``run``, for all samples)."""
-    return LavaNetwork(graph, options or CompileOptions())
+    """Spiking IR -> ``LavaNetwork`` (Lava processes are built per ``run``, for all samples).
+    Planning, the Loihi 2 limits and the exports need no Lava; ``run`` does."""
+    options = options or CompileOptions()
+    if options.export == "nir":  # refuse before anything runs
+        from snncompile.backends.nir_export import refuse_unexportable
+
+        refuse_unexportable(graph)
+    return LavaNetwork(graph, options)

@@ -54,6 +54,9 @@ from snncompile.ir.nodes import (
 from snncompile.neurons import get_spec
 
 NEURON_ROLES = ("input", "readout", "maxpool")  # population kinds that are not a neuron model
+#: input axons per core: Loihi 1's published figure (Davies et al. 2018), an *estimate* for
+#: Loihi 2 (whose figure is not public); a dense synapse whose neurons have more inputs is split
+AXONS_PER_CORE = 4096
 
 
 @dataclass
@@ -155,6 +158,8 @@ class LoihiPlan:
     readout_name: str
     input_frac_bits: int = 0
     counts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: dense synapses split by ``split_wide_synapses``: one record per original synapse
+    splits: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def depth(self) -> int:
@@ -286,6 +291,18 @@ def _conv_branch(graph: Graph, root: str, dst: str) -> Synapse | None:
         w = np.zeros((c, c, 1, 1))
         w[np.arange(c), np.arange(c), 0, 0] = th
         return Synapse(src=root, dst=dst, kind="conv", weight=w, note="identity")
+    if isinstance(op, AvgPool2d) and op.kernel == op.stride and not any(op.padding) \
+            and _is_source(graph, graph.inputs(root)[0]) and root != dst:
+        # a pooled residual shortcut: AvgPool(k = s) is a depthwise conv, weights θ_c/(kh·kw)
+        src = graph.inputs(root)[0]
+        c, h, w_ = graph.shape(src)
+        kh, kw = op.kernel
+        if h % kh or w_ % kw or graph.shape(dst) != graph.shape(root):
+            return None
+        wk = _scale_in(np.full((c, 1, kh, kw), 1.0 / (kh * kw)), _theta_per_channel(graph, src),
+                       groups=c)
+        return Synapse(src=src, dst=dst, kind="conv", weight=wk, stride=(kh, kw), groups=c,
+                       note="avgpool")
     if not isinstance(op, Conv2d):
         return None
     t, l, b, r = op.padding
@@ -460,7 +477,46 @@ def build_plan(graph: Graph, grid_exp: int | None = None) -> LoihiPlan:
         s.connections = _connections(graph, s)
     plan = LoihiPlan(pops=pops, syns=syns, input_name=inp, readout_name=readout)
     fix(plan, grid_exp)
+    split_wide_synapses(plan, graph)
     return plan
+
+
+def split_wide_synapses(plan: LoihiPlan, graph: Graph, axons: int = AXONS_PER_CORE) -> None:
+    """Split every dense synapse whose neurons have more than ``axons`` inputs.
+
+    A Loihi core receives at most ``axons`` distinct inputs, so a neuron with fan-in F > axons
+    cannot get all its synapses on one core. The source units are cut into k = ⌈n/axons⌉
+    contiguous blocks of at most ``axons`` (n = source units with a nonzero weight); each block
+    becomes its own synapse (the same fixed-point weights, zero outside the block), placed on
+    its own core(s), and the k partial currents are summed at the destination's input:
+
+        I_B = Σ_j W[:, block_j] · s[block_j]  =  W · s       (integer sums: exact)
+
+    In Lava the k Dense processes all connect to the population's ``a_in``, which sums what
+    arrives; the GPU simulator's Loihi mode sums the same synapses. Convolutions are not split
+    (their fan-in is kernel × input channels; see ``resources``). Records go to ``plan.splits``.
+    """
+    out: list[Synapse] = []
+    for s in plan.syns:
+        nz = s.weight_int != 0 if s.weight_int is not None else s.weight != 0
+        fan_in = int(nz.sum(1).max()) if s.kind == "dense" and nz.size else 0
+        if fan_in <= axons:
+            out.append(s)
+            continue
+        cols = np.flatnonzero(nz.any(0))
+        k = -(-len(cols) // axons)
+        for j, block in enumerate(np.array_split(cols, k)):
+            keep = np.zeros(nz.shape[1], bool)
+            keep[block] = True
+            part = Synapse(src=s.src, dst=s.dst, kind="dense", weight=np.where(keep, s.weight, 0.0),
+                           delay=s.delay, weight_int=np.where(keep, s.weight_int, 0),
+                           note=f"{s.note} part {j + 1}/{k}")
+            part.connections = _connections(graph, part)
+            out.append(part)
+        plan.splits.append({"synapse": f"{s.src}->{s.dst}", "fan_in": fan_in, "parts": k,
+                            "inputs_per_part": int(-(-len(cols) // k)),
+                            "axons_per_core_estimate": axons})
+    plan.syns = out
 
 
 # ------------------------------------------------------------------------------ shared helpers

@@ -1,0 +1,301 @@
+"""One validation layer for the CLI and the Python API (numpy only): types, ranges, sizes, data.
+
+Every check raises a one-line ``CompileError`` (CLI: exit 2, nothing written) *before* the work
+that the bad value would break or make slow: counts are integers (never ``bool``, never 2.7),
+sample counts are >= 1 (a negative count is not a Python slice), data are finite numbers of
+the model's input shape, labels lie in the model's classes ``0..K-1``, and what a run will
+allocate is estimated first and compared with the memory the machine has free
+(``MemAvailable`` in ``/proc/meminfo``), so ``--timesteps 1000000000`` or an ``.npz`` that
+declares a 2 TiB array is refused instead of reaching ``MemoryError`` or the OOM killer.
+An ``.npz`` is a zip of ``.npy`` members; their headers (NEP 1: magic, version, a dict with
+``descr``, ``fortran_order``, ``shape``) are read and checked before any array is loaded.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import warnings
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from snncompile.ir.diagnostics import CompileError, Diagnostic
+
+#: refuse a run whose estimate exceeds this fraction of the free memory
+MEMORY_FRACTION = 0.8
+#: upper bounds that keep a run finite (a hang is worse than an error)
+MAX_GN_MEMBERS = 256
+MAX_SEED = 2**31 - 1
+
+
+def _err(headline: str, msg: str, hint: str | None = None) -> CompileError:
+    return CompileError(headline, [Diagnostic(msg, hint=hint)])
+
+
+# ------------------------------------------------------------------------------ scalars
+def integer(value: Any, name: str, *, minimum: int | None = 1, maximum: int | None = None,
+            headline: str = "bad option") -> int:
+    """``value`` as an int: an int or numpy integer (not a bool, not a float, not a string)
+    in [minimum, maximum]."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral,)):
+        raise _err(headline, f"{name}={value!r} ({type(value).__name__}); must be an integer")
+    v = int(value)
+    if minimum is not None and v < minimum:
+        raise _err(headline, f"{name}={v}; must be >= {minimum}")
+    if maximum is not None and v > maximum:
+        raise _err(headline, f"{name}={v}; must be <= {maximum}")
+    return v
+
+
+def real(value: Any, name: str, *, headline: str = "bad option") -> float:
+    """``value`` as a finite float (ints accepted, bools and strings not)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise _err(headline, f"{name}={value!r} ({type(value).__name__}); must be a number")
+    v = float(value)
+    if not math.isfinite(v):
+        raise _err(headline, f"{name}={v}; must be finite")
+    return v
+
+
+def sample_count(value: Any, name: str) -> int | None:
+    """A number of samples to use: None (all) or an integer >= 1."""
+    return None if value is None else integer(value, name, minimum=1)
+
+
+def option_problems(o: Any) -> list[Diagnostic]:
+    """Problems of a ``CompileOptions`` beyond its own checks (types, counts, bounds)."""
+    bad: list[Diagnostic] = []
+    ints = {"timesteps": 1, "calibration_samples": 1, "batch_size": 1, "gn_members": 1,
+            "bistable_period": 1, "seed": 0}
+    for name, lo in ints.items():
+        v = getattr(o, name)
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+            bad.append(Diagnostic(f"{name}={v!r} ({type(v).__name__}); must be an integer"))
+        elif v < lo and name in ("calibration_samples", "seed"):
+            bad.append(Diagnostic(f"{name}={v}; must be >= {lo}"))
+    for name in ("eval_samples", "weight_bits"):
+        v = getattr(o, name)
+        if v is not None and (isinstance(v, (bool, np.bool_))
+                              or not isinstance(v, numbers.Integral)):
+            bad.append(Diagnostic(f"{name}={v!r} ({type(v).__name__}); must be an integer"))
+        elif name == "eval_samples" and v is not None and v < 1:
+            bad.append(Diagnostic(f"eval_samples={v}; must be >= 1 (omit it for all samples)"))
+    for name in ("alpha", "sd_delta"):
+        v = getattr(o, name)
+        if (isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real)
+                or not math.isfinite(v)):
+            bad.append(Diagnostic(f"{name}={v!r}; must be a finite number"))
+    if isinstance(o.seed, numbers.Integral) and o.seed > MAX_SEED:
+        bad.append(Diagnostic(f"seed={o.seed}; must be in 0..{MAX_SEED}"))
+    if isinstance(o.gn_members, numbers.Integral) and o.gn_members > MAX_GN_MEMBERS:
+        bad.append(Diagnostic(f"gn_members={o.gn_members}; must be <= {MAX_GN_MEMBERS}",
+                              hint="group neurons use a few members (2..16)"))
+    if (o.neuron == "bistable" and isinstance(o.bistable_period, numbers.Integral)
+            and isinstance(o.timesteps, numbers.Integral) and o.bistable_period >= o.timesteps):
+        bad.append(Diagnostic(
+            f"bistable_period={o.bistable_period} >= timesteps={o.timesteps}: no bistable "
+            "neuron would fire within T", hint="a period well below T (default 2)"))
+    if isinstance(o.timesteps, numbers.Integral) and o.timesteps > 2**31 - 1:
+        bad.append(Diagnostic(f"timesteps={o.timesteps}; must be < 2^31"))
+    return bad
+
+
+# ------------------------------------------------------------------------------ memory
+def available_bytes() -> int:
+    """Free memory: MemAvailable from /proc/meminfo (else physical memory)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (OSError, ValueError):
+        return 2**63
+
+
+def _gib(b: float) -> str:
+    return f"{b / 2**30:.3g} GiB"
+
+
+def check_memory(need: float, what: str, hint: str | None = None) -> None:
+    """Refuse when ``need`` bytes exceed MEMORY_FRACTION of the free memory."""
+    have = available_bytes()
+    if need > MEMORY_FRACTION * have:
+        raise _err("too large", f"{what} needs about {_gib(need)}; {_gib(have)} is free",
+                   hint=hint)
+
+
+def run_memory(samples: int, timesteps: int, neurons: int, batch: int, outputs: int,
+               record: bool = False) -> float:
+    """Bytes a simulation allocates, at least: predictions (T, N) int64, the readout (N, K),
+    per-batch state (a few float32 copies of every neuron), recorded trains (T, N, neurons)."""
+    b = (8.0 * timesteps * samples + 8.0 * samples * outputs
+         + 4.0 * 4 * min(batch, samples) * neurons)
+    if record:
+        b += 1.0 * timesteps * samples * neurons
+    return b
+
+
+# ------------------------------------------------------------------------------ arrays
+def samples(x: Any, name: str = "x", *, shape: Sequence[int] | None = None) -> np.ndarray:
+    """``x`` as a finite float32 array (N, *shape) with N >= 1. Lists, strings, objects,
+    booleans and complex numbers are refused (not silently converted)."""
+    if not isinstance(x, np.ndarray) and type(x).__module__.split(".")[0] == "torch" \
+            and hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()  # a torch tensor (duck-typed: this module is numpy-only)
+    if not isinstance(x, np.ndarray):
+        raise _err("bad data", f"{name} is a {type(x).__name__}; expected a numpy array (N, ...)",
+                   hint="np.asarray(x, np.float32)")
+    if x.dtype.kind not in "fiu":
+        raise _err("bad data", f"{name} has dtype {x.dtype}; expected float32 (or int)")
+    if x.ndim < 1 or len(x) == 0:
+        raise _err("bad data", f"{name} has shape {tuple(x.shape)}: no samples")
+    if shape is not None and tuple(x.shape[1:]) != tuple(shape):
+        raise _err("data does not fit the model", f"{name} has shape {tuple(x.shape)}, the "
+                   f"model expects (N, {', '.join(map(str, shape))})")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no overflow warning before the error line
+        x32 = x.astype(np.float32, copy=False)
+        finite = bool(np.isfinite(x32).all())
+    if not finite:
+        raise _err("bad data", f"{name} contains NaN or Inf (or values beyond float32)")
+    return x32
+
+
+def labels(y: Any, n: int, classes: int | None, name: str = "y") -> np.ndarray:
+    """``y`` as int64 (n,) with every label in 0..classes-1."""
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != n or y.dtype.kind not in "iu":
+        raise _err("bad labels", f"{name} has dtype {y.dtype} and shape {y.shape}; "
+                   f"expected ({n},) int")
+    y = y.astype(np.int64)
+    if classes is not None and len(y) and (y.min() < 0 or y.max() >= classes):
+        bad = int(y[(y < 0) | (y >= classes)][0])
+        raise _err("bad labels", f"{name} holds label {bad}; the model has {classes} classes "
+                   f"(labels 0..{classes - 1})")
+    return y
+
+
+def classes(graph: Any) -> int | None:
+    """The number of classes K of a graph whose output is (K,) (else None)."""
+    try:
+        shape = graph.shape(graph.output_name)
+    except Exception:  # noqa: BLE001 - any graph we cannot read: no class check
+        return None
+    if shape is None:
+        return None
+    return int(np.prod(shape)) if len(shape) >= 1 else None
+
+
+def graph_units(graph: Any) -> int:
+    """The number of values one sample produces over all ops of ``graph`` (an upper bound on
+    its neurons)."""
+    total = 0
+    for name in graph.nx.nodes:
+        shape = graph.nx.nodes[name].get("shape")
+        if shape:
+            total += int(np.prod([int(d) for d in shape]))
+    return total
+
+
+def spiking_ready(graph: Any, target: str) -> None:
+    """A graph for a spiking target has no ANN activation left: every layer with an
+    activation carries a neuron. A pipeline without the conversion passes (``--pipeline``
+    with only the ANN passes) would otherwise run as a network without spikes."""
+    left = [n for n, d in graph.nx.nodes(data=True)
+            if getattr(d["op"], "act", None) is not None and getattr(d["op"], "neuron", 1) is None]
+    if left:
+        raise _err("the IR is not spiking", f"{len(left)} activation(s) were not converted "
+                   f"(first: {min(left)}); target {target!r} needs a spiking IR",
+                   hint="keep balance-thresholds in the pipeline (see --print-pipeline)")
+
+
+# ------------------------------------------------------------------------------ files
+def data_file(path: str | Path) -> Path:
+    """Check that ``path`` is an ``.npz`` file (zip) whose members' declared arrays fit in
+    memory, reading only the headers. Returns the path."""
+    p = Path(path)
+    if p.is_dir():
+        raise _err("bad data file", f"{p} is a folder; expected an .npz file")
+    if not p.exists():
+        raise _err("data file not found", str(p))
+    if not p.is_file():
+        raise _err("bad data file", f"{p} is not a regular file")
+    try:
+        with open(p, "rb") as f:
+            head = f.read(6)
+    except OSError as e:
+        raise _err("cannot read data file", f"{p}: {e.strerror}") from None
+    if head.startswith(b"\x93NUMPY"):
+        raise _err("bad data file", f"{p} is a .npy file (one array); expected an .npz with "
+                   "arrays x and y", hint="np.savez(path, x=x, y=y)")
+    if not head.startswith(b"PK"):
+        raise _err("bad data file", f"{p} is not an .npz (zip) file",
+                   hint="np.savez(path, x=x, y=y)")
+    total = 0.0
+    try:
+        with zipfile.ZipFile(p) as z:
+            for info in z.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with z.open(info) as m:
+                    shape, dtype = _npy_header(m, f"{p}:{info.filename}")
+                nbytes = float(np.prod([float(d) for d in shape])) * dtype.itemsize
+                if info.compress_type == zipfile.ZIP_STORED and nbytes > info.file_size:
+                    raise _err("bad data file", f"{p}: {info.filename} declares {shape} "
+                               f"{dtype} ({_gib(nbytes)}) but holds {info.file_size} bytes")
+                total += nbytes
+    except CompileError:
+        raise
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError, NotImplementedError) as e:
+        raise _err("cannot read data file", f"{p}: {e}") from None
+    check_memory(2 * total, f"{p} (its arrays as float32)")
+    return p
+
+
+def _npy_header(f: Any, where: str) -> tuple[tuple[int, ...], np.dtype]:
+    from numpy.lib import format as npf
+
+    try:
+        version = npf.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = npf.read_array_header_1_0(f)
+        elif version in ((2, 0), (3, 0)):
+            shape, _, dtype = npf.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"npy version {version}")
+    except (ValueError, SyntaxError, TypeError, OverflowError) as e:
+        raise _err("bad data file", f"{where}: unreadable .npy header ({e})") from None
+    if dtype.hasobject:
+        raise _err("bad data file", f"{where}: holds Python objects (pickled data); "
+                   "expected numbers")
+    if any(int(d) < 0 for d in shape):
+        raise _err("bad data file", f"{where}: negative dimension in {shape}")
+    return tuple(int(d) for d in shape), dtype
+
+
+def model_file(path: str | Path) -> Path:
+    """The model path exists and is a file (not a folder)."""
+    p = Path(path)
+    if str(path).strip() == "":
+        raise _err("bad model", "the model path is empty")
+    if p.is_dir():
+        raise _err("bad model", f"{p} is a folder; expected an .onnx file")
+    return p
+
+
+def names(given: Sequence[str], known: Sequence[str], what: str, extra: Sequence[str] = ()
+          ) -> None:
+    """Every name in ``given`` is one of ``known`` (or ``extra``); '_' and '-' are the same."""
+    norm = {k.replace("_", "-") for k in (*known, *extra)}
+    for g in given:
+        if g.replace("_", "-") not in norm:
+            raise _err("bad option", f"{what} {g!r} is not in the pipeline",
+                       hint=f"choose from {', '.join(sorted(norm))}")

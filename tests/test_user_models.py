@@ -1,0 +1,193 @@
+"""Models as users export them: refusals that name every unsupported op, and the vision ops of
+torchvision's architectures (one-input Concat, MaxPool ceil_mode, channel shuffle, ReLU6),
+each checked against onnxruntime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from snncompile.frontend import load_onnx, run_onnxruntime
+from snncompile.interp import run_ann
+from snncompile.ir import CompileError, Conv2d, Identity, MaxPool2d
+
+import models
+
+
+def rel_err(ours: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.abs(ours - ref).max() / max(float(np.abs(ref).max()), 1e-12))
+
+
+def check(path: Path, in_shape: tuple[int, ...] = models.IN_SHAPE, n: int = 8) -> None:
+    """The ``--check`` comparison: the IR's ANN execution against onnxruntime."""
+    x = np.random.default_rng(3).standard_normal((n, *in_shape)).astype(np.float32)
+    ours, ref = run_ann(load_onnx(path), x), run_onnxruntime(path, x)
+    assert ours.shape == ref.shape
+    assert rel_err(ours, ref) <= 1e-4
+
+
+def export(model: nn.Module, path: Path, in_shape: tuple[int, ...] = models.IN_SHAPE,
+           opset: int = 17) -> Path:
+    torch.onnx.export(model.eval(), (torch.zeros(2, *in_shape),), str(path),
+                      input_names=["input"], output_names=["logits"], opset_version=opset,
+                      dynamo=False, dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    return path
+
+
+# ---------------------------------------------------------------------------- refusals
+class _SqueezeExcite(nn.Module):
+    """mobilenet_v3's block: x · hardsigmoid(fc2(relu(fc1(mean(x))))), with HardSwish / SiLU."""
+
+    def __init__(self, c: int, act: nn.Module) -> None:
+        super().__init__()
+        self.conv, self.act = nn.Conv2d(c, c, 3, padding=1), act
+        self.fc1, self.fc2 = nn.Conv2d(c, 4, 1), nn.Conv2d(4, c, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.conv(x))
+        s = nn.functional.hardsigmoid(self.fc2(torch.relu(self.fc1(x.mean((2, 3), True)))))
+        return x * s
+
+
+def _se_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.Hardswish(),
+                         _SqueezeExcite(8, nn.Hardswish()), _SqueezeExcite(8, nn.SiLU()),
+                         nn.Flatten(), nn.Linear(8 * 64, 10))
+
+
+def test_refusal_counts_every_unsupported_op_type(tmp_path: Path) -> None:
+    path = export(_se_net(), tmp_path / "se.onnx")
+    with pytest.raises(CompileError) as info:
+        load_onnx(path)
+    line = info.value.one_line()
+    # SiLU is exported as Sigmoid + Mul; every type with its count, in graph order
+    assert line.startswith("unsupported ops: HardSwish ×2 (first at node /1/HardSwish), "
+                           "HardSigmoid ×2 (first at node "), line
+    assert "Mul ×3 (first at node" in line and "Sigmoid ×1 (first at node" in line
+    assert line.index("; supported: ") > line.index("Mul ×3")
+    # downstream nodes (the Conv after a HardSwish, the final Gemm) raise no second error
+    assert len(info.value.diagnostics) == 1 and "more" not in line
+
+
+def test_mobilenet_v3_refusal_lists_all_three_op_types(tmp_path: Path) -> None:
+    tv = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    path = export(tv.models.mobilenet_v3_small(weights=None), tmp_path / "mnv3.onnx",
+                  in_shape=(3, 32, 32))
+    with pytest.raises(CompileError) as info:
+        load_onnx(path)
+    line = info.value.one_line()
+    assert line.startswith("unsupported ops: HardSwish ×19 (first at node "), line
+    assert "HardSigmoid ×9 (first at node " in line and "Mul ×9 (first at node " in line
+    assert "\n" not in line and "more" not in line
+
+
+# ---------------------------------------------------------------------------- vision ops
+class _DenseLayer(nn.Module):
+    """densenet's layer: its input list goes through torch.cat, a one-input Concat at first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn, self.conv = nn.BatchNorm2d(8), nn.Conv2d(8, 4, 3, padding=1)
+
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        return self.conv(torch.relu(self.bn(torch.cat(xs, 1))))
+
+
+class _OneInputConcat(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem, self.layer = nn.Conv2d(1, 8, 3, padding=1), _DenseLayer()
+        self.head = nn.Linear(12 * 64, 10)
+        models._Randomize.bn(self, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = torch.cat([x, self.layer([x])], 1)
+        return self.head(torch.relu(x).flatten(1))
+
+
+def test_one_input_concat(tmp_path: Path) -> None:
+    path = export(_OneInputConcat(), tmp_path / "cat1.onnx")
+    g = load_onnx(path)
+    assert any(isinstance(op, Identity) and op.onnx_op == "Concat" for _, op in g.topo())
+    check(path)
+
+
+@pytest.mark.parametrize("size, k, s, p", [(8, 3, 2, 0), (7, 3, 2, 1), (9, 2, 2, 0),
+                                           (6, 3, 2, 0)])
+def test_maxpool_ceil_mode_is_exact(size: int, k: int, s: int, p: int, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(),
+                      nn.MaxPool2d(k, s, padding=p, ceil_mode=True), nn.Flatten())
+    n_out = m(torch.zeros(1, 1, size, size)).shape[1]
+    m.append(nn.Linear(n_out, 10))
+    path = export(m, tmp_path / "ceil.onnx", in_shape=(1, size, size))
+    g = load_onnx(path)
+    (pool,) = [op for _, op in g.topo() if isinstance(op, MaxPool2d)]
+    assert pool.padding[2] >= pool.padding[0]  # the partial windows: −∞ rows at the bottom
+    check(path, in_shape=(1, size, size))
+
+
+class _Shuffle(nn.Module):
+    """ShuffleNet's channel shuffle: view (N, g, C/g, H, W), swap the group axes, flatten back."""
+
+    def __init__(self, groups: int) -> None:
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        x = x.view(n, self.groups, c // self.groups, h, w).transpose(1, 2).contiguous()
+        return x.view(n, c, h, w)
+
+
+def _shuffle_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1, groups=1), nn.ReLU(), _Shuffle(2),
+        nn.Conv2d(8, 8, 3, padding=1, groups=2), nn.ReLU(), _Shuffle(4),  # into a grouped conv
+        nn.Conv2d(8, 8, 1, groups=4), nn.ReLU(), _Shuffle(2),
+        nn.Conv2d(8, 4, 3, padding=1), nn.ReLU(),  # folded into this one's weights
+        nn.Flatten(), nn.Linear(4 * 64, 10))
+
+
+def test_channel_shuffle(tmp_path: Path) -> None:
+    path = export(_shuffle_net(), tmp_path / "shuffle.onnx")
+    g = load_onnx(path)
+    kept = [op for _, op in g.topo() if "channel shuffle" in op.origin]
+    # before a grouped conv the permutation stays a 1×1 conv; before a full conv it is folded
+    assert [(type(op).__name__, op.weight.shape[2:] if isinstance(op, Conv2d) else None)
+            for op in kept] == [("Conv2d", (1, 1)), ("Conv2d", (1, 1)), ("Conv2d", (3, 3))]
+    check(path)
+    # the SNN runs (the kept permutations are linear synapses between spiking layers)
+    import snncompile
+    x = np.random.default_rng(0).random((4, *models.IN_SHAPE), dtype=np.float32)
+    net = snncompile.compile(path, target="gpu", calibration=x)
+    res = net.run(x, 8)
+    assert res.output.shape == (4, 10) and np.isfinite(res.output).all()
+    assert res.spikes_per_sample() > 0
+
+
+def test_adaptive_avgpool_replication_folds_into_the_gemm(tmp_path: Path) -> None:
+    """VGG at 32×32: AdaptiveAvgPool2d((7, 7)) of a 1×1 map. The dynamo exporter (opset 18)
+    writes it as Transpose -> GatherND -> Transpose -> ReduceMean; the replication is folded
+    into the Linear after it (W' sums the weights of the 49 copies)."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AvgPool2d(8),
+                      nn.AdaptiveAvgPool2d((7, 7)), nn.Flatten(), nn.Linear(4 * 49, 10)).eval()
+    path = tmp_path / "adaptive.onnx"
+    torch.onnx.export(m, (torch.zeros(2, *models.IN_SHAPE),), str(path), input_names=["input"],
+                      opset_version=18, dynamo=True, verbose=False,
+                      dynamic_shapes=({0: torch.export.Dim("batch")},))
+    g = load_onnx(path)
+    assert [type(op).__name__ for _, op in g.topo()] == [
+        "Input", "Conv2d", "ReLU", "AvgPool2d", "Flatten", "Dense", "Output"]
+    assert g.op(g.readout_name).weight.shape == (10, 4)
+    check(path)
