@@ -220,7 +220,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--models", nargs="+", default=["resnet18", "vgg11_bn"])
+    ap.add_argument("--models", nargs="*", default=["resnet18", "vgg11_bn"])
     ap.add_argument("--timesteps", nargs="+", type=int, default=[32, 128])
     ap.add_argument("--budgets", nargs="+", default=["resnet18:1G", "vgg11_bn:3G"],
                     help="MODEL:BUDGET --memory-budget runs, at the largest T")
