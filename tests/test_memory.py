@@ -144,3 +144,18 @@ def test_run_ann_bounded_batches(x):
     assert batch_for(g2, 1, 1024) == 1
     # one sample at a time (float32 kernels round by batch size: equal to the last bits)
     np.testing.assert_allclose(run_ann(g2, x, max_bytes=1), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_loihi_reference_batches_within_the_budget(x):
+    """The bit-exact Loihi reference (not chunked in time) bounds its batch by the budget."""
+    from snncompile.backends.loihi import compile_reference
+
+    g = build.cnn(np.random.default_rng(1))
+    ir, _, _ = snncompile.convert(g, target="loihi", calibration=x)
+    ref = compile_reference(ir, CompileOptions(timesteps=T)).run(x, record=True, progress=False)
+    net = compile_reference(ir, CompileOptions(timesteps=T, memory_budget="1K"))
+    assert net._batch(T, True) == 1
+    res = net.run(x, record=True, progress=False)
+    for k in ref.spike_trains:
+        np.testing.assert_array_equal(ref.spike_trains[k], res.spike_trains[k], err_msg=k)
+    np.testing.assert_array_equal(ref.potentials, res.potentials)
