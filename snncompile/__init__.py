@@ -67,6 +67,10 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'snncompile' has no attribute {name!r}")
 
 
+#: options that are conversion choices: giving one turns tuning off (as on the command line)
+EXPLICIT_CONVERSION = frozenset({"norm", "channelwise", "alpha"})
+
+
 def load_onnx(path: str | Path) -> Graph:
     """ONNX file -> IR (ANN form)."""
     from snncompile.frontend import load_onnx as _load
@@ -126,7 +130,12 @@ def convert(model: str | Path | Graph, *, target: str = "gpu",
             passes: Sequence[Any] | None = None, calibration: Any = None,
             **options: Any) -> tuple[Graph, PassManager, PassContext]:
     """Frontend + pass pipeline. Returns the spiking IR, the pass manager (``.spec()`` replays
-    the run) and the pass context (``.notes`` holds per-pass results)."""
+    the run) and the pass context (``.notes`` holds per-pass results).
+
+    Without ``passes``, with calibration data and tuning on (the default), the conversion
+    passes are chosen for ``timesteps`` by ``snncompile.tune`` on held-out calibration samples;
+    ``ctx.notes["tuning"]`` says what was chosen; ``no_tune=True`` (or an explicit ``norm``,
+    ``channelwise`` or ``alpha``) gives the fixed pipeline."""
     from snncompile import validate
 
     if not isinstance(model, (str, Path, Graph)):
@@ -137,15 +146,26 @@ def convert(model: str | Path | Graph, *, target: str = "gpu",
         CompileOptions.from_kwargs(options)
         return load_nir(model), PassManager([]), PassContext()
     x, y = _calibration(options, calibration)
+    if "no_tune" not in options and EXPLICIT_CONVERSION & options.keys():
+        options = {**options, "no_tune": True}  # an explicit choice is not second-guessed
     opts = CompileOptions.from_kwargs(options)
     graph = model if isinstance(model, Graph) else load_onnx(validate.model_file(model))
     if x is not None:
         validate.samples(x, "calibration", shape=graph.shape(graph.input_name))
         if y is not None:
             y = validate.labels(y, len(x), validate.classes(graph), "calibration labels")
+    tuning = None
+    if passes is None and not opts.no_tune and target != "ir" and x is not None:
+        from snncompile.tune import tune
+
+        tuning = tune(graph, x, y, opts.timesteps, budget_s=opts.tune_budget, seed=opts.seed,
+                      base_options=opts, per_channel=target != "loihi")
+        passes = [*tuning.front, *tuning.passes]
     specs = list(passes) if passes is not None else pipeline_for(target, opts)
     pm = PassManager.from_specs(specs)
     ctx = PassContext(calibration=x, labels=y, seed=opts.seed)
+    if tuning is not None:
+        ctx.notes["tuning"] = tuning.report()
     return pm.run(graph, ctx), pm, ctx
 
 

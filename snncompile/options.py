@@ -43,6 +43,11 @@ class CompileOptions:
 
     timesteps: int = option(32, "simulation timesteps T", group="main", range=(1, None),
                             flags=("-T",))
+    no_tune: bool = option(False, "fixed conversion settings instead of tuning them for T on "
+                           "held-out calibration data (a non-default --norm, --channelwise or "
+                           "--alpha, or --pipeline, also turns tuning off)")
+    tune_budget: float | None = option(None, "seconds the tuning may take (default 20)",
+                                       range=(0.0, None), lo_open=True)
     norm: str = option("p99.9", "threshold balancing: max or a percentile of the calibration "
                        "activations", choices=NORMS)
     channelwise: bool = option(False, "one threshold per output channel")

@@ -36,7 +36,9 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def digits_snn(digits_cnn_onnx, digits_train):
-    snn, _, _ = snncompile.convert(digits_cnn_onnx, calibration=digits_train.take(512))
+    # fixed settings (one threshold per layer): the tests below check that tuning keeps them
+    snn, _, _ = snncompile.convert(digits_cnn_onnx, calibration=digits_train.take(512),
+                                   no_tune=True)
     return snn
 
 

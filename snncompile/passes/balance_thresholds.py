@@ -21,6 +21,11 @@ calibration data θ = hi. A quantized activation's ``hi`` (λ, QCFS) is used as 
 conversion is exact only with θ = λ. A layer that never fires on
 the calibration data gets θ = 1 (no activity to scale to; noted in ``ctx.notes``). The readout
 (the op feeding Output) integrates and never gets a neuron.
+
+``layers`` overrides the statistic and granularity per layer (``NAME:NORM:layer|channel``
+entries separated by ``;``, see ``layer_options``), e.g.
+``balance-thresholds{norm=p99.9,layers=/0/Conv:max:channel;/3/Conv:p99:layer}``: what the
+automatic tuner (``snncompile.tune``) writes, so its choice replays as a plain pipeline.
 """
 
 from __future__ import annotations
@@ -31,8 +36,10 @@ from typing import Any, Literal
 import numpy as np
 
 from snncompile.interp import record_activations
+from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.graph import Graph
 from snncompile.ir.nodes import Layer, Neuron
+from snncompile.passes.layer_options import check_layers, parse_layer_map
 from snncompile.passes.registry import PassContext, register_pass
 
 #: norm name -> percentile of the activations (100 = max)
@@ -64,16 +71,28 @@ class BalanceThresholds:
 
     norm: Literal["max", "p99", "p99.9", "p99.99"] = "p99.9"
     channelwise: bool = False
+    layers: str = ""  # per-layer overrides: NAME:NORM:layer|channel;...
 
     def __post_init__(self) -> None:
-        from snncompile.ir.diagnostics import CompileError, Diagnostic
+        for norm, _ in [(self.norm, None), *self.overrides().values()]:
+            if norm not in PERCENTILES:
+                raise CompileError("bad pass option", [Diagnostic(
+                    f"balance-thresholds.norm={norm!r}", hint=f"one of {', '.join(PERCENTILES)}")])
 
-        if self.norm not in PERCENTILES:
-            raise CompileError("bad pass option", [Diagnostic(
-                f"balance-thresholds.norm={self.norm!r}", hint=f"one of {', '.join(PERCENTILES)}")])
+    def overrides(self) -> dict[str, tuple[str, bool]]:
+        """layer name -> (norm, channelwise) from ``layers``."""
+        out = {}
+        for name, (norm, gran) in parse_layer_map(self.layers, "balance-thresholds.layers",
+                                                  2).items():
+            if gran not in ("layer", "channel"):
+                raise CompileError("bad pass option", [Diagnostic(
+                    f"balance-thresholds.layers: {name}:{norm}:{gran}", hint="layer | channel")])
+            out[name] = (norm, gran == "channel")
+        return out
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
-        q = PERCENTILES[self.norm]
+        overrides = self.overrides()
+        check_layers(graph, overrides, "balance-thresholds.layers")
         readout = graph.readout_name
         todo = [n for n, op in graph.topo()
                 if isinstance(op, Layer) and op.act is not None and n != readout]
@@ -90,6 +109,8 @@ class BalanceThresholds:
             op = graph.op(name)
             assert isinstance(op, Layer) and op.act is not None  # filtered above
             c = graph.shape(name)[0]
+            norm, channelwise = overrides.get(name, (self.norm, self.channelwise))
+            q = PERCENTILES[norm]
             clip_won = 0
             if op.act.hi is not None and (op.act.levels is not None or name not in acts):
                 theta = np.full(c, op.act.hi, np.float64)
@@ -97,16 +118,16 @@ class BalanceThresholds:
             elif op.act.hi is not None:
                 # the recorded activations are clipped already: stat <= hi, equal (up to the
                 # float32 rounding of hi) where the bound is reached often enough
-                stat = layer_thresholds(acts[name], q, self.channelwise)
+                stat = layer_thresholds(acts[name], q, channelwise)
                 stat[~(stat > 0)] = op.act.hi  # no activity to scale to: keep the bound
                 won = stat >= op.act.hi * (1 - 1e-6)
                 theta = np.where(won, op.act.hi, np.minimum(stat, op.act.hi))
                 clip_won = int(won.sum())
-                source = "clip" if clip_won == c else self.norm if clip_won == 0 \
-                    else f"clip+{self.norm}"
+                source = "clip" if clip_won == c else norm if clip_won == 0 \
+                    else f"clip+{norm}"
             else:
-                theta = layer_thresholds(acts[name], q, self.channelwise)
-                source = self.norm
+                theta = layer_thresholds(acts[name], q, channelwise)
+                source = norm
             dead = ~(theta > 0)
             if dead.any():
                 theta[dead] = DEAD_THRESHOLD
@@ -118,7 +139,7 @@ class BalanceThresholds:
                             alpha=old.alpha if old else 0.5, members=old.members if old else 1)
             g.replace(name, neuron=neuron)
             t32 = neuron.threshold
-            notes[name] = {"source": source,
+            notes[name] = {"source": source, "granularity": "channel" if channelwise else "layer",
                            "threshold": float(t32[0]) if np.all(t32 == t32[0])
                            else [float(t32.min()), float(t32.max())],
                            "dead_channels": int(dead.sum())}

@@ -195,6 +195,16 @@ def run(a: argparse.Namespace) -> int:
             pm.dump_after = set(x.replace("_", "-") for x in a.dump_ir_after)
         ctx = passes.PassContext(calibration=None if calib is None else calib.x,
                                  labels=None if calib is None else calib.y, seed=opts.seed)
+        tuning = None
+        if _tuning_on(a, opts) and calib is not None and not is_nir:
+            from snncompile.tune import tune
+
+            tuning = tune(graph, calib.x, calib.y, opts.timesteps, budget_s=opts.tune_budget,
+                          seed=opts.seed, base_options=opts, per_channel=a.target != "loihi")
+            print(tuning.summary())
+            print(f"  replay without tuning: --pipeline '{tuning.pipeline}'")
+            pm.passes = passes.PassManager.from_specs(
+                [*tuning.front, *tuning.passes, *a.extra_passes]).passes
         snn = pm.run(graph, ctx)
         finetune_info = None
         if a.finetune:
@@ -214,6 +224,8 @@ def run(a: argparse.Namespace) -> int:
         if report is not None:
             if finetune_info is not None:
                 report["finetune"] = finetune_info
+            if tuning is not None:
+                report["tuning"] = tuning.report()
             report["seconds_total"] = time.perf_counter() - t0
             text = json.dumps(report, indent=1, default=_jsonable) + "\n"
             (out.tmp / "report.json").write_text(text)
@@ -225,6 +237,14 @@ def run(a: argparse.Namespace) -> int:
         write_atomic(a.report, text)  # only on success
     print(f"wrote {out.final}/")
     return 0
+
+
+def _tuning_on(a: argparse.Namespace, opts: CompileOptions) -> bool:
+    """Tuning is the default; --no-tune, --pipeline, or a non-default --norm, --channelwise or
+    --alpha (an explicit conversion choice) turns it off, as does --target ir."""
+    base = CompileOptions()
+    explicit = (opts.norm != base.norm or opts.channelwise or opts.alpha != base.alpha)
+    return not (opts.no_tune or explicit or a.pipeline is not None or a.target == "ir")
 
 
 def _jsonable(v: Any) -> Any:
