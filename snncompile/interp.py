@@ -120,7 +120,10 @@ def run_ann_torch(graph: Graph, x: Tensor, *, record: bool = False,
     op's output by name (``pre_activation``: a layer's value before its activation)."""
     vals: dict[str, Tensor] = {}
     rec: dict[str, Tensor] = {}
-    for name, op in graph.topo():
+    order = list(graph.topo())
+    # index of each value's last reader: a value is dropped after it (unless recorded)
+    last = {i: k for k, (n, _) in enumerate(order) for i in graph.inputs(n)}
+    for k, (name, op) in enumerate(order):
         if isinstance(op, Input):
             vals[name] = x
             continue
@@ -136,14 +139,31 @@ def run_ann_torch(graph: Graph, x: Tensor, *, record: bool = False,
         vals[name] = y
         if record and not pre_activation:
             rec[name] = y
+        for i in graph.inputs(name):
+            if last.get(i) == k and i != graph.output_name:
+                vals.pop(i, None)
     return vals[graph.output_name], rec
+
+
+def batch_for(graph: Graph, max_bytes: int | None, batch_size: int, itemsize: int = 4) -> int:
+    """The largest batch ≤ ``batch_size`` whose forward pass keeps about ``max_bytes``: a pass
+    holds the values alive at the widest point of the op order (``run_ann_torch`` drops a value
+    after its last reader), estimated per sample as the two widest values plus the input."""
+    if max_bytes is None:
+        return batch_size
+    units = sorted((int(np.prod(graph.shape(n))) for n, _ in graph.topo()), reverse=True)
+    per_sample = (sum(units[:2]) + int(np.prod(graph.shape(graph.input_name)))) * itemsize
+    return max(1, min(batch_size, int(max_bytes) // max(per_sample, 1)))
 
 
 @torch.no_grad()
 def run_ann(graph: Graph, x: np.ndarray, *, batch_size: int = 1024,
-            dtype: torch.dtype = torch.float32) -> np.ndarray:
-    """Float forward pass of the IR; returns the output as numpy (N, *out shape)."""
+            dtype: torch.dtype = torch.float32, max_bytes: int | None = None) -> np.ndarray:
+    """Float forward pass of the IR; returns the output as numpy (N, *out shape). Batches of
+    at most ``batch_size`` samples, fewer when ``max_bytes`` bounds a batch's values
+    (``batch_for``)."""
     check_input(graph, x)
+    batch_size = batch_for(graph, max_bytes, batch_size, torch.finfo(dtype).bits // 8)
     outs = []
     for i in range(0, max(len(x), 1), batch_size):
         xb = torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size])).to(dtype)

@@ -76,6 +76,10 @@ class CompileOptions:
                             group="simulation", choices=("float", "fixed"))
     eval_samples: int | None = option(None, "evaluation samples to use (default all)",
                                       group="data", range=(1, None))
+    memory_budget: str | None = option(
+        None, "peak memory of a simulation run, bytes with a K/M/G suffix (e.g. 4G); picks the "
+        "samples simulated at once and the time chunk (default: half of the available RAM, or "
+        "of the free CUDA memory)", group="simulation")
     export: str | None = option(None, "also write an exchange file: netx (loihi target, "
                                 "network.net) or nir (both targets, network.nir)",
                                 group="simulation", choices=("netx", "nir"))
@@ -103,6 +107,11 @@ class CompileOptions:
                 low_bad = lo is not None and (v <= lo if f.metadata.get("lo_open") else v < lo)
                 if low_bad or (hi is not None and v > hi):
                     bad.append(Diagnostic(f"{f.name}={v}; must be {_range_text(f)}"))
+        if self.memory_budget is not None:
+            try:
+                parse_bytes(self.memory_budget)
+            except ValueError as e:
+                bad.append(Diagnostic(f"memory_budget={self.memory_budget!r}; {e}"))
         if bad:
             raise CompileError("bad option", bad)
 
@@ -114,6 +123,30 @@ class CompileOptions:
             raise CompileError("unknown option", [Diagnostic(
                 ", ".join(unknown), hint=f"options: {', '.join(sorted(known))}")])
         return cls(**options)
+
+
+_UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def parse_bytes(text: str | int) -> int:
+    """``"512M"`` -> 536870912: a positive byte count with an optional K/M/G/T suffix (powers of
+    1024; ``KB``/``KiB`` spellings too). A ValueError says what is wrong."""
+    if isinstance(text, int):
+        value, unit = float(text), ""
+    else:
+        t = text.strip().upper().removesuffix("IB").removesuffix("B")
+        num = t.rstrip("KMGT")
+        unit = t[len(num):]
+        try:
+            value = float(num)
+        except ValueError:
+            raise ValueError("give bytes with an optional K/M/G/T suffix, e.g. 4G") from None
+        if unit not in _UNITS:
+            raise ValueError("give bytes with an optional K/M/G/T suffix, e.g. 4G")
+    n = int(value * _UNITS[unit])
+    if n <= 0:
+        raise ValueError("must be > 0")
+    return n
 
 
 def _range_text(f: dataclasses.Field) -> str:

@@ -318,13 +318,31 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def maxpool_gate(op: MaxPool2d, x: Tensor) -> Tensor:
+def maxpool_gate(op: MaxPool2d, x: Tensor, carry: dict[str, Tensor] | None = None, *,
+                 counts: bool = False) -> Tensor:
     """Spiking max-pool gate on x (T, B, C, H, W) -> (T, B, C, H', W'): per window and step t,
     pass x(t) of the unit whose cumulative input Σ_{τ≤t} x(τ) is largest (ties: the first unit
-    of the window)."""
+    of the window).
+
+    The cumulative sums are accumulated in float64 and rounded to x's dtype (what torch's CPU
+    cumsum does for float32 internally), so that a run in time chunks, which carries the float64
+    sums of the steps before in ``carry["score"]``, compares exactly the same scores as one run
+    over all T steps. ``counts``: x is an integer multiple of one positive θ per channel (a
+    spiking layer's θ·s); every float64 partial sum is then exact (|m|·θ < 2^53), so the carry
+    is added after the chunk's own sums (no concatenated copy)."""
     steps, batch = x.shape[:2]
     flat = x.flatten(0, 1)
-    score = torch.cumsum(x, 0).flatten(0, 1)
+    if carry is not None and "score" in carry and counts:
+        acc = torch.cumsum(x.detach(), 0, dtype=torch.float64).add_(carry["score"])
+    elif carry is not None and "score" in carry:
+        acc = torch.cat([carry["score"].unsqueeze(0), x.detach().to(torch.float64)])
+        acc = torch.cumsum(acc, 0)[1:]
+    else:
+        acc = torch.cumsum(x.detach(), 0, dtype=torch.float64)
+    if carry is not None:
+        carry["score"] = acc[-1].clone()
+    score = acc.to(x.dtype).flatten(0, 1)
+    del acc
     score = pad2d(score, op.padding, float("-inf"))
     flat = pad2d(flat, op.padding, 0.0)
     # max_pool2d keeps the first maximum of a window (strict > while scanning), i.e. ties go to

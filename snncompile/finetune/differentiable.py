@@ -33,6 +33,7 @@ Memory is bounded by the caller, which runs a batch in chunks (``finetune.loop``
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -102,7 +103,14 @@ def _normalised(model: NeuronModel) -> NeuronModel:
              spike: Callable[[Tensor], Tensor] = get_surrogate("triangle")) -> Tensor:
         return model.scan(current / theta, torch.ones_like(theta), alpha, members, spike)
 
-    return dataclasses.replace(model, scan=scan)
+    def scan_state(current: Tensor, theta: Tensor, alpha: float, members: int = 1,
+                   spike: Callable[[Tensor], Tensor] = get_surrogate("triangle"),
+                   state: dict | None = None) -> Tensor:  # carried across time chunks
+        return model.scan(current / theta, torch.ones_like(theta), alpha, members, spike,
+                          state=state)
+
+    carries = "state" in inspect.signature(model.scan).parameters
+    return dataclasses.replace(model, scan=scan_state if carries else scan)
 
 
 # ------------------------------------------------------------------------------ module

@@ -356,7 +356,11 @@ def _check(model: Path, a: argparse.Namespace) -> int:
         shape = graph.shape(graph.input_name)
         x = np.random.default_rng(a.seed).random((16, *shape), dtype=np.float32)
     check_input(graph, x)
-    ours = run_ann(graph, x)
+    import torch
+
+    from snncompile.backends.memory import room_bytes
+
+    ours = run_ann(graph, x, max_bytes=room_bytes(a.memory_budget, torch.device("cpu")))
     try:
         ref = run_onnxruntime(model, x)
     except Exception as e:  # onnxruntime's own error types (Fail, InvalidGraph, ...)

@@ -20,7 +20,9 @@ device placement, counting and numpy results (``SimResult``).
 
 from __future__ import annotations
 
+import inspect
 import json
+import logging
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,13 +43,24 @@ from snncompile.backends.common import (
 )
 from snncompile.backends.gpu.lowerings import fanout, lower
 from snncompile.backends.gpu.neurons import SpikeFn, get_model, heaviside
+from snncompile.backends.memory import (
+    Pieces,
+    budget_bytes,
+    current_bytes,
+    footprint,
+    plan_pieces,
+)
 from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.graph import Graph
 from snncompile.ir.nodes import Input, Layer, Output
 from snncompile.options import CompileOptions
 
 Tensor = torch.Tensor
-#: CPU: the largest (T·b, ...) value one simulated piece of a batch holds (GpuNetwork._chunks)
+log = logging.getLogger("snncompile")
+#: state tensors each built-in model carries across time chunks (for the memory estimate)
+_STATE_TENSORS = {"if": 1, "if-hard": 1, "signed-if": 2, "gn": 1, "bistable": 2,
+                  "sigma-delta": 1}
+#: CPU: the largest (T·b, ...) value one simulated piece of a batch holds (GpuNetwork.plan)
 CPU_CHUNK_BYTES = 16 * 2**20
 
 
@@ -69,6 +82,7 @@ class SpikingNetwork(nn.Module):
         super().__init__()
         self.graph = graph
         self.spike = spike
+        self.dtype = dtype
         self.order: list[str] = []
         self.inputs: dict[str, list[str]] = {}
         self.keys: dict[str, str] = {}
@@ -104,40 +118,109 @@ class SpikingNetwork(nn.Module):
             raise CompileError("cannot compile for the gpu target", problems)
         # index in ``order`` of each value's last reader: ``simulate`` drops a value after it
         self.last_use = {i: k for k, n in enumerate(self.order) for i in self.inputs[n]}
+        for name in self.order:  # gates fed by integer spikes θ·s, θ > 0: exact float64 sums
+            mod = self.ops[self.keys[name]] if name in self.keys else None
+            src = self.inputs[name][0] if self.inputs[name] else None
+            if getattr(mod, "stateful", False) and src in self.neurons:
+                model = self.neurons[src][0]
+                theta = getattr(self, f"theta_{self.keys[src]}")  # the buffer: θ at build
+                mod.counts = model.integer and bool((theta > 0).all())
+        self.readers: dict[str, list[str]] = {}
+        for n in self.order:
+            for i in self.inputs[n]:
+                self.readers.setdefault(i, []).append(n)
+
+    @property
+    def chunkable(self) -> bool:
+        """Time chunks need every neuron scan to carry its state (``simulate``)."""
+        return all("state" in inspect.signature(m.scan).parameters
+                   for m, _, _ in self.neurons.values())
 
     def theta(self, name: str) -> Tensor:
         return getattr(self, f"theta_{self.keys[name]}")
 
     def simulate(self, x: Tensor, steps: int, *,
                  on_spikes: Callable[[str, Tensor], None] | None = None,
-                 ) -> tuple[Tensor, dict[str, Tensor]]:
+                 chunk: int | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """Returns (readout potentials (T, B, K), {spiking layer: s (T, B, *shape)}).
 
         With ``on_spikes``, each layer's s is handed to ``on_spikes(name, s)`` as soon as it is
         computed and not kept (the dict comes back empty; without autograd s is then scaled to
         θ·s in place): memory holds the live layers only, not every spike train at once.
+
+        ``chunk``: simulate the T steps in time chunks of at most this many steps (default: all
+        T at once). Every layer runs a chunk, then the next chunk starts from the state the
+        previous one left: each neuron's v (and its model's extra state), each MaxPool gate's
+        cumulative scores, the readout's potential; static values (the constant current of a
+        direct-coded input) are computed once and kept. Peak memory then grows with the chunk,
+        not with T, and the spikes equal those of one T-step run bit for bit. ``on_spikes``
+        then receives each layer's s chunk by chunk, in time order. A network with a neuron
+        model whose scan carries no state (``chunkable`` False) runs all T at once.
         """
         n_in = len(self.graph.shape(self.input_name)) + 1
         static = x.dim() == n_in
+        if chunk is None or not self.chunkable:
+            chunk = steps
+        chunk = max(1, min(int(chunk), steps))
+        state: dict[str, dict[str, Any]] = {}
+        kept: dict[str, Tensor] = {}  # static currents, computed on the first chunk
+        pots: list[Tensor] = []
+        parts: dict[str, list[Tensor]] = {}
+        for t0 in range(0, steps, chunk):
+            n = min(chunk, steps - t0)
+            xin = x if static else x[t0:t0 + n]
+            if xin.dtype == torch.bool:  # a Poisson spike train: 0/1 in the network's dtype
+                xin = xin.to(self.dtype)
+            pot, spikes = self._chunk(xin, static, t0, n,
+                                      state, kept, on_spikes, last=t0 + n >= steps)
+            if t0 == 0:  # keep the static values a later chunk reads again
+                for name in [m for m in kept if m not in self.neurons and m != self.readout]:
+                    if all(r in kept for r in self.readers.get(name, [])):
+                        del kept[name]
+            pots.append(pot)
+            for k, v in spikes.items():
+                parts.setdefault(k, []).append(v)
+        if len(pots) == 1:
+            return pots[0], {k: v[0] for k, v in parts.items()}
+        return torch.cat(pots), {k: torch.cat(v) for k, v in parts.items()}
+
+    def _chunk(self, x: Tensor, static: bool, t0: int, steps: int,
+               state: dict[str, dict[str, Any]], kept: dict[str, Tensor],
+               on_spikes: Callable[[str, Tensor], None] | None,
+               last: bool) -> tuple[Tensor, dict[str, Tensor]]:
+        """Steps t0 .. t0+steps-1 of every layer (``simulate``)."""
         batch = x.shape[0] if static else x.shape[1]
-        # value per op: (tensor, static?) — static (B, ...), dynamic (T·B, ...)
+        first = t0 == 0
+        # value per op: (tensor, static?) — static (B, ...), dynamic (steps·B, ...)
         vals: dict[str, tuple[Tensor, bool]] = {
             self.input_name: (x, True) if static else (x.flatten(0, 1), False)}
         spikes: dict[str, Tensor] = {}
         for k, name in enumerate(self.order):
             if name == self.input_name:
                 continue
-            ins = [vals[i] for i in self.inputs[name]]
-            all_static = all(s for _, s in ins)
-            xs = [v if s == all_static else _expand(v, steps) for v, s in ins]
-            cur = self.ops[self.keys[name]](xs, None if all_static else steps)
+            if name in kept:  # a static value of an earlier chunk
+                cur, all_static = kept[name], True
+            else:
+                ins = [vals[i] for i in self.inputs[name]]
+                all_static = all(s for _, s in ins)
+                xs = [v if s == all_static else _expand(v, steps) for v, s in ins]
+                mod = self.ops[self.keys[name]]
+                if getattr(mod, "stateful", False) and not all_static:
+                    cur = mod(xs, steps, state.setdefault(name, {}))
+                else:
+                    cur = mod(xs, None if all_static else steps)
+                if all_static and first and not last:
+                    kept[name] = cur
             if name in self.neurons:
                 model, alpha, members = self.neurons[name]
                 cur_t = (cur.unsqueeze(0).expand(steps, *cur.shape) if all_static
                          else cur.reshape(steps, batch, *cur.shape[1:]))
                 theta = self.theta(name)
+                st = state.setdefault(name, {}) if self.chunkable else None
                 with _serial_on_cpu(cur_t):
-                    s = model.scan(cur_t, theta, alpha, members, self.spike)
+                    s = (model.scan(cur_t, theta, alpha, members, self.spike, state=st)
+                         if st is not None else
+                         model.scan(cur_t, theta, alpha, members, self.spike))
                 del cur, cur_t
                 if on_spikes is None:
                     spikes[name] = s
@@ -151,12 +234,22 @@ class SpikingNetwork(nn.Module):
             for i in self.inputs[name]:  # free what no later op reads
                 if self.last_use.get(i) == k and i != self.readout:
                     vals.pop(i, None)
-        out, st = vals[self.readout]
-        if st:
-            t = torch.arange(1, steps + 1, dtype=out.dtype, device=out.device)
+        out, st_out = vals[self.readout]
+        if st_out:
+            t = torch.arange(t0 + 1, t0 + steps + 1, dtype=out.dtype, device=out.device)
             pot = t.reshape(-1, *([1] * out.dim())) * out.unsqueeze(0)
         else:
-            pot = torch.cumsum(out.reshape(steps, batch, *out.shape[1:]), 0)
+            # Σ_{τ≤t} I(τ), accumulated in float64 and carried across chunks (torch's CPU
+            # cumsum of float32 accumulates in float64 too: one chunk or many, the same values)
+            acc = out.reshape(steps, batch, *out.shape[1:]).to(torch.float64)
+            rd = state.setdefault(self.readout + "/readout", {})
+            if "pot" in rd:
+                acc = torch.cumsum(torch.cat([rd["pot"].unsqueeze(0), acc]), 0)[1:]
+            else:
+                acc = torch.cumsum(acc, 0)
+            if not last:
+                rd["pot"] = acc[-1]
+            pot = acc.to(out.dtype)
         return pot, spikes
 
     def forward(self, x: Tensor, steps: int) -> Tensor:
@@ -200,56 +293,85 @@ class GpuNetwork:
         self.device = resolve_device(self.options.device)
         self.module = SpikingNetwork(self.graph, self.dtype).to(self.device)
         self.fanouts = {n: fanout(self.graph, n) for n in self.module.neurons}
-        # units of the widest value, for the CPU chunk size
-        self.widest = max(int(np.prod(self.graph.shape(n))) for n, _ in self.graph.topo())
+        self.pieces = Pieces(self.options.batch_size, self.options.timesteps)  # of the last run
 
     @torch.no_grad()
     def run(self, x: np.ndarray, timesteps: int | None = None, *, record: bool = False,
             progress: bool = True) -> SimResult:
-        """Simulate ``x`` (N, *input shape) for ``timesteps`` (default options.timesteps)."""
+        """Simulate ``x`` (N, *input shape) for ``timesteps`` (default options.timesteps), in
+        pieces of b samples × time chunks of Tc steps that fit ``options.memory_budget``
+        (``plan``; the spikes do not depend on the pieces)."""
         steps = run_steps(self.graph, x, timesteps, self.options.timesteps)
         gen = torch.Generator(device=self.device).manual_seed(self.options.seed)
         rec = Recorder(steps, {n: int(np.prod(self.graph.shape(n))) for n in self.module.neurons},
                        self.fanouts, record)
+        pieces = self.plan(steps, min(len(x), self.options.batch_size), record=record)
+        self.pieces = pieces
         for sl in batches(len(x), self.options.batch_size, desc="simulate", progress=progress):
             xb = torch.from_numpy(np.ascontiguousarray(x[sl])).to(self.device, self.dtype)
-            if self.options.encoding == "poisson":
+            poisson = self.options.encoding == "poisson"
+            if poisson:  # drawn for the whole batch at once, in the order of an unsplit run
                 p = xb.clamp(0.0, 1.0).unsqueeze(0).expand(steps, *xb.shape)
-                xb = (torch.rand(p.shape, generator=gen, device=self.device, dtype=self.dtype)
-                      < p).to(self.dtype)
-            for xc in self._chunks(xb, steps):
-                per_unit: dict[str, tuple[Tensor, Tensor | None]] = {}
-
-                def consume(name: str, s: Tensor) -> None:
-                    model = self.module.neurons[name][0]
-                    # (B, *shape) messages per unit: |s| (GN member spikes, signed spikes), or
-                    # one per nonzero graded delta (sigma-delta); SOPs = messages × fan-out.
-                    # The sums are small integers, exact in s's dtype (float32: up to 2^24).
-                    # |s| = s needs no (T, B, ...) temporary when no spike is negative
-                    nonneg = model.events is torch.abs and bool(s.min() >= 0)
-                    ev = s if nonneg else model.events(s)
-                    train = (s.to(torch.int8 if model.integer else torch.float32).cpu()
-                             if record else None)
-                    per_unit[name] = (ev.sum(0).to(torch.float64), train)
-
-                pot, _ = self.module.simulate(xc, steps, on_spikes=consume)
-                rec.potentials(pot)
-                for name, (pu, train) in per_unit.items():
-                    rec.events(name, pu, train)
+                # kept as bool (1 byte per input unit and step); simulate converts each chunk
+                xb = torch.rand(p.shape, generator=gen, device=self.device, dtype=self.dtype) < p
+            for xc in torch.split(xb, pieces.batch, dim=1 if poisson else 0):
+                self._piece(xc, steps, pieces.chunk, rec, record)
         return rec.result(str(self.device))
 
-    def _chunks(self, xb: Tensor, steps: int) -> list[Tensor]:
-        """Split a batch (direct: (B, ...); spike train: (T, B, ...)) into the pieces simulated
-        at once. CUDA: the whole batch. CPU: pieces whose widest (T·b, ...) value stays within
-        ``CPU_CHUNK_BYTES``, so that the allocator reuses freed memory instead of mapping fresh
-        pages for every op (page faults cost more than the arithmetic) and the scans work in
-        cache. Samples are independent, so the results do not depend on the split."""
-        axis = 0 if xb.dim() == len(self.graph.shape(self.graph.input_name)) + 1 else 1
-        if self.device.type != "cpu":
-            return [xb]
-        per_sample = steps * self.widest * torch.finfo(self.dtype).bits // 8
-        size = max(1, CPU_CHUNK_BYTES // max(per_sample, 1))
-        return list(torch.split(xb, size, dim=axis))
+    def _piece(self, xc: Tensor, steps: int, chunk: int, rec: Recorder, record: bool) -> None:
+        """Simulate one piece of a batch and feed the Recorder (counts summed over chunks)."""
+        per_unit: dict[str, Tensor] = {}
+        trains: dict[str, list[Tensor]] = {}
+        prev: dict[str, Tensor] = {}
+
+        def consume(name: str, s: Tensor) -> None:
+            model = self.module.neurons[name][0]
+            # (b, *shape) messages per unit: |s| (GN member spikes, signed spikes), or one per
+            # nonzero graded delta (sigma-delta); SOPs = messages × fan-out. The sums are
+            # small integers, exact in s's dtype (float32: up to 2^24).
+            if model.events is torch.abs:
+                # |s| = s needs no (T, b, ...) temporary when no spike is negative
+                ev = s if bool(s.min() >= 0) else s.abs()
+            elif name in prev:  # an event rule may compare with the step before the chunk
+                ev = model.events(torch.cat([prev[name], s]))[1:]
+            else:
+                ev = model.events(s)
+            if model.events is not torch.abs and chunk < steps:
+                prev[name] = s[-1:].clone()
+            # per chunk in s's dtype (counts ≤ chunk·M: exact), accumulated in float64
+            total = ev.sum(0).to(torch.float64)
+            per_unit[name] = total if name not in per_unit else per_unit[name].add_(total)
+            if record:  # a copy: s becomes θ·s in place after this
+                trains.setdefault(name, []).append(
+                    s.to(torch.int8 if model.integer else torch.float32, copy=True).cpu())
+
+        pot, _ = self.module.simulate(xc, steps, on_spikes=consume, chunk=chunk)
+        rec.potentials(pot)
+        for name, pu in per_unit.items():
+            rec.events(name, pu, torch.cat(trains[name]) if record else None)
+
+    def plan(self, steps: int, batch: int, *, record: bool = False) -> Pieces:
+        """Samples simulated at once and the time chunk, from ``options.memory_budget``
+        (``backends.memory``). CPU: also at most ``CPU_CHUNK_BYTES`` in the widest value, so
+        that the allocator reuses freed memory instead of mapping fresh pages for every op
+        (page faults cost more than the arithmetic) and the scans work in cache."""
+        itemsize = torch.finfo(self.dtype).bits // 8
+        states = {n: _STATE_TENSORS.get(m[0].name, 2) for n, m in self.module.neurons.items()}
+        fp = footprint(self.graph, self.module.order, self.module.inputs, states, itemsize,
+                       record=record, steps=steps)
+        budget = budget_bytes(self.options.memory_budget, self.device)
+        held = current_bytes(self.device)
+        cache = CPU_CHUNK_BYTES if self.device.type == "cpu" else None
+        pieces = plan_pieces(fp, steps, batch, budget=budget, held=held, itemsize=itemsize,
+                             cache_bytes=cache)
+        if not self.module.chunkable and pieces.chunk < steps:
+            pieces = Pieces(pieces.batch, steps)
+        need = held + pieces.batch * (fp.sample_bytes + pieces.chunk * fp.row_bytes)
+        if need > budget:
+            log.warning("memory budget %.3g GB is below the estimated %.3g GB of one sample "
+                        "and one step (the process holds %.3g GB)", budget / 1e9, need / 1e9,
+                        held / 1e9)
+        return pieces
 
     def save(self, directory: str | Path) -> None:
         """Write the spiking IR (ir.json + ir.npz) and gpu.json (how to rebuild this network);

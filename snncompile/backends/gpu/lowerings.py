@@ -10,6 +10,9 @@ for static inputs and T for dynamic ones. All ops are linear per step except the
     Σ_{τ≤t} x(τ) (for a spiking input with one θ per channel: the highest spike count so far,
     including step t; ties: the first unit of the window in row-major order).
 
+A lowering whose output depends on earlier steps (the MaxPool gate) takes a third argument,
+``state``: a dict it carries from one time chunk to the next (``stateful = True``).
+
 Neurons are not here: ``compile.SpikingNetwork`` applies the layer's neuron model
 (``neurons.NEURON_MODELS``) to the current that the lowering returns. An op type without a
 lowering is a CompileError naming the op and the supported types.
@@ -46,6 +49,8 @@ from snncompile.ir.nodes import (
 
 Tensor = torch.Tensor
 LOWERINGS: dict[type[Node], Callable[[Node, torch.dtype], nn.Module]] = {}
+#: dense layers with at most this many weights compute in float64 (``_min_rows``)
+SMALL_DENSE = 2**16
 
 
 def lowers(op_type: type[Node]) -> Callable[[type[nn.Module]], type[nn.Module]]:
@@ -72,6 +77,23 @@ def _buf(a: np.ndarray | None, dtype: torch.dtype) -> Tensor | None:
     return None if a is None else torch.from_numpy(np.array(a, np.float64)).to(dtype)
 
 
+def _min_rows(x: Tensor, rows: int) -> tuple[Tensor, int]:
+    """x padded with zero rows to at least ``rows`` rows, and its own row count.
+
+    Row-count invariance: the BLAS and oneDNN kernels behind ``F.linear`` and ``F.conv2d`` are
+    chosen by the number of rows, and their sums round differently (measured on x86, torch 2.14
+    CPU: linear rows differ for M < 12 unless M is 4 or 8; conv2d differs for a batch of 1).
+    With the padding a sample's current does not depend on how many samples × steps were
+    computed together, so batch pieces and time chunks (``SpikingNetwork.simulate``) leave
+    every spike, graded sigma-delta values included, unchanged. Small dense layers (at most
+    ``SMALL_DENSE`` weights) go through float64 and are rounded back: their float32 kernels
+    also depend on a row's position among the rows (measured: 6 or 10 inputs × 10 outputs)."""
+    n = x.shape[0]
+    if n >= rows:
+        return x, n
+    return torch.cat([x, x.new_zeros(rows - n, *x.shape[1:])]), n
+
+
 class _Op(nn.Module):
     def __init__(self, op: Node, dtype: torch.dtype) -> None:
         super().__init__()
@@ -89,12 +111,13 @@ class ConvLowering(_Op):
 
     def forward(self, xs: list[Tensor], steps: int | None) -> Tensor:
         op = self.op
+        x, n = _min_rows(xs[0], 2)
         t, l, b, r = op.padding
         if t == b and l == r:  # the conv pads itself: no padded copy of the (T·B, ...) input
-            return F.conv2d(xs[0], self.weight, self.bias, op.stride, (t, l), op.dilation,
-                            op.groups)
-        return F.conv2d(pad2d(xs[0], op.padding), self.weight, self.bias, op.stride, 0,
-                        op.dilation, op.groups)
+            return F.conv2d(x, self.weight, self.bias, op.stride, (t, l), op.dilation,
+                            op.groups)[:n]
+        return F.conv2d(pad2d(x, op.padding), self.weight, self.bias, op.stride, 0,
+                        op.dilation, op.groups)[:n]
 
 
 @lowers(Dense)
@@ -107,7 +130,11 @@ class DenseLowering(_Op):
         self.register_buffer("bias", _buf(op.bias, dtype))
 
     def forward(self, xs: list[Tensor], steps: int | None) -> Tensor:
-        return F.linear(xs[0], self.weight, self.bias)
+        x, n = _min_rows(xs[0], 16)
+        if self.weight.numel() <= SMALL_DENSE and x.dtype != torch.float64:
+            b = None if self.bias is None else self.bias.double()
+            return F.linear(x.double(), self.weight.double(), b)[:n].to(x.dtype)
+        return F.linear(x, self.weight, self.bias)[:n]
 
 
 @lowers(Add)
@@ -170,11 +197,17 @@ class ConcatLowering(_Op):
 class MaxPoolLowering(_Op):
     """Static input: the ANN max. Dynamic input: the spiking max-pool gate (``maxpool_gate``)."""
 
-    def forward(self, xs: list[Tensor], steps: int | None) -> Tensor:
+    stateful = True
+    #: set by the simulator when the input is a spiking layer's θ·s (``maxpool_gate``)
+    counts = False
+
+    def forward(self, xs: list[Tensor], steps: int | None,
+                state: dict[str, Tensor] | None = None) -> Tensor:
+        """``state`` carries the gate's cumulative scores from one time chunk to the next."""
         if steps is None:
             return maxpool(self.op, xs[0])
         x = xs[0].reshape(steps, -1, *xs[0].shape[1:])
-        return maxpool_gate(self.op, x).flatten(0, 1)
+        return maxpool_gate(self.op, x, state, counts=self.counts).flatten(0, 1)
 
 
 # ----------------------------------------------------------------------------- synapse counts

@@ -13,6 +13,12 @@ The spike nonlinearity is ``spike(v - θ)`` with ``spike = heaviside`` (x ≥ 0 
 gradient training passes a differentiable replacement. Under ``torch.no_grad`` the scans update
 in place (no per-step allocations); with autograd they build an out-of-place graph.
 
+Time chunks. With ``state`` (a dict, empty on the first chunk) a scan starts from the state a
+previous call left there and leaves its own final state there (v; signed-if's spike count n;
+bistable's buffer u and step index; sigma-delta's sent value S), so running T steps as chunks
+T₁ + T₂ + … gives the spikes of one T-step run bit for bit (each step is element-wise). A model
+whose scan takes no ``state`` runs the whole T at once (``SpikingNetwork`` checks).
+
 ``events(s)`` gives the messages each unit sends per step (what spikes and SOPs count): |s|
 (a GN step with s = 3 counts 3 member spikes, a negative spike counts 1), and for sigma-delta
 one graded message per nonzero delta. A new model: ``register_implementation(name, "gpu",
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -31,6 +38,8 @@ from snncompile.neurons import SIGNED_EPS, implementation, implemented, register
 Tensor = torch.Tensor
 TARGET = "gpu"
 SpikeFn = Callable[[Tensor], Tensor]
+#: a scan's carried state: tensors by name (v, ...) and the global index "t" of its next step
+State = dict[str, Any]
 
 
 def heaviside(x: Tensor) -> Tensor:
@@ -38,49 +47,65 @@ def heaviside(x: Tensor) -> Tensor:
     return (x >= 0).to(x.dtype)
 
 
+def _init(state: State | None, key: str, make: Callable[[], Tensor]) -> Tensor:
+    """The carried ``state[key]`` (updated in place by the no-grad scans), else ``make()``."""
+    if state is not None and key in state:
+        return state[key]
+    return make()
+
+
+def _keep(state: State | None, out: Tensor, steps: int, **final: Tensor) -> Tensor:
+    """Leave a scan's final state (and the next global step index) in ``state``; return out."""
+    if state is not None:
+        state.update(final)
+        state["t"] = int(state.get("t", 0)) + steps
+    return out
+
+
 def scan_if(current: Tensor, theta: Tensor, alpha: float, members: int = 1,
-            spike: SpikeFn = heaviside) -> Tensor:
+            spike: SpikeFn = heaviside, state: State | None = None) -> Tensor:
     """IF neuron, reset by subtraction: v += I; s = [v ≥ θ]; v -= s·θ; v(0) = α·θ."""
     steps = current.shape[0]
-    v = (alpha * theta).expand_as(current[0]).clone()
+    v = _init(state, "v", lambda: (alpha * theta).expand_as(current[0]).clone())
     if not torch.is_grad_enabled() and spike is heaviside:
         out = torch.empty_like(current)
         for t in range(steps):
             v.add_(current[t])
             torch.ge(v, theta, out=out[t])  # 1.0 / 0.0 straight into s(t): no bool temporary
             v.addcmul_(out[t], theta, value=-1.0)
-        return out
+        return _keep(state, out, steps, v=v)
     spikes = []
     for t in range(steps):
         v = v + current[t]
         s = spike(v - theta)
         v = v - s * theta
         spikes.append(s)
-    return torch.stack(spikes)
+    return _keep(state, torch.stack(spikes), steps, v=v)
 
 
 def scan_if_hard(current: Tensor, theta: Tensor, alpha: float, members: int = 1,
-                 spike: SpikeFn = heaviside) -> Tensor:
+                 spike: SpikeFn = heaviside, state: State | None = None) -> Tensor:
     """IF neuron, reset to zero: v += I; s = [v ≥ θ]; v = 0 where s; v(0) = α·θ."""
     steps = current.shape[0]
-    v = (alpha * theta).expand_as(current[0]).clone()
+    v = _init(state, "v", lambda: (alpha * theta).expand_as(current[0]).clone())
     spikes = []
     for t in range(steps):
         v = v + current[t]
         s = spike(v - theta)
         v = v * (1.0 - s)
         spikes.append(s)
-    return torch.stack(spikes)
+    return _keep(state, torch.stack(spikes), steps, v=v)
 
 
 
 
 def scan_signed_if(current: Tensor, theta: Tensor, alpha: float, members: int = 1,
-                   spike: SpikeFn = heaviside) -> Tensor:
+                   spike: SpikeFn = heaviside, state: State | None = None) -> Tensor:
     """Signed IF (Fast-SNN): positive spike at v ≥ θ; a negative spike (v += θ) when v ≤ −ε·θ
     and the net spike count so far is positive. s ∈ {-1, 0, 1}."""
-    v = (alpha * theta).expand_as(current[0]).clone()
-    n = torch.zeros_like(v)
+    v = _init(state, "v", lambda: (alpha * theta).expand_as(current[0]).clone())
+    n = _init(state, "n", lambda: torch.zeros_like(v))
+    steps = current.shape[0]
     if not torch.is_grad_enabled() and spike is heaviside:  # in place, no per-step allocation
         out = torch.empty_like(current)
         fired = torch.empty(v.shape, dtype=torch.bool, device=v.device)
@@ -100,7 +125,7 @@ def scan_signed_if(current: Tensor, theta: Tensor, alpha: float, members: int = 
             v.addcmul_(neg, theta)
             n.sub_(neg)
             out[t].sub_(neg)
-        return out
+        return _keep(state, out, steps, v=v, n=n)
     spikes = []
     for t in range(current.shape[0]):
         v = v + current[t]
@@ -111,14 +136,15 @@ def scan_signed_if(current: Tensor, theta: Tensor, alpha: float, members: int = 
         v = v + q * theta
         n = n - q
         spikes.append(p - q)
-    return torch.stack(spikes)
+    return _keep(state, torch.stack(spikes), steps, v=v, n=n)
 
 
 def scan_gn(current: Tensor, theta: Tensor, alpha: float, members: int = 1,
-            spike: SpikeFn = heaviside) -> Tensor:
+            spike: SpikeFn = heaviside, state: State | None = None) -> Tensor:
     """Group Neuron (M members, shared membrane, θ = member threshold): v += I;
     s = Σ_{k=1..M} [v ≥ k·θ]; v -= s·θ; v(0) = α·θ. s ∈ {0..M}."""
-    v = (alpha * theta).expand_as(current[0]).clone()
+    v = _init(state, "v", lambda: (alpha * theta).expand_as(current[0]).clone())
+    steps = current.shape[0]
     if not torch.is_grad_enabled() and spike is heaviside:  # in place, no per-step allocation
         out = torch.empty_like(current)
         fired = torch.empty(v.shape, dtype=torch.bool, device=v.device)
@@ -131,7 +157,7 @@ def scan_gn(current: Tensor, theta: Tensor, alpha: float, members: int = 1,
                 torch.ge(v, lv, out=fired)
                 out[t].add_(fired)
             v.addcmul_(out[t], theta, value=-1.0)
-        return out
+        return _keep(state, out, steps, v=v)
     spikes = []
     for t in range(current.shape[0]):
         v = v + current[t]
@@ -140,34 +166,37 @@ def scan_gn(current: Tensor, theta: Tensor, alpha: float, members: int = 1,
             s = s + spike(v - k * theta)
         v = v - s * theta
         spikes.append(s)
-    return torch.stack(spikes)
+    return _keep(state, torch.stack(spikes), steps, v=v)
 
 
 def scan_bistable(current: Tensor, theta: Tensor, alpha: float, members: int = 1,
-                  spike: SpikeFn = heaviside) -> Tensor:
+                  spike: SpikeFn = heaviside, state: State | None = None) -> Tensor:
     """Bistable IF (BSNN reading, docs/neurons.md): windows of ρ = ``members`` steps. Every step
     fires from v (s = [v ≥ θ]; v -= s·θ) and buffers its input (u += I); at the end of a window
     v += u, u = 0. So a window's spikes encode the whole previous window's net input."""
     period = max(int(members), 1)
-    v = (alpha * theta).expand_as(current[0]).clone()
-    u = torch.zeros_like(v)
+    v = _init(state, "v", lambda: (alpha * theta).expand_as(current[0]).clone())
+    u = _init(state, "u", lambda: torch.zeros_like(v))
+    t0 = int(state.get("t", 0)) if state is not None else 0
+    steps = current.shape[0]
     spikes = []
-    for t in range(current.shape[0]):
+    for t in range(steps):
         s = spike(v - theta)
         v = v - s * theta
         u = u + current[t]
-        if (t + 1) % period == 0:
+        if (t0 + t + 1) % period == 0:
             v = v + u
             u = torch.zeros_like(u)
         spikes.append(s)
-    return torch.stack(spikes)
+    return _keep(state, torch.stack(spikes), steps, v=v, u=u)
 
 
 def scan_sigma_delta(current: Tensor, theta: Tensor, alpha: float, members: int = 1,
-                     spike: SpikeFn = heaviside) -> Tensor:
+                     spike: SpikeFn = heaviside, state: State | None = None) -> Tensor:
     """Sigma-delta (lava.proc.sdn): act = ReLU(I); δ = act − S; send δ when |δ| ≥ θ (S += δ).
     Returns s = S/θ: the layer emits θ·s = S, the reconstructed activation."""
-    sent = torch.zeros_like(current[0])
+    sent = _init(state, "sent", lambda: torch.zeros_like(current[0]))
+    steps = current.shape[0]
     if not torch.is_grad_enabled():  # in place, no per-step allocation
         res = torch.empty_like(current)
         delta = torch.empty_like(sent)
@@ -178,14 +207,14 @@ def scan_sigma_delta(current: Tensor, theta: Tensor, alpha: float, members: int 
             torch.ge(delta.abs(), theta, out=fire)
             sent.add_(delta.mul_(fire))
             torch.div(sent, theta, out=res[t])
-        return res
+        return _keep(state, res, steps, sent=sent)
     out = []
     for t in range(current.shape[0]):
         delta = torch.relu(current[t]) - sent
         fire = (delta.abs() >= theta).to(delta.dtype)
         sent = sent + fire * delta
         out.append(sent / theta)
-    return torch.stack(out)
+    return _keep(state, torch.stack(out), steps, sent=sent)
 
 
 def delta_events(s: Tensor) -> Tensor:

@@ -152,7 +152,7 @@ class LoihiNetwork:
         rec = Recorder(steps, {n: self.plan.pops[n].size for n in spiking},
                        {n: fanout(self.plan, n) for n in spiking}, record)
         graded = self.plan.delta_coded
-        for sl in batches(len(x), self.options.batch_size, desc="loihi reference",
+        for sl in batches(len(x), self._batch(steps, record), desc="loihi reference",
                           progress=progress):
             xb = torch.as_tensor(x_int[sl].astype(np.float64), device=self.device)
             pot, spikes = self._simulate(xb, steps)
@@ -162,6 +162,18 @@ class LoihiNetwork:
                 per_unit = (s != 0).to(s.dtype).sum(0) if graded else s.abs().sum(0)
                 rec.events(name, per_unit, s.to(torch.int32 if graded else torch.int8))
         return rec.result(str(self.device))
+
+    def _batch(self, steps: int, record: bool) -> int:
+        """Samples per batch within ``options.memory_budget`` (``backends.memory``). This
+        reference is not chunked in time: a sample holds every population's (T, ...) float64
+        values (about three live at once), plus its int8 spike trains when recording, so the
+        bound is per sample and grows with T."""
+        from snncompile.backends.memory import room_bytes
+
+        units = sum(p.size for p in self.plan.pops.values())
+        per_sample = steps * units * (3 * 8 + (1 if record else 0))
+        room = room_bytes(self.options.memory_budget, self.device)
+        return max(1, min(self.options.batch_size, room // max(per_sample, 1)))
 
     def save(self, directory: str | Path) -> None:
         """Write the spiking IR and loihi_mode.json (the plan's summary and fixed-point counts)."""
