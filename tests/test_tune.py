@@ -186,3 +186,14 @@ def test_bias_calibration_pass(digits_cnn_onnx: Path, digits_train) -> None:
     with pytest.raises(CompileError, match="IF neurons"):
         gn = get_pass("select-neurons{model=gn}").run(g, PassContext())
         get_pass("bias-calibration").run(gn, PassContext(calibration=x))
+
+
+def test_summary_when_the_budget_left_the_default_unconfirmed():
+    """A budget cut can confirm the global setting but not the default (seen under load in
+    ``make demo``): the summary says so instead of crashing."""
+    from snncompile.tune import TuneResult
+
+    res = TuneResult(passes=[], pipeline="", chosen={}, default_score=None, tuned_score=0.98,
+                     winner="global", cut_by_budget=True, timesteps=64, held_out=256)
+    line = res.summary()
+    assert "fixed default not confirmed" in line and "cut by the budget" in line

@@ -113,8 +113,11 @@ class TuneResult:
         if self.tuned_score is None:
             return f"tuning: skipped ({self.winner}); {self.seconds:.1f} s"
         cut = ", cut by the budget" if self.cut_by_budget else ""
+        # the budget may have run out before the default was confirmed on every held-out sample
+        default = ("not confirmed" if self.default_score is None
+                   else f"{self.default_score:.4f}")
         return (f"tuning for T={self.timesteps}: {self.winner} setting, held-out score "
-                f"{self.tuned_score:.4f} (fixed default {self.default_score:.4f}) on "
+                f"{self.tuned_score:.4f} (fixed default {default}) on "
                 f"{self.held_out} calibration samples, {len(self.scores)} candidates, "
                 f"{self.seconds:.1f} s of {self.budget_s:.0f} s{cut}")
 
@@ -357,7 +360,8 @@ def tune(ann_graph: Graph, calibration_x: np.ndarray, calibration_y: np.ndarray 
                 winner = label
     else:  # the budget left no time to confirm: the best on the few samples
         winner = "per-layer" if best_cfg != default_cfg else "default"
-        confirmed[winner] = best
+        if np.isfinite(best):
+            confirmed[winner] = best
     cfg = finals[winner]
     passes = default_specs if winner == "default" else to_specs(cfg, timesteps, opts, tu.rest)
     return TuneResult(
