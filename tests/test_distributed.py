@@ -67,6 +67,7 @@ def test_torchrun_gpu_target_equals_one_process(digits_cnn_onnx: Path, tmp_path:
     assert b["processes"] == 2 and a["processes"] == 1
 
 
+@pytest.mark.lava
 @pytest.mark.timeout(400)
 def test_torchrun_loihi_target_equals_one_process(digits_cnn_onnx: Path, tmp_path: Path) -> None:
     """Each rank runs its own Lava network on 2 of the 4 samples, spike-exact against its own

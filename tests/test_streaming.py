@@ -16,10 +16,16 @@ import torch
 
 from snncompile import data
 from snncompile.backends.common import SimResult
-from snncompile.passes.statistics import CHANNELWISE_BITS, LAYERWISE_BITS, percentile
+from snncompile.passes.statistics import (
+    CHANNELWISE_BITS,
+    LAYERWISE_BITS,
+    exact_percentile,
+    percentile,
+)
 from snncompile.tools.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
+NUMPY1 = int(np.__version__.split(".")[0]) < 2
 
 
 # ------------------------------------------------------------------------------ statistics
@@ -35,8 +41,9 @@ def _samples(rng: np.random.Generator, kind: int, n: int) -> np.ndarray:
 
 @pytest.mark.parametrize("bits", [LAYERWISE_BITS, CHANNELWISE_BITS])
 def test_streamed_percentile_equals_np_percentile(rng: np.random.Generator, bits) -> None:
-    """Error 0: the radix-select estimator returns np.percentile's value bit for bit, for any
-    split of the stream into batches (order-independent counts)."""
+    """Error 0: the radix-select estimator returns the in-memory ``exact_percentile`` bit for
+    bit (and numpy 1.x's np.percentile; numpy 2's within float32 rounding), for any split of the
+    stream into batches (order-independent counts)."""
     for trial in range(12):
         n = int(rng.integers(1, 4000))
         a = _samples(rng, trial % 4, n)
@@ -45,7 +52,11 @@ def test_streamed_percentile_equals_np_percentile(rng: np.random.Generator, bits
             cuts = np.sort(rng.integers(0, n + 1, 3))
             parts = np.split(rng.permutation(a), cuts)  # any order, any batch sizes
             got = percentile(lambda: [p.reshape(1, -1) for p in parts], q, bits=bits)[0]
-            assert got == ref, (trial, q, got, ref)
+            assert got == exact_percentile(a, q), (trial, q)  # the in-memory path, any numpy
+            if NUMPY1:  # numpy 2 rounds its virtual index and interpolation differently
+                assert got == ref, (trial, q, got, ref)
+            else:
+                assert got == pytest.approx(ref, rel=1e-6, abs=1e-30), (trial, q, got, ref)
 
 
 def test_streamed_percentile_per_channel(rng: np.random.Generator) -> None:
@@ -53,7 +64,9 @@ def test_streamed_percentile_per_channel(rng: np.random.Generator) -> None:
     per = np.moveaxis(acts, 1, 0).reshape(6, -1)
     batches = [np.moveaxis(acts[i:i + 7], 1, 0).reshape(6, -1) for i in range(0, 50, 7)]
     got = percentile(lambda: batches, 99.9, groups=6, bits=CHANNELWISE_BITS)
-    assert got.tolist() == [float(np.percentile(per[c], 99.9)) for c in range(6)]
+    assert got.tolist() == [exact_percentile(per[c], 99.9) for c in range(6)]
+    ref = [float(np.percentile(per[c], 99.9)) for c in range(6)]
+    assert got.tolist() == ref if NUMPY1 else got.tolist() == pytest.approx(ref, rel=1e-6)
 
 
 def test_balance_thresholds_stream_equals_in_memory(digits_cnn_onnx: Path,

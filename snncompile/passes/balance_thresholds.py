@@ -25,7 +25,8 @@ the calibration data gets θ = 1 (no activity to scale to; noted in ``ctx.notes`
 The statistics are streamed (``passes.statistics``): the calibration data (an array or a
 streaming source) goes through the ANN in batches, keeping a running max and, for percentiles,
 radix-select histograms, so no layer's activations are ever held whole; the result equals
-``np.percentile`` over all activations exactly, and is the same under ``torchrun`` sharding.
+``np.percentile`` (numpy 1.x) over all activations exactly, and is the same under ``torchrun``
+sharding.
 
 ``layers`` overrides the statistic and granularity per layer (``NAME:NORM:layer|channel``
 entries separated by ``;``, see ``layer_options``), e.g.
@@ -45,7 +46,7 @@ from snncompile.ir.graph import Graph
 from snncompile.ir.nodes import Layer, Neuron
 from snncompile.passes.layer_options import check_layers, parse_layer_map
 from snncompile.passes.registry import PassContext, register_pass
-from snncompile.passes.statistics import layer_statistics
+from snncompile.passes.statistics import exact_percentile, layer_statistics
 
 #: norm name -> percentile of the activations (100 = max)
 PERCENTILES = {"max": 100.0, "p99": 99.0, "p99.9": 99.9, "p99.99": 99.99}
@@ -57,7 +58,7 @@ def _robust_max(a: np.ndarray, q: float) -> float:
         return 0.0
     if q >= 100.0:
         return float(a.max())
-    return float(np.percentile(a, q))
+    return exact_percentile(a, q)
 
 
 def layer_thresholds(acts: np.ndarray, q: float, channelwise: bool) -> np.ndarray:

@@ -21,10 +21,12 @@ select over the bits of the float32 values instead of sorting them:
 
 Memory is the histograms (independent of the number of samples and of positions); the cost is
 one ANN forward pass over the calibration data per level. The result is the float32 order
-statistics themselves, interpolated with numpy's own formula, so it equals ``np.percentile`` on
-the concatenated activations **exactly** (error 0; tested against it). Histograms are integer
-counts, so summing them over ranks (all-reduce) is exact and order-independent: any sharding of
-the data gives the same thresholds bit for bit.
+statistics themselves, interpolated with numpy 1.x's formula in float32 (``lerp``), so it
+equals ``np.percentile`` of numpy 1.x on the concatenated activations **exactly** (error 0;
+tested), and ``exact_percentile`` (the in-memory path) on every numpy version; numpy 2's
+``np.percentile`` rounds its virtual index and interpolation differently (≈ 1e-7 relative).
+Histograms are integer counts, so summing them over ranks (all-reduce) is exact and
+order-independent: any sharding of the data gives the same thresholds bit for bit.
 """
 
 from __future__ import annotations
@@ -78,6 +80,20 @@ def lerp(a: np.float32, b: np.float32, gamma: np.ndarray) -> float:
     if gamma >= 0.5:
         out = np.asanyarray(np.subtract(b, diff * (1 - gamma)))
     return float(out)
+
+
+def exact_percentile(a: np.ndarray, q: float) -> float:
+    """The q-th percentile of ``a`` (linear method) from its two exact order statistics and the
+    same interpolation the streamed estimator uses (``lerp``): the in-memory and the streamed
+    paths agree bit for bit on every numpy version. With numpy 1.x it is ``np.percentile``'s
+    value bit for bit; numpy 2 computes the virtual index and the interpolation with other
+    roundings, so there the two differ by float32 rounding (about 1e-7 relative)."""
+    flat = np.asarray(a, np.float32).ravel()
+    if q >= 100.0:
+        return float(flat.max())
+    lo, hi, gamma = virtual_index(flat.size, q)
+    part = np.partition(flat, (lo, hi))
+    return lerp(part[lo], part[hi], gamma)
 
 
 class Quantiles:
