@@ -85,7 +85,7 @@ def test_budget_is_honoured(digits_cnn_onnx: Path, digits_train) -> None:
     assert r.report()["budget_samples"] == 2000 and "of 2000 simulated samples" in r.summary()
     PassManager.from_specs(split_pipeline(r.pipeline)).run(
         ann, PassContext(calibration=calib.x))
-    full = tune(ann, calib.x, calib.y, 8)
+    full = tune(ann, calib.x, calib.y, 4)
     assert not full.cut_by_budget and full.spent <= 8192 and len(full.scores) > len(r.scores)
 
 
