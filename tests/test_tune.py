@@ -107,6 +107,22 @@ def test_same_choice_on_a_slow_machine(digits_cnn_onnx: Path, digits_train,
     assert fast.scores == slow.scores
 
 
+def test_confirmation_uses_samples_the_search_did_not_see(digits_cnn_onnx: Path,
+                                                           digits_train) -> None:
+    """With 400 calibration samples, 200 are held out; the search scores candidates on the
+    first 128 of them and the final paired test on the other 72 (unbiased); the few-sample
+    and the confirmation scores of the same setting therefore differ."""
+    calib = digits_train.take(400)
+    r = tune(snncompile.load_onnx(digits_cnn_onnx), calib.x, calib.y, 4, budget=3000)
+    assert r.held_out == 200
+    search = [s for s in r.scores if s["stage"] != "confirm"]
+    confirm = [s for s in r.scores if s["stage"] == "confirm"]
+    assert search and all(s["samples"] == 128 for s in search)
+    assert confirm and all(s["samples"] == 72 for s in confirm)
+    assert confirm[0]["candidate"] == "default" and search[0]["candidate"] == "default"
+    assert confirm[0]["loss"] != search[0]["loss"]
+
+
 def test_tune_off_gives_the_fixed_pipeline(digits_cnn_onnx: Path, digits_train) -> None:
     calib = digits_train.x[:64]
     _, pm, ctx = snncompile.convert(digits_cnn_onnx, calibration=calib, no_tune=True)

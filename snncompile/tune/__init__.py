@@ -27,15 +27,18 @@ Method:
    search) to 98.27 %, seed 1: 98.04 → 98.10 %.)
 3. Acceptance: during the search a candidate replaces the incumbent when its mean loss on the
    same samples is lower. The final choice is a paired test: the more specific setting B
-   replaces the simpler A only when the mean of ``d_i = loss_A,i − loss_B,i`` over all held-out
-   samples exceeds ``Z_CONFIRM`` = 1 standard error of the d_i, so a change that the held-out
-   data cannot tell from noise is not taken.
+   replaces the simpler A only when the mean of ``d_i = loss_A,i − loss_B,i`` over the
+   confirmation samples (5.) exceeds ``Z_CONFIRM`` = 1 standard error of the d_i, so a change
+   that the held-out data cannot tell from noise is not taken.
 4. Search, each candidate simulated on the first ``FEW`` = 128 held-out samples: every global
    setting (each statistic × granularity, α = 0.5), then global α ∈ {0, 0.25, 0.75}, then the
    bias calibration of Li et al. (``bias-calibration``) on top; then coordinate-wise, one layer
    at a time in topological order, each alternative statistic, then each α.
-5. Confirm on all held-out samples: the fixed default, the best global setting and the
+5. Confirm on the held-out samples the search did not use (all held-out samples when fewer
+   than ``MIN_FRESH`` = 64 are left): the fixed default, the best global setting and the
    coordinate-wise result, with the paired test in the order default < global < per-layer.
+   Fresh samples make the test unbiased: the search's winners are selected on the first
+   ``FEW`` and would look better there than they are.
 6. The winner is written as a plain, replayable pass pipeline (``balance-thresholds{layers=..}``,
    ``initial-potential{layers=..}``, ``threshold-search{layers=..}``, ``bias-calibration``), run
    by the caller on the full calibration set: ``--pipeline <spec>`` reproduces a tuned run
@@ -44,7 +47,8 @@ Method:
 Budget (deterministic): ``budget`` counts *simulated samples*, each simulated for T steps — the
 unit of an evaluation, so a budget of N costs about as much as evaluating N samples at the same
 T. A candidate simulated on n samples costs n, a ``bias-calibration`` build costs the 2·128
-samples its own layer-by-layer simulation runs. The confirmation is reserved up front; the
+samples its own layer-by-layer simulation runs. The bias-calibration try and the confirmation
+are reserved up front; the
 search stops before the first candidate that would overrun the rest, and the result says so
 (``cut_by_budget``). Nothing depends on the clock: the same model, calibration data, T, seed
 and budget give the same pipeline on any machine and under any load. The default,
@@ -81,6 +85,7 @@ THRESHOLD_CHOICES = ("p99.9/layer", "p99.9/channel", "p99.99/channel", "max/chan
 ALPHA_CHOICES = (0.5, 0.25, 0.75, 0.0)
 DEFAULT_BUDGET = 8192  # simulated samples (each T steps): less than a 10,000-sample evaluation
 FEW = 128  # held-out samples per search candidate
+MIN_FRESH = 64  # held-out samples the search did not see, needed to confirm on them alone
 BC_COST = 2 * 128  # samples a bias-calibration build simulates (each calibrated layer twice)
 Z_SEARCH = 0.0  # a search step must lower the mean loss (on the FEW search samples)
 Z_CONFIRM = 1.0  # the final, more specific setting by > Z_CONFIRM paired standard errors
@@ -251,19 +256,20 @@ class _Tuner:
         return g
 
     @torch.no_grad()
-    def score(self, cfg: Config, n: int) -> tuple[np.ndarray, float]:
+    def score(self, cfg: Config, n: int, start: int = 0) -> tuple[np.ndarray, float]:
         """Per-sample losses log(1 + KL) and the accuracy on the first ``n`` held-out
         samples."""
         from snncompile.backends.gpu.compile import SpikingNetwork
 
         net = SpikingNetwork(self.build(cfg)).to(self.device)
         outs = []
-        for i in range(0, n, 128):
-            xb = torch.from_numpy(np.ascontiguousarray(self.x_val[i:min(n, i + 128)]))
+        end = start + n
+        for i in range(start, end, 128):
+            xb = torch.from_numpy(np.ascontiguousarray(self.x_val[i:min(end, i + 128)]))
             outs.append(net(xb.to(self.device), self.steps)[-1].flatten(1).cpu().numpy())
         v = np.concatenate(outs) / self.steps
-        acc = float(np.mean(v.argmax(1) == self.target[:n]))
-        return np.log1p(kl_to_ann(v, self.logits[:n])), acc
+        acc = float(np.mean(v.argmax(1) == self.target[start:end]))
+        return np.log1p(kl_to_ann(v, self.logits[start:end])), acc
 
 
 def cfg_alpha(cfg: Config) -> float:
@@ -328,15 +334,19 @@ def tune(ann_graph: Graph, calibration_x: np.ndarray, calibration_y: np.ndarray 
         return skipped("no layer to tune: thresholds fixed by Clip or quantized activations")
     n_val = len(tu.val_idx)
     few = min(FEW, n_val)
+    # the confirmation uses the held-out samples the search did not see (unbiased), when
+    # there are enough of them
+    c0 = few if n_val - few >= MIN_FRESH else 0
+    n_conf = n_val - c0
     scores: list[dict[str, Any]] = []
     spent = 0
     cut = False
     # reserved up front: the bias-calibration try and the confirmation (default, global,
     # per-layer on every held-out sample, the last two possibly with a bias calibration each)
-    reserve = {"bc": few + BC_COST, "confirm": 3 * n_val + 2 * BC_COST}
+    reserve = {"bc": few + BC_COST, "confirm": 3 * n_conf + 2 * BC_COST}
 
-    def run(cfg: Config, n: int, stage: str, what: str,
-            reserved: bool = False) -> np.ndarray | None:
+    def run(cfg: Config, n: int, stage: str, what: str, reserved: bool = False,
+            start: int = 0) -> np.ndarray | None:
         nonlocal cut, spent
         cost = n + (BC_COST if BC in cfg else 0)
         if reserved:
@@ -347,7 +357,7 @@ def tune(ann_graph: Graph, calibration_x: np.ndarray, calibration_y: np.ndarray 
                 cut = True
                 return None
         spent += cost
-        loss, acc = tu.score(cfg, n)
+        loss, acc = tu.score(cfg, n, start)
         scores.append({"stage": stage, "candidate": what, "samples": n,
                        "loss": float(loss.mean()), "accuracy": acc})
         return loss
@@ -399,7 +409,7 @@ def tune(ann_graph: Graph, calibration_x: np.ndarray, calibration_y: np.ndarray 
         if cfg in seen:
             continue
         seen.append(cfg)
-        loss = run(cfg, n_val, "confirm", label)
+        loss = run(cfg, n_conf, "confirm", label, start=c0)
         if loss is not None:
             confirmed[label], accuracy[label] = loss, scores[-1]["accuracy"]
     winner = "default" if "default" in confirmed else next(iter(confirmed), "default")
