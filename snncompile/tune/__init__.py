@@ -77,6 +77,7 @@ from snncompile.passes.balance_thresholds import DEAD_THRESHOLD, PERCENTILES, la
 from snncompile.passes.bias_calibration import BiasCalibration
 from snncompile.passes.pipelines import FRONT as FRONT_PASSES
 from snncompile.passes.pipelines import conversion_passes as _conversion_passes
+from snncompile.passes.pipelines import pool_passes
 from snncompile.passes.threshold_search import mse_thresholds
 
 #: threshold choices per layer: "statistic/granularity"; "mse" is threshold-search at T
@@ -97,6 +98,12 @@ HOLDOUT = 0.5
 def conversion_passes(opts: CompileOptions) -> list[str]:
     """The fixed default conversion passes (``passes.pipelines``) as spec strings."""
     return [pass_spec(p) for p in _conversion_passes(opts)]
+
+
+def front_passes(opts: CompileOptions) -> list[str]:
+    """The front passes and the max-pool rewrite of ``--maxpool`` (``pipelines.pool_passes``)
+    as spec strings: what runs before the tuned conversion passes."""
+    return [*FRONT, *(pass_spec(p) for p in pool_passes(opts))]
 
 
 def kl_to_ann(v: np.ndarray, logits: np.ndarray) -> np.ndarray:
@@ -149,11 +156,13 @@ class TuneResult:
     fit: int = 0
     cut_by_budget: bool = False
     timesteps: int = 0
+    front_specs: list[str] = field(default_factory=lambda: list(FRONT))
 
     @property
     def front(self) -> list[str]:
-        """The front-end passes that precede ``passes`` in ``pipeline``."""
-        return list(FRONT)
+        """The front-end passes (and the max-pool rewrite) that precede ``passes`` in
+        ``pipeline``."""
+        return list(self.front_specs)
 
     def summary(self) -> str:
         if self.tuned_score is None:
@@ -194,7 +203,7 @@ class _Tuner:
     def __init__(self, ann: Graph, x: np.ndarray, y: np.ndarray | None, steps: int,
                  opts: CompileOptions, seed: int) -> None:
         self.steps, self.opts, self.seed = steps, opts, seed
-        self.graph = PassManager.from_specs(list(FRONT)).run(ann, PassContext())
+        self.graph = PassManager.from_specs(front_passes(opts)).run(ann, PassContext())
         rng = np.random.default_rng(seed)
         perm = rng.permutation(len(x))
         n_val = int(min(max(int(len(x) * HOLDOUT), 1), 1024))
@@ -320,12 +329,14 @@ def tune(ann_graph: Graph, calibration_x: np.ndarray, calibration_y: np.ndarray 
     opts = base_options or CompileOptions(timesteps=timesteps)
     budget = DEFAULT_BUDGET if budget is None else int(budget)
     default_specs = conversion_passes(opts)
+    front = front_passes(opts)
     x = np.asarray(calibration_x, np.float32)
 
     def skipped(why: str) -> TuneResult:
-        return TuneResult(passes=default_specs, pipeline=",".join([*FRONT, *default_specs]),
+        return TuneResult(passes=default_specs, pipeline=",".join([*front, *default_specs]),
                           chosen={}, winner=f"default ({why})", budget=budget,
-                          seconds=time.perf_counter() - t0, timesteps=timesteps)
+                          seconds=time.perf_counter() - t0, timesteps=timesteps,
+                          front_specs=front)
 
     if len(x) < 24:
         return skipped("fewer than 24 calibration samples")
@@ -420,7 +431,7 @@ def tune(ann_graph: Graph, calibration_x: np.ndarray, calibration_y: np.ndarray 
     cfg = finals[winner]
     passes = default_specs if winner == "default" else to_specs(cfg, timesteps, opts, tu.rest)
     return TuneResult(
-        passes=passes, pipeline=",".join([*FRONT, *passes]),
+        passes=passes, pipeline=",".join([*front, *passes]),
         chosen={**{n: {"threshold": c, "alpha": a} for n, (c, a) in layers_of(cfg).items()},
                 **({"bias-calibration": {"timesteps": timesteps}} if BC in cfg else {})},
         scores=scores, default_score=accuracy.get("default"),
@@ -428,4 +439,5 @@ def tune(ann_graph: Graph, calibration_x: np.ndarray, calibration_y: np.ndarray 
         default_loss=float(confirmed["default"].mean()) if "default" in confirmed else None,
         tuned_loss=float(confirmed[winner].mean()) if winner in confirmed else None,
         winner=winner, seconds=time.perf_counter() - t0, budget=budget, spent=spent,
-        held_out=n_val, fit=len(tu.fit_idx), cut_by_budget=cut, timesteps=timesteps)
+        held_out=n_val, fit=len(tu.fit_idx), cut_by_budget=cut, timesteps=timesteps,
+        front_specs=front)
