@@ -48,10 +48,10 @@ Budget (deterministic): ``budget`` counts *simulated samples*, each simulated fo
 unit of an evaluation, so a budget of N costs about as much as evaluating N samples at the same
 T. A candidate simulated on n samples costs n, a ``bias-calibration`` build costs the 2·128
 samples its own layer-by-layer simulation runs. The bias-calibration try and the confirmation
-are reserved up front; the
-search stops before the first candidate that would overrun the rest, and the result says so
-(``cut_by_budget``). Nothing depends on the clock: the same model, calibration data, T, seed
-and budget give the same pipeline on any machine and under any load. The default,
+are reserved up front; the search stops before the first candidate that would overrun the
+rest, and the result says so (``cut_by_budget``); a budget smaller than one confirmation still
+confirms the default once. Nothing depends on the clock: the same model, calibration data, T,
+seed and budget give the same pipeline on any machine and under any load. The default,
 ``DEFAULT_BUDGET`` = 8192 samples, costs less than evaluating an MNIST-sized test set (10,000
 samples) at the same T. Simulation uses the GPU simulator (``snncompile.backends.gpu``) in float
 mode on ``base_options.device``. Sources of the passes it chooses from: their docstrings
@@ -353,7 +353,7 @@ def tune(ann_graph: Graph, calibration_x: np.ndarray, calibration_y: np.ndarray 
     spent = 0
     cut = False
     # reserved up front: the bias-calibration try and the confirmation (default, global,
-    # per-layer on every held-out sample, the last two possibly with a bias calibration each)
+    # per-layer on the confirmation samples, the last two possibly with a bias calibration)
     reserve = {"bc": few + BC_COST, "confirm": 3 * n_conf + 2 * BC_COST}
 
     def run(cfg: Config, n: int, stage: str, what: str, reserved: bool = False,
@@ -411,7 +411,8 @@ def tune(ann_graph: Graph, calibration_x: np.ndarray, calibration_y: np.ndarray 
                          f"{name}: alpha={alpha}")
     if use_bc:
         global_cfg, best_cfg = bc_cfg, {**best_cfg, BC: ("on", 0.0)}
-    # confirm on every held-out sample; a more specific setting must pass the paired test
+    # confirm on the held-out samples the search did not see; a more specific setting must
+    # pass the paired test
     finals = {"default": default_cfg, "global": global_cfg, "per-layer": best_cfg}
     confirmed: dict[str, np.ndarray] = {}
     accuracy: dict[str, float] = {}
