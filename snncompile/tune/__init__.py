@@ -173,7 +173,7 @@ class TuneResult:
                    else f"{self.default_score:.4f}")
         loss = "" if self.tuned_loss is None else f", loss {self.tuned_loss:.4g}" + (
             "" if self.default_loss is None else f" (default {self.default_loss:.4g})")
-        return (f"tuning for T={self.timesteps}: {self.winner} setting, held-out accuracy "
+        return (f"tuning for T={self.timesteps}: {self.winner} setting, held-out top-1 "
                 f"{self.tuned_score:.4f} (fixed default {default}){loss} on "
                 f"{self.held_out} calibration samples, {len(self.scores)} candidates, "
                 f"{self.spent} of {self.budget} simulated samples, {self.seconds:.1f} s{cut}")
