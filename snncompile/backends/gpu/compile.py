@@ -118,6 +118,8 @@ class SpikingNetwork(nn.Module):
             raise CompileError("cannot compile for the gpu target", problems)
         # index in ``order`` of each value's last reader: ``simulate`` drops a value after it
         self.last_use = {i: k for k, n in enumerate(self.order) for i in self.inputs[n]}
+        #: gate -> the binary spiking layer feeding it: the gate gets its θ (``maxpool_gate``)
+        self.gate_theta: dict[str, str] = {}
         for name in self.order:  # gates fed by integer spikes θ·s, θ > 0: exact float64 sums
             mod = self.ops[self.keys[name]] if name in self.keys else None
             src = self.inputs[name][0] if self.inputs[name] else None
@@ -125,6 +127,8 @@ class SpikingNetwork(nn.Module):
                 model = self.neurons[src][0]
                 theta = getattr(self, f"theta_{self.keys[src]}")  # the buffer: θ at build
                 mod.counts = model.integer and bool((theta > 0).all())
+                if mod.counts and model.binary and spike is heaviside:
+                    self.gate_theta[name] = src
         self.readers: dict[str, list[str]] = {}
         for n in self.order:
             for i in self.inputs[n]:
@@ -206,7 +210,10 @@ class SpikingNetwork(nn.Module):
                 xs = [v if s == all_static else _expand(v, steps) for v, s in ins]
                 mod = self.ops[self.keys[name]]
                 if getattr(mod, "stateful", False) and not all_static:
-                    cur = mod(xs, steps, state.setdefault(name, {}))
+                    st = state.setdefault(name, {})
+                    src = self.gate_theta.get(name)
+                    cur = (mod(xs, steps, st) if src is None else
+                           mod(xs, steps, st, theta=self.theta(src)))
                 else:
                     cur = mod(xs, None if all_static else steps)
                 if all_static and first and not last:

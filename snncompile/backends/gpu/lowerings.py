@@ -202,12 +202,13 @@ class MaxPoolLowering(_Op):
     counts = False
 
     def forward(self, xs: list[Tensor], steps: int | None,
-                state: dict[str, Tensor] | None = None) -> Tensor:
-        """``state`` carries the gate's cumulative scores from one time chunk to the next."""
+                state: dict[str, Tensor] | None = None, theta: Tensor | None = None) -> Tensor:
+        """``state`` carries the gate's cumulative scores from one time chunk to the next;
+        ``theta``: the input is a binary spiking layer's θ·s (the gate then compares counts)."""
         if steps is None:
             return maxpool(self.op, xs[0])
         x = xs[0].reshape(steps, -1, *xs[0].shape[1:])
-        return maxpool_gate(self.op, x, state, counts=self.counts).flatten(0, 1)
+        return maxpool_gate(self.op, x, state, counts=self.counts, theta=theta).flatten(0, 1)
 
 
 # ----------------------------------------------------------------------------- synapse counts
