@@ -8,15 +8,15 @@
   trains — used by the gpu simulator, the torch Loihi reference and the Lava run;
 - ``run_stream``: a compiled network (and optionally the ANN) over a streamed data source,
   batch by batch, merged with ``SimResult.concat`` and all-gathered over torchrun ranks;
-- ``run_steps`` (the checks every ``run`` starts with), ``resolve_device`` and the spiking
-  max-pool gate both simulators apply.
+- ``run_steps`` (the checks every ``run`` starts with), ``resolve_device``, the spiking
+  max-pool gate both simulators apply and ``column_nonzeros`` (synapse counts of a dense layer).
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -291,21 +291,37 @@ def run_stream(net: Any, ev: Any, opts: Any, steps: int, *, ann: Graph | None = 
     return result, labels, preds
 
 
-def run_steps(graph: Graph, x: np.ndarray, timesteps: int | None, default: int) -> int:
+def run_steps(graph: Graph, x: np.ndarray, timesteps: int | None, default: int, *,
+              pieces: Callable[[int], float] | None = None, record: bool = False) -> int:
     """The number of steps a ``run`` simulates (``timesteps``, else ``default``), after checking
     it and that ``x`` fits the graph's input (a finite numeric array; ``snncompile.validate``)
     and the run's memory estimate; every problem is a one-line CompileError. ``timesteps=0``
-    is an error (not "the default"), and so are 2.7, ``True`` and a list for ``x``."""
+    is an error (not "the default"), and so are 2.7, ``True`` and a list for ``x``.
+    ``pieces(steps)``: the bytes of the pieces a simulator that fits its memory budget will
+    hold (``validate.run_memory``); else 256 samples' state."""
     from snncompile import validate
 
     steps = validate.integer(default if timesteps is None else timesteps, "timesteps",
                              maximum=2**31 - 1)
     validate.samples(x, "x", shape=graph.shape(graph.input_name))
-    validate.check_memory(validate.run_memory(len(x), steps, validate.graph_units(graph), 256,
-                                              validate.classes(graph) or 1),
+    need = validate.run_memory(len(x), steps, validate.graph_units(graph), 256,
+                               validate.classes(graph) or 1, record,
+                               pieces=None if pieces is None else pieces(steps))
+    validate.check_memory(need,
                           f"running {len(x)} samples for {steps} steps",
                           hint="fewer samples or steps per call")
     return steps
+
+
+def column_nonzeros(w: np.ndarray, chunk_bytes: int = 16 * 2**20) -> np.ndarray:
+    """Nonzero weights in each column of a dense weight matrix w (out, in): the synapses each
+    input unit drives (int64, (in,)). Counted a block of rows at a time, so that no mask the
+    size of w exists (vgg11_bn's first dense layer, 25088 × 4096, held a 0.8 GB float64 mask)."""
+    counts = np.zeros(w.shape[1], np.int64)
+    rows = max(1, chunk_bytes // max(w.shape[1], 1))
+    for i in range(0, w.shape[0], rows):
+        counts += np.count_nonzero(w[i:i + rows], axis=0)
+    return counts
 
 
 def resolve_device(device: str) -> torch.device:

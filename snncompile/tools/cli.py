@@ -254,10 +254,18 @@ def run(a: argparse.Namespace) -> int:
             if y is not None:
                 validate.labels(y, len(y), validate.classes(graph), f"{what} ({ds.source}) y")
     if ev is not None and a.target != "ir":
+        pieces = None
+        if a.target == "gpu":  # the chunked simulator holds the pieces its budget picks
+            from snncompile.backends.common import resolve_device
+            from snncompile.backends.memory import run_bytes
+
+            pieces = run_bytes(graph, opts.timesteps, min(len(ev), opts.batch_size),
+                               budget=opts.memory_budget, device=resolve_device(opts.device))
         validate.check_memory(validate.run_memory(
             len(ev), opts.timesteps, validate.graph_units(graph), opts.batch_size,
-            validate.classes(graph) or 1), f"simulating {len(ev)} samples for T={opts.timesteps}",
-            hint="fewer --eval-samples or a smaller --timesteps")
+            validate.classes(graph) or 1, pieces=pieces),
+            f"simulating {len(ev)} samples for T={opts.timesteps}",
+            hint="fewer --eval-samples, a smaller --timesteps or --memory-budget")
     main = distributed.is_main()  # under torchrun only rank 0 writes
     out: Any = Output(out_path) if main else _Scratch(out_path)
     try:

@@ -44,10 +44,12 @@ from snncompile.backends.common import (
 from snncompile.backends.gpu.lowerings import fanout, lower
 from snncompile.backends.gpu.neurons import SpikeFn, get_model, heaviside
 from snncompile.backends.memory import (
+    Footprint,
     Pieces,
     budget_bytes,
     current_bytes,
     footprint,
+    piece_bytes,
     plan_pieces,
 )
 from snncompile.ir.diagnostics import CompileError, Diagnostic
@@ -308,11 +310,14 @@ class GpuNetwork:
         """Simulate ``x`` (N, *input shape) for ``timesteps`` (default options.timesteps), in
         pieces of b samples × time chunks of Tc steps that fit ``options.memory_budget``
         (``plan``; the spikes do not depend on the pieces)."""
-        steps = run_steps(self.graph, x, timesteps, self.options.timesteps)
+        steps = run_steps(self.graph, x, timesteps, self.options.timesteps, record=record,
+                          pieces=lambda t: self.plan_bytes(
+                              t, min(len(x), self.options.batch_size), record=record))
+        batch = min(len(x), self.options.batch_size)
         gen = torch.Generator(device=self.device).manual_seed(self.options.seed)
         rec = Recorder(steps, {n: int(np.prod(self.graph.shape(n))) for n in self.module.neurons},
                        self.fanouts, record)
-        pieces = self.plan(steps, min(len(x), self.options.batch_size), record=record)
+        pieces = self.plan(steps, batch, record=record)
         self.pieces = pieces
         for sl in batches(len(x), self.options.batch_size, desc="simulate", progress=progress):
             xb = torch.from_numpy(np.ascontiguousarray(x[sl])).to(self.device, self.dtype)
@@ -357,15 +362,23 @@ class GpuNetwork:
         for name, pu in per_unit.items():
             rec.events(name, pu, torch.cat(trains[name]) if record else None)
 
+    def plan_bytes(self, steps: int, batch: int, *, record: bool = False) -> int:
+        """Bytes the pieces ``plan`` picks will allocate (``memory.piece_bytes``)."""
+        return piece_bytes(self._footprint(steps, record), self.plan(steps, batch, record=record))
+
+    def _footprint(self, steps: int, record: bool) -> Footprint:
+        itemsize = torch.finfo(self.dtype).bits // 8
+        states = {n: _STATE_TENSORS.get(m[0].name, 2) for n, m in self.module.neurons.items()}
+        return footprint(self.graph, self.module.order, self.module.inputs, states, itemsize,
+                         record=record, steps=steps)
+
     def plan(self, steps: int, batch: int, *, record: bool = False) -> Pieces:
         """Samples simulated at once and the time chunk, from ``options.memory_budget``
         (``backends.memory``). CPU: also at most ``CPU_CHUNK_BYTES`` in the widest value, so
         that the allocator reuses freed memory instead of mapping fresh pages for every op
         (page faults cost more than the arithmetic) and the scans work in cache."""
         itemsize = torch.finfo(self.dtype).bits // 8
-        states = {n: _STATE_TENSORS.get(m[0].name, 2) for n, m in self.module.neurons.items()}
-        fp = footprint(self.graph, self.module.order, self.module.inputs, states, itemsize,
-                       record=record, steps=steps)
+        fp = self._footprint(steps, record)
         budget = budget_bytes(self.options.memory_budget, self.device)
         held = current_bytes(self.device)
         cache = CPU_CHUNK_BYTES if self.device.type == "cpu" else None
