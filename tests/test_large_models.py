@@ -204,3 +204,23 @@ def test_onnxruntime_from_the_file_and_one_model_copy(digits_test, monkeypatch):
     monkeypatch.setattr(onnx, "load", lambda *a, **kw: loads.append(a) or real(*a, **kw))
     model, _ = onnx_import.read_model(MODEL)
     assert loads == [] and len(model.graph.initializer) > 0  # parsed once, from the bytes
+
+
+def test_checker_sees_large_initializers_as_inputs(monkeypatch):
+    """Initializers above ``LEAN_BYTES`` reach onnx's checker and shape inference as typed graph
+    inputs (no serialized copy of the weights): the IR is the same, weights bit for bit."""
+    from snncompile.frontend import onnx_import
+
+    full = load_onnx(MODEL)
+    monkeypatch.setattr(onnx_import, "LEAN_BYTES", 0)
+    lean = load_onnx(MODEL)
+    a, b = list(full.topo()), list(lean.topo())
+    assert [(n, type(op)) for n, op in a] == [(n, type(op)) for n, op in b]
+    for (n, x), (_, y) in zip(a, b, strict=True):
+        for field in ("weight", "bias"):
+            u, v = getattr(x, field, None), getattr(y, field, None)
+            assert (u is None) == (v is None) and (u is None or np.array_equal(u, v)), n
+        assert full.shape(n) == lean.shape(n)
+    raw, _ = onnx_import.read_model(MODEL)
+    checked = onnx_import._check(raw, "m")
+    assert len(checked.graph.initializer) == 0 and len(raw.graph.initializer) > 0

@@ -81,24 +81,25 @@ def read_model(src: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, str]
     return model, str(p)
 
 
+def _copy_fields(dst: Any, src: Any, skip: str) -> None:
+    """Copy every set field of protobuf message ``src`` into ``dst`` except ``skip``."""
+    for field, value in src.ListFields():
+        if field.name == skip:
+            continue
+        if hasattr(value, "extend"):  # a repeated field
+            getattr(dst, field.name).extend(value)
+        elif hasattr(value, "CopyFrom"):  # a message
+            getattr(dst, field.name).CopyFrom(value)
+        else:
+            setattr(dst, field.name, value)
+
+
 def _without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``model`` without its initializers (their data is the bulk of a model; a
     cleared field would keep its memory in the message's arena until the message dies)."""
-
-    def copy(dst: Any, src: Any, skip: str) -> None:
-        for field, value in src.ListFields():
-            if field.name == skip:
-                continue
-            if hasattr(value, "extend"):  # a repeated field
-                getattr(dst, field.name).extend(value)
-            elif hasattr(value, "CopyFrom"):  # a message
-                getattr(dst, field.name).CopyFrom(value)
-            else:
-                setattr(dst, field.name, value)
-
     lean = onnx.ModelProto()
-    copy(lean, model, "graph")
-    copy(lean.graph, model.graph, "initializer")
+    _copy_fields(lean, model, "graph")
+    _copy_fields(lean.graph, model.graph, "initializer")
     return lean
 
 
@@ -122,7 +123,41 @@ def _what(data: bytes, p: Path) -> str:
     return "corrupt ONNX file (cannot parse the protobuf)"
 
 
+#: initializers above this size reach onnx's checker and shape inference as typed graph inputs
+#: (both serialize and re-parse the model; they need these tensors' shapes only, and
+#: ``numpy_helper.to_array`` checks their data): vgg11_bn's ``--check`` peaked 2 GB higher
+LEAN_BYTES = 16 * 2**20
+
+
+def _tensor_bytes(t: onnx.TensorProto) -> int:
+    """A tensor's size from its dims and type (``ByteSize`` would serialize it)."""
+    try:
+        item = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+    except (KeyError, TypeError, ValueError):
+        item = 8
+    return int(np.prod([max(int(d), 0) for d in t.dims], dtype=np.float64)) * item
+
+
+def _lean(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with its initializers above ``LEAN_BYTES`` as graph inputs (``_check``)."""
+    big = [i for i in model.graph.initializer if _tensor_bytes(i) > LEAN_BYTES]
+    if not big:
+        return model
+    names = {i.name for i in big}
+    lean = onnx.ModelProto()
+    _copy_fields(lean, model, "graph")
+    _copy_fields(lean.graph, model.graph, "initializer")
+    lean.graph.initializer.extend(i for i in model.graph.initializer if i.name not in names)
+    listed = {i.name for i in model.graph.input}
+    lean.graph.input.extend(onnx.helper.make_tensor_value_info(i.name, i.data_type, i.dims)
+                            for i in big if i.name not in listed)
+    return lean
+
+
 def _check(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
+    """onnx's checker and strict shape inference; the returned model (with the inferred shapes)
+    lacks the initializers above ``LEAN_BYTES`` (they are graph inputs there)."""
+    model = _lean(model)
     try:
         onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError) as e:
@@ -240,19 +275,19 @@ def load_onnx(src: str | Path | onnx.ModelProto) -> Graph:
     """
     raw, where = read_model(src)
     inp, out_name = _io(raw, where)
-    model = _check(raw, where)  # a new ModelProto (with the inferred shapes)
-    del raw  # (ours when read from a file: one copy of the weights less)
+    model = _check(raw, where)  # a new ModelProto (inferred shapes, no large initializers)
     opset = _opset(model)
     if opset < MIN_OPSET:
         raise CompileError("unsupported ONNX opset", [Diagnostic(
             f"{where}: opset {opset}; re-export with opset_version >= 13")])
     arrays: dict[str, np.ndarray] = {}
-    for init in model.graph.initializer:  # every initializer decodes (type matches bytes)
+    for init in raw.graph.initializer:  # every initializer decodes (type matches bytes)
         try:
             arrays[init.name] = numpy_helper.to_array(init)
         except (ValueError, TypeError, RuntimeError, OSError) as e:
             raise CompileError("invalid ONNX model", [Diagnostic(
                 f"{where}: initializer {init.name!r}: {_first_line(e)}")]) from None
+    del raw  # (ours when read from a file: one copy of the weights less)
     # QCFS clip-floor-shift chains and Q/DQ pairs -> one ai.snncompile.QuantReLU node each
     quant_notes: list[Diagnostic] = []  # why a Floor/Round/QuantizeLinear did not fold
     model = fold_quantized_activations(model, quant_notes)
@@ -264,9 +299,10 @@ def load_onnx(src: str | Path | onnx.ModelProto) -> Graph:
     for o in model.graph.output:
         uses[o.name] = uses.get(o.name, 0) + 1
     b = Builder(opset, {out_name}, uses)
-    for init in model.graph.initializer:
-        v = arrays[init.name]
-        b.consts[init.name] = (v, v)
+    # the initializers the (folded) model keeps, the large ones among its inputs (``_check``)
+    for name in [i.name for i in (*model.graph.initializer, *model.graph.input)]:
+        if name in arrays:
+            b.consts[name] = (arrays[name], arrays[name])
     del arrays
     model = _without_initializers(model)  # the weights live on as numpy arrays only
     onnx_shapes = {vi.name: _dims(vi) for vi in (*model.graph.value_info, *model.graph.output)}
