@@ -224,3 +224,17 @@ def test_checker_sees_large_initializers_as_inputs(monkeypatch):
     raw, _ = onnx_import.read_model(MODEL)
     checked = onnx_import._check(raw, "m")
     assert len(checked.graph.initializer) == 0 and len(raw.graph.initializer) > 0
+
+
+def test_tuner_fit_samples_bounded_by_memory(digits_train):
+    """The tuner records every op's activations of its fit samples: it keeps as many as half
+    the free memory under the budget holds (at least 8), a random part of them."""
+    from snncompile.tune import fit_cap, tune
+
+    graph = load_onnx(MODEL)
+    x, y = digits_train.x[:64], digits_train.y[:64]
+    tight = CompileOptions(memory_budget=str(current_bytes(torch.device("cpu")) + 1))
+    assert fit_cap(graph, 32, tight) == 8
+    assert fit_cap(graph, 32, CompileOptions()) == 32
+    res = tune(graph, x, y, 8, budget_s=2.0, base_options=tight)
+    assert res.fit == 8 and res.held_out == 32
