@@ -355,8 +355,8 @@ def maxpool_gate(op: MaxPool2d, x: Tensor, carry: dict[str, Tensor] | None = Non
 
     ``theta`` (θ > 0 per channel, shape (C, 1, 1) or (1, 1, 1)): x = θ·s with binary spikes
     s ∈ {0, 1} (if, if-hard, bistable). A window's units share θ, and for spike counts
-    m < 2^21 the score round(θ·m) is strictly increasing in m (θ·(m+1) − θ·m = θ exceeds the
-    float spacing at θ·m, 2^-22·θ·m at most in float32), so comparing the counts m picks the
+    m < 2^21 the score round(θ·m) is strictly increasing in m (θ·(m+1) − θ·m = θ is more than
+    twice the float32 spacing at θ·m, at most 2^-23·θ·m < θ/4), so comparing the counts m picks the
     same unit, ties included; the gate then needs no float64 and carries ``carry["count"]``
     (float32, exact below 2^24) and ``carry["t"]`` (steps so far). Windows that tile the plane
     (stride = kernel, no padding or dilation; VGG's 2×2/2) compare one float32 key per unit
