@@ -96,7 +96,8 @@ def test_simulator_gives_binary_gates_their_theta():
     scores (gates without θ), also in time chunks; signed-if keeps the float64 scores."""
     rng = np.random.default_rng(0)
     x = rng.random((6, 1, 8, 8), dtype=np.float32)
-    ir, _, _ = snncompile.convert(build.cnn(np.random.default_rng(1)), calibration=x)
+    ir, _, _ = snncompile.convert(build.cnn(np.random.default_rng(1)), calibration=x,
+                                  maxpool="gate")
     net = gpu_compile(ir, CompileOptions(device="cpu", batch_size=6))
     assert net.module.gate_theta == {"pool2": "conv2"}
     counted = net.run(x, 20, record=True, progress=False)
@@ -107,8 +108,34 @@ def test_simulator_gives_binary_gates_their_theta():
     assert np.array_equal(counted.potentials, scored.potentials)
     assert np.array_equal(counted.synops, scored.synops)
     signed, _, _ = snncompile.convert(build.cnn(np.random.default_rng(1)), calibration=x,
-                                      neuron="signed-if")
+                                      neuron="signed-if", maxpool="gate")
     assert gpu_compile(signed, CompileOptions(device="cpu")).module.gate_theta == {}
+
+
+@pytest.mark.parametrize("kernel, stride, pad, dil", GEOMETRIES)
+def test_current_maxpool_without_autograd_equals_the_differentiable_path(kernel, stride, pad,
+                                                                         dil):
+    """``cummax_current`` without autograd (in-place sums, strided window max) gives the values
+    of its differentiable path bit for bit (signed zeros too), whole and in time chunks."""
+    from snncompile.backends.pooling import cummax_current
+    from snncompile.ir.nodes import CurrentMaxPool2d
+
+    op = CurrentMaxPool2d(kernel=kernel, stride=stride, padding=(pad,) * 4, dilation=(dil, dil))
+    g = torch.Generator().manual_seed(4)
+    for dtype in (torch.float32, torch.float64):
+        x = torch.randn(10, 2, 3, 9, 11, generator=g).to(dtype)
+        x[x.abs() < 0.4] = 0  # zeros and ties
+        for chunks in ((10,), (4, 6), (1,) * 10):
+            fast, slow, c1, c2, t0 = [], [], {}, {}, 0
+            for n in chunks:
+                fast.append(cummax_current(op, x[t0:t0 + n].clone(), c1))
+                with torch.enable_grad():
+                    part = x[t0:t0 + n].clone().requires_grad_()
+                    slow.append(cummax_current(op, part, c2).detach())
+                t0 += n
+            a, b = torch.cat(fast), torch.cat(slow)
+            assert torch.equal(a, b) and torch.equal(torch.signbit(a), torch.signbit(b))
+            assert torch.equal(c1["sum"], c2["sum"]) and torch.equal(c1["max"], c2["max"])
 
 
 def test_column_nonzeros_in_blocks():
@@ -129,7 +156,8 @@ def test_fanout_through_pool_and_flatten_without_a_weight_mask():
     g = build.chain((1, 8, 8), ("conv", build.conv(rng, 1, 6)),
                     ("pool", MaxPool2d(kernel=(2, 2), stride=(2, 2))), ("flat", build.Flatten()),
                     ("fc", build.Dense(weight=w, bias=d.bias, act=None)))
-    ir, _, _ = snncompile.convert(g, calibration=rng.random((4, 1, 8, 8), dtype=np.float32))
+    ir, _, _ = snncompile.convert(g, calibration=rng.random((4, 1, 8, 8), dtype=np.float32),
+                                  maxpool="gate")
     got = fanout(ir, "conv")
     # 8×8 conv -> 2×2 pool -> 4×4 per channel: unit (c, r, q) feeds pooled unit (c, r//2, q//2)
     cols = np.count_nonzero(w, axis=0).reshape(6, 4, 4)
