@@ -279,10 +279,10 @@ def run(a: argparse.Namespace) -> int:
         ctx = passes.PassContext(calibration=cal, labels=labels, seed=opts.seed)
         tuning = None
         if _tuning_on(a, opts) and calib is not None and not is_nir:
-            from snncompile.tune import tune
+            from snncompile.tune import MAX_SAMPLES, tune
 
             if main:  # the tuner's search is time-budgeted: rank 0 decides for all ranks
-                tx = calib.materialize()  # in memory: at most --calibration-samples
+                tx = calib.take(MAX_SAMPLES).materialize()  # in memory: at most 2048 samples
                 tuning = tune(graph, tx.x, tx.y, opts.timesteps, budget_s=opts.tune_budget,
                               seed=opts.seed, base_options=opts,
                               per_channel=a.target != "loihi")

@@ -84,6 +84,9 @@ def front_passes(opts: CompileOptions) -> list[str]:
 USE_LABELS = True
 MARGIN = 2.0  # held-out samples a more specific setting must win by
 HOLDOUT = 0.5
+#: calibration samples the CLI reads into memory for the tuner: 1024 held out + 1024 to fit at
+#: most (a 10,000-image folder calibration would otherwise be held whole: 6 GB at 224×224)
+MAX_SAMPLES = 2048
 
 
 @dataclass
