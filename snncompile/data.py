@@ -230,6 +230,19 @@ def _collate(items: list[Any]) -> tuple[np.ndarray, np.ndarray | None]:
     return np.stack(xs), ys
 
 
+class _Picked:
+    """A map-style view of chosen rows (``idx``) of a dataset."""
+
+    def __init__(self, ds: Any, idx: np.ndarray) -> None:
+        self.ds, self.idx = ds, idx
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.ds[int(self.idx[i])]
+
+
 class _Rows:
     """A map-style view of one block of a dataset (what a rank's DataLoader reads)."""
 
@@ -249,7 +262,8 @@ class Source:
     map-style dataset (``dataset``) through a DataLoader with ``workers`` processes.
 
     ``batches(batch_size)`` yields (global batch index, x (b, ...) float32, y (b,) int64 or None)
-    for this rank's block of the global batches; ``take(n)`` keeps the first n samples."""
+    for this rank's block of the global batches; ``take(n)`` keeps the first n samples,
+    ``spread(n)`` n samples spread over a streamed source."""
 
     source: str
     arrays: Dataset | None = None
@@ -274,6 +288,20 @@ class Source:
         start = self.start + offset
         stop = self.start + len(self) if n is None else min(start + n, self.start + len(self))
         return replace(self, start=start, stop=stop)
+
+    def spread(self, n: int | None) -> Source:
+        """n samples evenly spaced over this source (rows ⌊i·N/n⌋, i < n) when it is streamed;
+        an in-memory source keeps ``take(n)``. An image folder lists its files class by class
+        (ImageNet's layout, torchvision's ImageFolder order), so its first 512 images are a few
+        classes: a spread subset gives every class its share for calibration, tuning and
+        evaluation."""
+        if n is None or self.dataset is None or n >= len(self):
+            return self.take(n)
+        from snncompile import validate
+
+        n = validate.integer(n, "samples", minimum=1)
+        idx = self.start + (np.arange(n, dtype=np.int64) * len(self)) // n
+        return replace(self, dataset=_Picked(self.dataset, idx), start=0, stop=n)
 
     @property
     def sample_shape(self) -> tuple[int, ...]:

@@ -239,3 +239,22 @@ def test_source_take_and_shapes(digits_test: data.Dataset) -> None:
     got = np.concatenate([x for _, x, _ in src.batches(16)])
     assert np.array_equal(got, digits_test.x[10:60])
     assert torch.equal(torch.from_numpy(src.materialize().x), torch.from_numpy(got))
+
+
+def test_a_subset_of_a_class_sorted_folder_spans_every_class(digits_test: data.Dataset,
+                                                             tmp_path: Path) -> None:
+    """An image folder lists its files class by class: --calibration-samples / --eval-samples
+    take samples spread over the whole folder (every class), not its first classes; the order
+    and content are deterministic, and an in-memory source still takes its first n."""
+    _, y = _png_folder(tmp_path / "imgs", digits_test.take(200))
+    src = data.open_data(str(tmp_path / "imgs"), preprocess=data.preprocess_from("none"),
+                         workers=0)
+    assert len(np.unique(src.take(20).materialize().y)) <= 2  # the problem
+    sub = src.spread(20)
+    got = sub.materialize()
+    assert len(sub) == 20 and set(got.y) == set(y)
+    assert np.array_equal(got.y, y[(np.arange(20) * 200) // 20])
+    assert np.array_equal(sub.materialize().x, got.x)
+    assert src.spread(500) is not None and len(src.spread(500)) == 200
+    mem = data.Source.of(digits_test)
+    assert np.array_equal(mem.spread(20).materialize().y, digits_test.y[:20])
