@@ -162,7 +162,7 @@ def convert(model: str | Path | Graph, *, target: str = "gpu",
     if passes is None and not opts.no_tune and target != "ir" and x is not None:
         from snncompile.tune import tune
 
-        tuning = tune(graph, x, y, opts.timesteps, budget_s=opts.tune_budget, seed=opts.seed,
+        tuning = tune(graph, x, y, opts.timesteps, budget=opts.tune_budget, seed=opts.seed,
                       base_options=opts, per_channel=target != "loihi")
         passes = [*tuning.front, *tuning.passes]
     specs = list(passes) if passes is not None else pipeline_for(target, opts)

@@ -46,8 +46,10 @@ class CompileOptions:
     no_tune: bool = option(False, "fixed conversion settings instead of tuning them for T on "
                            "held-out calibration data (a non-default --norm, --channelwise or "
                            "--alpha, or --pipeline, also turns tuning off)")
-    tune_budget: float | None = option(None, "seconds the tuning may take (default 20)",
-                                       range=(0.0, None), lo_open=True)
+    tune_budget: int | None = option(None, "samples the tuning may simulate, each for T steps "
+                                     "(about the cost of evaluating as many; default 8192); "
+                                     "deterministic, independent of machine and load",
+                                     range=(1, None))
     norm: str = option("p99.9", "threshold balancing: max or a percentile of the calibration "
                        "activations", choices=NORMS)
     channelwise: bool = option(False, "one threshold per output channel")

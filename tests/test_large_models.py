@@ -264,7 +264,7 @@ def test_tuner_fit_samples_bounded_by_memory(digits_train):
     tight = CompileOptions(memory_budget=str(current_bytes(torch.device("cpu")) + 1))
     assert fit_cap(graph, 32, tight) == 8
     assert fit_cap(graph, 32, CompileOptions()) == 32
-    res = tune(graph, x, y, 8, budget_s=2.0, base_options=tight)
+    res = tune(graph, x, y, 8, budget=500, base_options=tight)
     assert res.fit == 8 and res.held_out == 32
 
 
@@ -278,7 +278,7 @@ def test_cli_reads_at_most_max_samples_for_the_tuner(tmp_path, monkeypatch):
     monkeypatch.setattr(tune_module, "MAX_SAMPLES", 40)
     report = tmp_path / "r.json"
     assert main([str(MODEL), "--dataset", "digits", "--calibration-samples", "64",
-                 "--eval-samples", "10", "--timesteps", "4", "--tune-budget", "2",
+                 "--eval-samples", "10", "--timesteps", "4", "--tune-budget", "200",
                  "--out", str(tmp_path / "o"), "--report", str(report)]) == 0
     tuning = json.loads(report.read_text())["tuning"]
     assert tuning["held_out"] + tuning["fit"] == 40

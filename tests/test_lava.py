@@ -67,7 +67,8 @@ def test_plan_fixed_point_ranges(digits_snn):
         p = plan.pops[name]
         assert 1 <= p.vth_mant.min() and p.vth_mant.max() <= VTH_MANT_MAX
         assert np.abs(p.bias_mant).max() <= BIAS_MANT_MAX and p.bias_exp.max() <= 7
-        assert np.array_equal(p.v_init, np.rint(0.5 * p.vth_mant * 64))
+        alpha = digits_snn.op(name).neuron.alpha  # v(0) = α·θ (α as the tuner chose it)
+        assert np.array_equal(p.v_init, np.rint(alpha * p.vth_mant * 64))
         c = plan.counts[name]
         assert c["weights_clipped"] == 0 and c["biases_clipped"] == 0
         assert c["weights_rounded"] > 0  # float weights are never exactly on the grid

@@ -281,9 +281,9 @@ def run(a: argparse.Namespace) -> int:
         if _tuning_on(a, opts) and calib is not None and not is_nir:
             from snncompile.tune import MAX_SAMPLES, tune
 
-            if main:  # the tuner's search is time-budgeted: rank 0 decides for all ranks
+            if main:  # rank 0 tunes and broadcasts its choice to all ranks
                 tx = calib.take(MAX_SAMPLES).materialize()  # in memory: at most 2048 samples
-                tuning = tune(graph, tx.x, tx.y, opts.timesteps, budget_s=opts.tune_budget,
+                tuning = tune(graph, tx.x, tx.y, opts.timesteps, budget=opts.tune_budget,
                               seed=opts.seed, base_options=opts,
                               per_channel=a.target != "loihi")
                 print(tuning.summary())
