@@ -263,7 +263,7 @@ class Source:
 
     ``batches(batch_size)`` yields (global batch index, x (b, ...) float32, y (b,) int64 or None)
     for this rank's block of the global batches; ``take(n)`` keeps the first n samples,
-    ``spread(n)`` n samples spread over a streamed source."""
+    ``spread(n)`` n samples spread evenly over all of them."""
 
     source: str
     arrays: Dataset | None = None
@@ -290,17 +290,21 @@ class Source:
         return replace(self, start=start, stop=stop)
 
     def spread(self, n: int | None) -> Source:
-        """n samples evenly spaced over this source (rows ⌊i·N/n⌋, i < n) when it is streamed;
-        an in-memory source keeps ``take(n)``. An image folder lists its files class by class
-        (ImageNet's layout, torchvision's ImageFolder order), so its first 512 images are a few
-        classes: a spread subset gives every class its share for calibration, tuning and
-        evaluation."""
-        if n is None or self.dataset is None or n >= len(self):
+        """n samples evenly spaced over this source: rows ⌊i·N/n⌋, i < n (all of it when
+        n ≥ N). An image folder lists its files class by class (ImageNet's layout,
+        torchvision's ImageFolder order) and arrays are often saved sorted by label, so their
+        first 512 samples are a few classes: a spread subset gives every class its share for
+        calibration, tuning and evaluation. In-memory rows are copied (n of them)."""
+        if n is None or n >= len(self):
             return self.take(n)
         from snncompile import validate
 
         n = validate.integer(n, "samples", minimum=1)
         idx = self.start + (np.arange(n, dtype=np.int64) * len(self)) // n
+        if self.arrays is not None:
+            a = self.arrays
+            picked = Dataset(a.x[idx], None if a.y is None else a.y[idx], a.source)
+            return replace(self, arrays=picked, start=0, stop=n)
         return replace(self, dataset=_Picked(self.dataset, idx), start=0, stop=n)
 
     @property

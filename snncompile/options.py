@@ -53,8 +53,8 @@ class CompileOptions:
     norm: str = option("p99.9", "threshold balancing: max or a percentile of the calibration "
                        "activations", choices=NORMS)
     channelwise: bool = option(False, "one threshold per output channel")
-    calibration_samples: int = option(512, "calibration samples to use", group="data",
-                                      range=(1, None))
+    calibration_samples: int = option(512, "calibration samples to use (spread evenly over "
+                                      "a file or folder)", group="data", range=(1, None))
     alpha: float = option(0.5, "initial potential v(0) = α·θ", range=(0.0, 1.0))
     neuron: str = option("if", "neuron model (snncompile.neurons)", choices=neurons.names)
     gn_members: int = option(4, "members per group neuron", range=(1, None))
@@ -80,7 +80,8 @@ class CompileOptions:
     seed: int = option(0, "seed (data split, Poisson input)", group="simulation")
     lava_mode: str = option("fixed", "Lava floating_pt or bit-accurate fixed_pt models",
                             group="simulation", choices=("float", "fixed"))
-    eval_samples: int | None = option(None, "evaluation samples to use (default all)",
+    eval_samples: int | None = option(None, "evaluation samples to use, spread evenly over "
+                                      "the set (default all)",
                                       group="data", range=(1, None))
     memory_budget: str | None = option(
         None, "peak memory of a simulation run, bytes with a K/M/G suffix (e.g. 4G); picks the "

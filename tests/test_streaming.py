@@ -190,9 +190,9 @@ from snncompile import data
 
 
 class Digits(torch.utils.data.Dataset):
-    def __init__(self, split):
+    def __init__(self, split, n=None):
         d = data.digits(split)
-        self.x, self.y = d.x, d.y
+        self.x, self.y = d.x[:n], d.y[:n]
 
     def __len__(self):
         return len(self.x)
@@ -202,7 +202,7 @@ class Digits(torch.utils.data.Dataset):
 
 
 def train():
-    return Digits("train")
+    return Digits("train", 512)  # what --dataset digits calibrates on
 
 
 def test():
@@ -212,11 +212,12 @@ def test():
 
 def test_module_callable_from_the_cli(digits_cnn_onnx: Path, tmp_path: Path) -> None:
     """``--calibration my_data:train --eval my_data:test`` (my_data.py in the cwd) reproduces
-    ``--dataset digits`` exactly."""
+    ``--dataset digits`` exactly (all of both splits: a subset of user data is spread over
+    it, the bundled digits split is shuffled already and taken from its start)."""
     (tmp_path / "my_data.py").write_text(DATA_MODULE)
     exe = Path(sys.executable).with_name("snn-compile")
-    common = [str(digits_cnn_onnx), "--target", "gpu", "--timesteps", "5", "--eval-samples",
-              "150", "--device", "cpu", "--no-tune", "--batch-size", "64"]
+    common = [str(digits_cnn_onnx), "--target", "gpu", "--timesteps", "5",
+              "--device", "cpu", "--no-tune", "--batch-size", "64"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT)}
     res = subprocess.run([str(exe), *common, "--calibration", "my_data:train", "--eval",
                           "my_data:test", "--workers", "1", "--out", str(tmp_path / "m")],
@@ -256,5 +257,7 @@ def test_a_subset_of_a_class_sorted_folder_spans_every_class(digits_test: data.D
     assert np.array_equal(got.y, y[(np.arange(20) * 200) // 20])
     assert np.array_equal(sub.materialize().x, got.x)
     assert src.spread(500) is not None and len(src.spread(500)) == 200
-    mem = data.Source.of(digits_test)
-    assert np.array_equal(mem.spread(20).materialize().y, digits_test.y[:20])
+    mem = data.Source.of(data.Dataset(*_png_folder(tmp_path / "again", digits_test.take(200)),
+                                      "sorted"))
+    assert np.array_equal(mem.spread(20).materialize().y, y[(np.arange(20) * 200) // 20])
+    assert np.allclose(mem.spread(20).materialize().x, got.x, atol=1e-6)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -72,6 +73,27 @@ def test_tuning_never_reads_the_evaluation_data(digits_cnn_onnx: Path, digits_tr
         assert "tuning for T=4" in out.stdout
         pipes.append(line)
     assert pipes[0] == pipes[1]
+
+
+def test_no_tuning_on_the_evaluation_set(digits_cnn_onnx: Path, digits_test,
+                                         tmp_path: Path, capsys) -> None:
+    """Without --calibration the thresholds come from --eval (as before), but the tuner does
+    not select settings on the evaluation set: it stays off, says so, and the run is the fixed
+    pipeline's."""
+    from snncompile.tools.cli import main
+
+    np.savez(tmp_path / "e.npz", x=digits_test.x[:60], y=digits_test.y[:60])
+    reports = []
+    for extra in ([], ["--no-tune"]):
+        out = tmp_path / f"o{len(reports)}"
+        assert main([str(digits_cnn_onnx), "--target", "gpu", "-T", "4", "--eval",
+                     str(tmp_path / "e.npz"), "--out", str(out), "--device", "cpu",
+                     *extra]) == 0
+        reports.append(json.loads((out / "report.json").read_text()))
+    err = capsys.readouterr().err
+    assert "tuning is off" in err and err.count("tuning is off") == 1
+    assert not reports[0].get("tuning")
+    assert reports[0]["accuracy_by_timestep"] == reports[1]["accuracy_by_timestep"]
 
 
 def test_budget_is_honoured(digits_cnn_onnx: Path, digits_train) -> None:

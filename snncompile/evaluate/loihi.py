@@ -75,9 +75,9 @@ def evaluate_loihi(snn: Graph, ann: Graph | None, ev: Any, opts: CompileOptions,
     main = distributed.is_main()
     if opts.eval_samples is None and len(src) > DEFAULT_LAVA_SAMPLES:
         if main:
-            print(f"note: Lava simulates ~tens of samples/s; evaluating the first "
+            print(f"note: Lava simulates ~tens of samples/s; evaluating "
                   f"{DEFAULT_LAVA_SAMPLES} of {len(src)} (set --eval-samples)", file=sys.stderr)
-        src = src.take(DEFAULT_LAVA_SAMPLES)
+        src = src.spread(DEFAULT_LAVA_SAMPLES)
     block = distributed.shard(len(src))  # this rank's samples
     t0 = time.perf_counter()
     net = lava_compile(snn, opts)  # checks Loihi 2 limits (and --export netx) before running

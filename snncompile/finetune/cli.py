@@ -52,7 +52,7 @@ def _training_data(a: argparse.Namespace, seed: int, input_shape: Any = None) ->
         pre = data.preprocess_from(getattr(a, "preprocess", "none"), color=a.color,
                                    resize=a.resize, crop=a.crop, mean=a.mean, std=a.std,
                                    input_shape=input_shape)
-        return data.open_data(a.calibration, preprocess=pre, workers=a.workers).take(
+        return data.open_data(a.calibration, preprocess=pre, workers=a.workers).spread(
             a.finetune_samples).materialize()
     elif a.eval is not None:
         raise CompileError("no fine-tuning data", [Diagnostic(

@@ -162,7 +162,9 @@ def preprocess_from_args(a: argparse.Namespace, input_shape: Any = None) -> Any:
 
 
 def _datasets(a: argparse.Namespace, opts: CompileOptions, input_shape: Any = None):
-    """(calibration, evaluation) as ``data.Source``s (streamed, or arrays in memory)."""
+    """(calibration, evaluation, calibration is the evaluation set) as ``data.Source``s
+    (streamed, or arrays in memory). A subset of a streamed set is spread over all of it
+    (``Source.spread``: an image folder is sorted by class)."""
     from snncompile import data
 
     if a.dataset and (a.calibration or a.eval):
@@ -170,21 +172,23 @@ def _datasets(a: argparse.Namespace, opts: CompileOptions, input_shape: Any = No
                            [Diagnostic("give --dataset or --calibration/--eval, not both")])
     if a.workers < 0:
         raise CompileError("bad usage", [Diagnostic(f"--workers {a.workers}; must be >= 0")])
+    from_eval = False
     if a.dataset == "digits":
         calib = data.Source.of(data.digits("train", seed=opts.seed)).take(
             opts.calibration_samples)
         ev = data.Source.of(data.digits("test", seed=opts.seed))
     else:
         pre = preprocess_from_args(a, input_shape)
-        calib = (data.open_data(a.calibration, preprocess=pre, workers=a.workers).take(
+        calib = (data.open_data(a.calibration, preprocess=pre, workers=a.workers).spread(
             opts.calibration_samples) if a.calibration else None)
         ev = (data.open_data(a.eval, need_labels=True, preprocess=pre, workers=a.workers)
               if a.eval else None)
         if calib is None and ev is not None:
-            calib = ev.take(opts.calibration_samples)
+            calib = ev.spread(opts.calibration_samples)
+            from_eval = True
     if ev is not None and opts.eval_samples is not None:
-        ev = ev.take(opts.eval_samples)
-    return calib, ev
+        ev = ev.spread(opts.eval_samples)
+    return calib, ev, from_eval
 
 
 def run(a: argparse.Namespace) -> int:
@@ -243,7 +247,7 @@ def run(a: argparse.Namespace) -> int:
         from snncompile.frontend import load_onnx
 
         graph = load_onnx(model)
-    calib, ev = _datasets(a, opts, graph.shape(graph.input_name))
+    calib, ev, calib_is_eval = _datasets(a, opts, graph.shape(graph.input_name))
     from snncompile import distributed
     from snncompile.interp import check_input
 
@@ -278,11 +282,15 @@ def run(a: argparse.Namespace) -> int:
             cal, labels = calib.first(len(calib)) if calib.arrays is not None else (calib, None)
         ctx = passes.PassContext(calibration=cal, labels=labels, seed=opts.seed)
         tuning = None
-        if _tuning_on(a, opts) and calib is not None and not is_nir:
+        if _tuning_on(a, opts) and calib is not None and calib_is_eval and main:
+            print("note: no --calibration: thresholds come from the --eval data and tuning is "
+                  "off (it never selects settings on the evaluation set); give --calibration "
+                  "to tune", file=sys.stderr)
+        if _tuning_on(a, opts) and calib is not None and not is_nir and not calib_is_eval:
             from snncompile.tune import MAX_SAMPLES, tune
 
             if main:  # rank 0 tunes and broadcasts its choice to all ranks
-                tx = calib.take(MAX_SAMPLES).materialize()  # in memory: at most 2048 samples
+                tx = calib.spread(MAX_SAMPLES).materialize()  # in memory: ≤ 2048 samples
                 tuning = tune(graph, tx.x, tx.y, opts.timesteps, budget=opts.tune_budget,
                               seed=opts.seed, base_options=opts,
                               per_channel=a.target != "loihi")
