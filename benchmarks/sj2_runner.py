@@ -116,11 +116,12 @@ def speed(job: dict) -> None:
     cal, x = torch.from_numpy(d["cal_x"]), torch.from_numpy(d["x"])
     model = bench_models.IMAGENET[job["model"]]().eval()
     model.load_state_dict(torch.load(job["state_dict"]), strict=True)
-    ann_s = []
+    ann_s, ann_cpu = [], []
     for _ in range(3):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         model(x)
         ann_s.append(time.perf_counter() - t0)
+        ann_cpu.append(time.process_time() - c0)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(cal, torch.zeros(len(cal))),
                                          batch_size=len(cal), shuffle=False)
     t0 = time.perf_counter()
@@ -137,6 +138,7 @@ def speed(job: dict) -> None:
     out: dict = {"spikingjelly": version("spikingjelly"), "torch": torch.__version__,
                  "threads": torch.get_num_threads(), "model": job["model"],
                  "images": len(x), "convert_s": conv_s, "ann_s": min(ann_s),
+                 "ann_cpu_s": min(ann_cpu),
                  "if_layers": len(ifs), "rows": []}
     _run_mode(snn, x, 1, "single")  # warm-up
     for steps in job["timesteps"]:
@@ -147,7 +149,7 @@ def speed(job: dict) -> None:
             h.remove()
         rate = counts["spikes"] / counts["n"]
         for mode in job["modes"]:
-            times = []
+            times, cpu = [], []
             try:
                 ctypes.CDLL("libc.so.6").malloc_trim(0)
             except (OSError, AttributeError):
@@ -155,11 +157,13 @@ def speed(job: dict) -> None:
             Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS (Linux)
             rss0 = _status_mb("VmRSS")
             for _ in range(int(job.get("repeats", 1))):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 o = _run_mode(snn, x, steps, mode)
                 times.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
             s = min(times)
-            row = {"timesteps": steps, "mode": mode, "seconds": s,
+            row = {"timesteps": steps, "mode": mode, "seconds": s, "runs_s": times,
+                   "cpu_s": min(cpu), "img_steps_per_cpu_s": len(x) * steps / min(cpu),
                    "img_steps_per_s": len(x) * steps / s, "firing_rate": rate,
                    "max_abs_diff_vs_single": float((o - ref).abs().max()),
                    "max_abs_out": float(ref.abs().max()),
