@@ -22,6 +22,7 @@ from snncompile.ir.nodes import (
     BatchNorm,
     Concat,
     Conv2d,
+    CurrentMaxPool2d,
     Dense,
     Flatten,
     Identity,
@@ -73,7 +74,7 @@ def avgpool(op: AvgPool2d, x: Tensor) -> Tensor:
     return F.avg_pool2d(pad2d(x, p), op.kernel, op.stride)
 
 
-def maxpool(op: MaxPool2d, x: Tensor) -> Tensor:
+def maxpool(op: MaxPool2d | CurrentMaxPool2d, x: Tensor) -> Tensor:
     return F.max_pool2d(pad2d(x, op.padding, float("-inf")), op.kernel, op.stride, 0, op.dilation)
 
 
@@ -107,6 +108,7 @@ KERNELS: dict[type[Node], Callable[..., Tensor]] = {
     BatchNorm: lambda op, xs: batchnorm(op, xs[0]),
     AvgPool2d: lambda op, xs: avgpool(op, xs[0]),
     MaxPool2d: lambda op, xs: maxpool(op, xs[0]),
+    CurrentMaxPool2d: lambda op, xs: maxpool(op, xs[0]),
     Flatten: lambda op, xs: xs[0].flatten(1),
     Concat: lambda op, xs: torch.cat(xs, dim=op.axis + 1),
     Identity: lambda op, xs: identity(op, xs[0]),

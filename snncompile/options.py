@@ -65,6 +65,10 @@ class CompileOptions:
                                      choices=("layer", "channel"))
     fold_thresholds: bool = option(False, "weight normalisation: fold thresholds into weights")
     sync_shortcuts: bool = option(False, "BSNN synchronous neurons on residual shortcuts")
+    maxpool: str = option("current", "spiking MaxPool: current (one neuron per window, driven by "
+                          "the max of its inputs' cumulative currents; pass maxpool-current) "
+                          "or gate (pass the spikes of the unit with the most so far)",
+                          choices=("current", "gate"))
     device: str = option("auto", "torch device", group="simulation",
                          choices=("auto", "cpu", "cuda"))
     batch_size: int = option(256, "samples simulated at once", group="simulation",

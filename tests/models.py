@@ -86,6 +86,43 @@ def vgg_maxpool(seed: int = 0) -> nn.Module:
         nn.Flatten(), nn.Linear(16 * 2 * 2, 32), nn.ReLU(), nn.Linear(32, 10)).eval()
 
 
+def vgg3_maxpool(seed: int = 0) -> nn.Module:
+    """Three MaxPools: (Conv+BN+ReLU, MaxPool 2) ×3 (8×8 → 1×1), Linear."""
+    _seeded(seed)
+    m = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(32, 10))
+    return _Randomize.bn(m, seed)
+
+
+class PoolMix(nn.Module):
+    """Conv+ReLU, MaxPool(3, stride 2, padding 1) (8×8 → 4×4), a residual block whose Add+ReLU
+    feeds a MaxPool(2) (→ 2×2), a Conv whose MaxPool comes *before* its ReLU, Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(),
+                                  nn.MaxPool2d(3, stride=2, padding=1))
+        self.c1 = nn.Conv2d(8, 8, 3, padding=1)
+        self.c2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.c3 = nn.Conv2d(8, 16, 3, padding=1)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        y = self.c2(torch.relu(self.c1(x)))
+        x = nn.functional.max_pool2d(torch.relu(x + y), 2)
+        x = torch.relu(nn.functional.max_pool2d(self.c3(x), 2))  # pool, then ReLU
+        return self.fc(x.flatten(1))
+
+
+def pool_mix(seed: int = 0) -> nn.Module:
+    _seeded(seed)
+    return PoolMix().eval()
+
+
 class BasicBlock(nn.Module):
     """Conv-BN-ReLU-Conv-BN + shortcut, then ReLU. A 1×1 strided conv + BN shortcut when the
     shape changes, the identity otherwise."""
@@ -168,7 +205,8 @@ def sigmoid_cnn(seed: int = 0) -> nn.Module:
 BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "mlp": mlp, "matmul_mlp": matmul_mlp, "cnn_bn_avgpool": cnn_bn_avgpool,
     "vgg_maxpool": vgg_maxpool, "resnet_block": resnet_block, "concat_branch": concat_branch,
-    "clip_cnn": clip_cnn, "depthwise_cnn": depthwise_cnn,
+    "clip_cnn": clip_cnn, "depthwise_cnn": depthwise_cnn, "vgg3_maxpool": vgg3_maxpool,
+    "pool_mix": pool_mix,
 }
 
 

@@ -74,7 +74,8 @@ def test_print_pipeline_and_list_passes() -> None:
     res = cli("--target", "gpu", "--norm", "max", "--alpha", "0.25", "--print-pipeline")
     assert res.returncode == 0, res.stderr
     first = res.stdout.splitlines()[0]
-    assert first.startswith("fold-batchnorm,remove-identity,fuse-activations,balance-thresholds")
+    assert first.startswith("fold-batchnorm,remove-identity,fuse-activations,maxpool-current,"
+                            "balance-thresholds")
     assert "norm=max" in first and "alpha=0.25" in first
     res = cli("--target", "gpu", "--neuron", "bistable", "--bistable-period", "3",
               "--print-pipeline")

@@ -123,7 +123,7 @@ def test_fold_thresholds_on_the_bundled_model(digits_cnn_onnx: Path, digits_trai
 def test_thresholds_from_calibration(norm: str, rng, digits_train) -> None:
     g = cnn(rng)
     x = digits_train.x[:128]
-    snn, _, ctx = snncompile.convert(g, calibration=x, norm=norm)
+    snn, _, ctx = snncompile.convert(g, calibration=x, norm=norm, maxpool="gate")
     acts = {}
     from snncompile.interp import record_activations
 
@@ -139,7 +139,8 @@ def test_thresholds_from_calibration(norm: str, rng, digits_train) -> None:
 
 def test_channelwise_thresholds(rng, digits_train) -> None:
     g = cnn(rng)
-    snn = snncompile.convert(g, calibration=digits_train.x[:128], channelwise=True, norm="max")[0]
+    snn = snncompile.convert(g, calibration=digits_train.x[:128], channelwise=True, norm="max",
+                           maxpool="gate")[0]
     th = snn.op("conv2").neuron.threshold
     assert th.shape == (6,) and len(np.unique(th)) > 1
 
@@ -215,7 +216,7 @@ def test_avgpool_is_exact_and_maxpool_gate(digits_train) -> None:
     for pool in (AvgPool2d(kernel=(2, 2), stride=(2, 2)), MaxPool2d(kernel=(2, 2), stride=(2, 2))):
         g = chain((1, 8, 8), ("c", conv(rng, 1, 3)), ("p", pool), ("f", Flatten()),
                   ("d", dense(rng, 48, 10, act=None)))
-        snn = snncompile.convert(g, calibration=x)[0]
+        snn = snncompile.convert(g, calibration=x, maxpool="gate")[0]
         res = gpu.compile(snn, CPU).run(x, 32, record=True, progress=False)
         assert res.spike_trains["c"].shape == (32, 16, 3, 8, 8)
         s = torch.from_numpy(res.spike_trains["c"].astype(np.float32))

@@ -31,7 +31,7 @@ def digits_snn(digits_cnn_onnx):
 def maxpool_snn():
     graph = build.cnn(np.random.default_rng(0))  # conv, avgpool, conv, MAXPOOL, dense, dense
     snn, _, _ = snncompile.convert(graph, target="loihi", dataset="digits",
-                                   calibration_samples=128)
+                                   calibration_samples=128, maxpool="gate")
     return snn
 
 

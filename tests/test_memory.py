@@ -32,9 +32,11 @@ def x() -> np.ndarray:
 
 
 def _snn(kind: str, model: str, x: np.ndarray):
-    g = getattr(build, kind)(np.random.default_rng(1))
+    # "cnn": its MaxPool becomes a current max-pool (the default); "cnn-gate": the spike gate
+    g = getattr(build, kind.removesuffix("-gate"))(np.random.default_rng(1))
     ir, _, _ = snncompile.convert(g, calibration=x, neuron=model, bistable_period=2,
-                                  gn_members=3)
+                                  gn_members=3,
+                                  maxpool="gate" if kind.endswith("-gate") else "current")
     return ir
 
 
@@ -54,7 +56,7 @@ def _same(a, b) -> None:
     np.testing.assert_array_equal(a.synops, b.synops)
 
 
-@pytest.mark.parametrize("kind", ["cnn", "residual"])  # cnn has a MaxPool gate
+@pytest.mark.parametrize("kind", ["cnn", "cnn-gate", "residual"])  # cnn has a MaxPool
 @pytest.mark.parametrize("model", MODELS)
 def test_time_chunks_are_bit_exact(kind, model, x):
     ir = _snn(kind, model, x)

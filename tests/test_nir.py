@@ -108,7 +108,8 @@ def test_export_refuses_what_nir_cannot_express(neuron: str, word: str, digits_c
 
 
 def test_export_refuses_the_maxpool_gate(rng, digits_train, tmp_path: Path) -> None:
-    snn, _, _ = snncompile.convert(build.cnn(rng), target="gpu", calibration=digits_train.x[:64])
+    snn, _, _ = snncompile.convert(build.cnn(rng), target="gpu", calibration=digits_train.x[:64],
+                                   maxpool="gate")
     with pytest.raises(CompileError, match="max-pool gate"):
         snncompile.export_nir(snn, tmp_path / "x.nir")
 

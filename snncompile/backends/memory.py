@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from snncompile.ir.graph import Graph
-from snncompile.ir.nodes import Conv2d, MaxPool2d
+from snncompile.ir.nodes import Conv2d, CurrentMaxPool2d, MaxPool2d
 from snncompile.options import parse_bytes
 
 #: the walk's estimate times this: temporaries it does not model (padding, the gate's indices,
@@ -116,6 +116,8 @@ def footprint(graph: Graph, order: list[str], inputs: dict[str, list[str]],
             extra += ins
         if isinstance(op, MaxPool2d):  # float64 scores and their cat, score, pads, int64 idx
             extra += 6 * ins + 2 * out
+        if isinstance(op, CurrentMaxPool2d):  # float64 sums, their cat and pad; M and its diff
+            extra += 6 * ins + 4 * out
         peak = max(peak, sum(live.values()) + extra)
         live[name] = out
         for i in inputs[name]:
@@ -124,6 +126,8 @@ def footprint(graph: Graph, order: list[str], inputs: dict[str, list[str]],
     state = sum(units[n] * (c + 2) for n, c in neurons.items())  # + float64 event counter
     gates = sum(2 * sum(units[i] for i in inputs[n]) for n in order
                 if isinstance(graph.op(n), MaxPool2d))
+    gates += sum(2 * (sum(units[i] for i in inputs[n]) + units[n]) for n in order
+                 if isinstance(graph.op(n), CurrentMaxPool2d))  # carried float64 C and M
     static = units[order[0]] + max((units[n] for n in order[1:]), default=0)
     trains = steps * sum(units[n] for n in neurons) // itemsize if record else 0
     return Footprint(row_bytes=int(SLACK * peak * itemsize),

@@ -119,8 +119,10 @@ def check_exportable(graph: Graph) -> list[Diagnostic]:
             bad.append(Diagnostic("a ReLU without a neuron (ANN form)", node=name, origin=origin))
         elif not isinstance(op, (Input, Output, Conv2d, Dense, Add, ReLU, AvgPool2d, Flatten,
                                  Identity)):
-            what = ("the spiking max-pool gate" if type(op).__name__ == "MaxPool2d"
-                    else type(op).__name__)
+            what = {"MaxPool2d": "the spiking max-pool gate",
+                    "CurrentMaxPool2d": "the current max-pool (CurrentMaxPool2d: a max over "
+                                        "cumulative currents)"}.get(type(op).__name__,
+                                                                     type(op).__name__)
             bad.append(Diagnostic(f"{what} has no NIR node", node=name, origin=origin,
                                   hint="NIR export supports Conv2d, Dense, AvgPool2d, Flatten, "
                                        "Add"))

@@ -102,12 +102,13 @@ def print_report(report: dict[str, Any], file: TextIO | None = None) -> None:
         print(f"{t:>6}  {a:>8.4f}  {ann_s:>8}  {gap:>7}", file=f)
     print(f"spikes/sample {report['spikes_per_sample']:.1f}   synaptic ops/sample "
           f"{report['synaptic_ops_per_sample']:.4g}", file=f)
-    print(f"{'layer':<24} {'op':<8} {'neurons':>8} {'threshold':>17} {'rate':>7} "
+    w = max([8, *(len(ly["op"]) for ly in report["layers"])])  # CurrentMaxPool2d: 16
+    print(f"{'layer':<24} {'op':<{w}} {'neurons':>8} {'threshold':>17} {'rate':>7} "
           f"{'spikes/sample':>14}", file=f)
     for ly in report["layers"]:
         th = ly["threshold"]
         th_s = f"{th:.4g}" if isinstance(th, float) else f"[{th[0]:.3g}, {th[1]:.3g}]"
-        print(f"{ly['name'][:24]:<24} {ly['op']:<8} {ly['neurons']:>8} {th_s:>17} "
+        print(f"{ly['name'][:24]:<24} {ly['op']:<{w}} {ly['neurons']:>8} {th_s:>17} "
               f"{ly['firing_rate']:>7.4f} {ly['spikes_per_sample']:>14.1f}", file=f)
 
 

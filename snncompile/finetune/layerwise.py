@@ -15,7 +15,9 @@ matches the ANN activation given the SNN input it really receives:
         update W_l, b_l (Adam); write them into the simulator; next batch runs the new weights
     keep the layer's new weights only if its rate error on the data went down.
 
-Thresholds stay fixed (Fast-SNN does not tune its scale factor). Quantized layers are
+A Conv/Dense whose neuron moved behind a current max-pool (``--maxpool current``) is tuned on
+the pool's output: ŷ_l = min(ReLU(maxpool(W_l r_{l−1} + b_l)), θ), the pool's ANN activation as
+the target. Thresholds stay fixed (Fast-SNN does not tune its scale factor). Quantized layers are
 re-quantized on their own grid. The per-layer rate error (MSE between the SNN rate and the ANN
 activation, on the data, at T) before and after is in the result's history (``error_tuned``:
 what tuning reached; ``error_after``: the final one, = before when reverted). Options:
@@ -39,10 +41,10 @@ from snncompile.finetune.training import (
     parse_options,
     resolve_device,
 )
-from snncompile.interp import pad2d, record_activations
+from snncompile.interp import maxpool, pad2d, record_activations
 from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.graph import Graph
-from snncompile.ir.nodes import Conv2d, Dense, QuantSpec
+from snncompile.ir.nodes import Conv2d, CurrentMaxPool2d, Dense, QuantSpec
 
 Tensor = torch.Tensor
 
@@ -71,8 +73,11 @@ class _Probe:
         self.value = args[0][0]
 
 
-def _rates(net: Any, name: str, x: Tensor, steps: int) -> tuple[Tensor, Tensor]:
-    """(time-averaged input of layer ``name``, its time-averaged output θ·s) on batch x."""
+def _rates(net: Any, name: str, x: Tensor, steps: int,
+           spk: str | None = None) -> tuple[Tensor, Tensor]:
+    """(time-averaged input of layer ``name``, the time-averaged output θ·s of ``spk``, by
+    default ``name`` itself) on batch x."""
+    spk = spk or name
     mod = net.module.ops[net.module.keys[name]]
     probe = _Probe(mod)
     try:
@@ -83,9 +88,24 @@ def _rates(net: Any, name: str, x: Tensor, steps: int) -> tuple[Tensor, Tensor]:
     assert v is not None
     if v.shape[0] != x.shape[0]:  # dynamic (T·B, ...): average over T
         v = v.reshape(steps, x.shape[0], *v.shape[1:]).mean(0)
-    theta = net.module.theta(name)
-    out = spikes[name].mean(0) * theta
+    theta = net.module.theta(spk)
+    out = spikes[spk].mean(0) * theta
     return v, out
+
+
+def _spiking_output(ir: Graph, name: str) -> str | None:
+    """The layer whose neurons fire for Conv/Dense ``name``: itself, or the current max-pool
+    it alone feeds (``--maxpool current`` moved its neuron behind the pool); else None."""
+    op = ir.op(name)
+    if not isinstance(op, (Conv2d, Dense)):
+        return None
+    if op.neuron is not None:
+        return name
+    users = ir.users(name)
+    pool = ir.op(users[0]) if len(users) == 1 else None
+    if isinstance(pool, CurrentMaxPool2d) and pool.neuron is not None:
+        return users[0]
+    return None
 
 
 def _ann_fn(op: Conv2d | Dense, w: Tensor, b: Tensor | None, r_in: Tensor) -> Tensor:
@@ -105,12 +125,13 @@ def layerwise(ir: Graph, data: TrainData, config: FinetuneConfig) -> FinetuneRes
     device = resolve_device(config.device)
     steps = config.timesteps
     teacher = config.teacher if config.teacher is not None else ir
-    layers = [n for n, op in ir.topo() if isinstance(op, (Conv2d, Dense))
-              and op.neuron is not None]
+    # a Conv feeding a current max-pool is trained on the pool's output: max_i of its rates
+    outputs = {n: o for n, _ in ir.topo() if (o := _spiking_output(ir, n)) is not None}
+    layers = list(outputs)
     if not layers:
         raise CompileError("nothing to fine-tune", [Diagnostic(
             "layerwise: the IR has no spiking Conv2d/Dense layer", hint="convert it first")])
-    missing = [n for n in layers if n not in teacher]
+    missing = [n for n in [*layers, *outputs.values()] if n not in teacher]
     if missing:
         raise CompileError("the teacher does not match the IR", [Diagnostic(
             f"layerwise: layers {', '.join(missing)} are not in the teacher graph")])
@@ -126,8 +147,8 @@ def layerwise(ir: Graph, data: TrainData, config: FinetuneConfig) -> FinetuneRes
         with torch.no_grad():
             for i in range(0, len(x_all), config.chunk_size):
                 xb = x_all[i:i + config.chunk_size].to(device)
-                _, out = _rates(net, name, xb, steps)
-                a = torch.from_numpy(acts[name][i:i + config.chunk_size]).to(out)
+                _, out = _rates(net, name, xb, steps, outputs[name])
+                a = torch.from_numpy(acts[outputs[name]][i:i + config.chunk_size]).to(out)
                 total += float(((out - a) ** 2).sum())
                 n += out.numel()
         return total / max(n, 1)
@@ -143,7 +164,9 @@ def layerwise(ir: Graph, data: TrainData, config: FinetuneConfig) -> FinetuneRes
         b = torch.nn.Parameter(mod.bias.detach().clone()) if mod.bias is not None else None
         params = [w] + ([b] if b is not None else [])
         opt = torch.optim.Adam(params, lr=config.lr)
-        theta = net.module.theta(name)
+        spk = outputs[name]
+        pool = g.op(spk) if spk != name else None
+        theta = net.module.theta(spk)
         losses = []
         for _ in range(epochs):
             perm = torch.randperm(len(x_all), generator=gen)
@@ -151,10 +174,13 @@ def layerwise(ir: Graph, data: TrainData, config: FinetuneConfig) -> FinetuneRes
                 idx = perm[i:i + config.batch_size]
                 xb = x_all[idx].to(device)
                 with torch.no_grad():
-                    r_in, r_out = _rates(net, name, xb, steps)
-                y = torch.minimum(torch.relu(_ann_fn(op, w, b, r_in)), theta)
+                    r_in, r_out = _rates(net, name, xb, steps, spk)
+                z = _ann_fn(op, w, b, r_in)
+                if pool is not None:  # the pool's neuron integrates max_i of the currents
+                    z = maxpool(pool, z)
+                y = torch.minimum(torch.relu(z), theta)
                 y_hat = y + (r_out - y).detach()
-                a = torch.from_numpy(acts[name][idx.numpy()]).to(y)
+                a = torch.from_numpy(acts[spk][idx.numpy()]).to(y)
                 loss = F.mse_loss(y_hat, a)
                 opt.zero_grad()
                 loss.backward()

@@ -14,6 +14,7 @@ from snncompile.ir.nodes import (
     BatchNorm,
     Concat,
     Conv2d,
+    CurrentMaxPool2d,
     Dense,
     Flatten,
     Identity,
@@ -31,7 +32,7 @@ from snncompile.ir.verify import verify
 
 __all__ = [
     "LAYER_TYPES", "OP_TYPES", "WEIGHTED_TYPES", "Activation", "Add", "AvgPool2d", "BatchNorm",
-    "CompileError", "Concat", "Conv2d", "Dense", "Diagnostic", "Flatten", "Graph", "Identity",
-    "Input", "Layer", "MaxPool2d", "Neuron", "Node", "Output", "PassError", "QuantSpec", "ReLU",
-    "load", "save", "verify",
+    "CompileError", "Concat", "Conv2d", "CurrentMaxPool2d", "Dense", "Diagnostic", "Flatten",
+    "Graph", "Identity", "Input", "Layer", "MaxPool2d", "Neuron", "Node", "Output", "PassError",
+    "QuantSpec", "ReLU", "load", "save", "verify",
 ]

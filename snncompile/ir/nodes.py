@@ -309,6 +309,29 @@ class MaxPool2d(Node):
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
+class CurrentMaxPool2d(Layer):
+    """y = act(max of each kernel window of x) (padding is −∞): a max-pool with the activation
+    of the layer before it moved behind it (exact for a monotone activation: max∘ReLU =
+    ReLU∘max), written by the ``maxpool-current`` pass.
+
+    Spiking form: one neuron per window, driven by the change of the window's largest
+    *cumulative* input current, I(t) = M(t) − M(t−1) with M(t) = max_i Σ_{τ≤t} x_i(τ), so
+    that Σ_{τ≤t} I(τ) = M(t) exactly: the neuron integrates the max of its candidates'
+    integrated inputs (the inputs x are currents, not spikes)."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int, int, int] = (0, 0, 0, 0)
+    dilation: tuple[int, int] = (1, 1)
+
+    def out_shape(self, in_shapes: list[Shape]) -> Shape:
+        c, h, w = in_shapes[0]
+        p, d = self.padding, self.dilation
+        return (c, _conv_out(h, self.kernel[0], self.stride[0], p[0], p[2], d[0]),
+                _conv_out(w, self.kernel[1], self.stride[1], p[1], p[3], d[1]))
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
 class Flatten(Node):
     """y = x reshaped to one axis, C-order (channel-major, as torch.flatten)."""
 

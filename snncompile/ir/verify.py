@@ -14,6 +14,7 @@ from snncompile.ir.nodes import (
     AvgPool2d,
     Concat,
     Conv2d,
+    CurrentMaxPool2d,
     Dense,
     Input,
     Layer,
@@ -100,7 +101,7 @@ def _shape_problems(op: object, in_shapes: list[tuple[int, ...]]) -> Iterator[st
             yield f"expects a flat input, got {s0}"
         elif op.weight.ndim == 2 and op.weight.shape[1] != s0[0]:
             yield f"weight expects {op.weight.shape[1]} inputs, input has {s0[0]}"
-    elif isinstance(op, (AvgPool2d, MaxPool2d)):
+    elif isinstance(op, (AvgPool2d, MaxPool2d, CurrentMaxPool2d)):
         if len(s0) != 3:
             yield f"expects a (C, H, W) input, got {s0}"
     elif isinstance(op, Add):

@@ -16,9 +16,12 @@ expected SNN output then matches the ANN's per channel. Here one sequential simu
 direct coding, ``samples`` calibration inputs, IF neurons with reset by subtraction (the model
 every network has at this point of the pipeline: ``select-neurons`` runs later) and the MaxPool
 gate of the simulators (per window and step, the unit with the largest cumulative input so far
-passes, ties to the first unit in row-major order). Layers without a bias (a spiking residual
-Add, a standalone ReLU) are simulated but not corrected. Run it after ``balance-thresholds`` /
-``initial-potential`` / ``threshold-search``: it needs the final θ and α.
+passes, ties to the first unit in row-major order), or for a ``CurrentMaxPool2d`` the max of
+the cumulative input currents (``passes/maxpool_current.py``), whose correction goes into the
+bias of the Conv/Dense feeding it (max_i(C_i + t·e) = max_i C_i + t·e). Layers
+without a bias (a spiking residual Add, a standalone ReLU) are simulated but not corrected.
+Run it after ``balance-thresholds`` / ``initial-potential`` / ``threshold-search``: it needs
+the final θ and α.
 
 This is a layer-local torch simulation inside the pass (passes never import a backend); it
 uses the ANN kernels of ``snncompile.interp`` for the linear ops.
@@ -36,7 +39,7 @@ import torch.nn.functional as F
 from snncompile.interp import KERNELS, pad2d, record_activations
 from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.graph import Graph
-from snncompile.ir.nodes import Conv2d, Dense, Input, Layer, MaxPool2d
+from snncompile.ir.nodes import Conv2d, CurrentMaxPool2d, Dense, Input, Layer, MaxPool2d
 from snncompile.passes.registry import PassContext, register_pass
 
 Tensor = torch.Tensor
@@ -49,6 +52,17 @@ def _gate(op: MaxPool2d, x: Tensor, steps: int) -> Tensor:
     flat = pad2d(x, op.padding, 0.0)
     _, idx = F.max_pool2d(score, op.kernel, op.stride, 0, op.dilation, return_indices=True)
     return torch.gather(flat.flatten(2), 2, idx.flatten(2)).reshape(idx.shape)
+
+
+def _cummax(op: CurrentMaxPool2d, x: Tensor, steps: int) -> Tensor:
+    """I(t) = M(t) − M(t−1), M(t) the window max of the cumulative inputs (x: T·B, C, H, W):
+    ``backends.pooling.cummax_current``, re-written here because passes may not import
+    backends."""
+    acc = torch.cumsum(x.reshape(steps, -1, *x.shape[1:]).double(), 0)
+    m = F.max_pool2d(pad2d(acc.flatten(0, 1), op.padding, float("-inf")), op.kernel, op.stride,
+                     0, op.dilation)
+    m = m.reshape(steps, -1, *m.shape[1:])
+    return torch.diff(m, dim=0, prepend=torch.zeros_like(m[:1])).flatten(0, 1).to(x.dtype)
 
 
 def _if_scan(cur: Tensor, theta: Tensor, alpha: float, steps: int) -> Tensor:
@@ -106,7 +120,8 @@ class BiasCalibration:
                 if isinstance(op, MaxPool2d):
                     vals[name] = _gate(op, xs[0], steps)
                     continue
-                cur = KERNELS[type(op)](op, xs)
+                cur = (_cummax(op, xs[0], steps) if isinstance(op, CurrentMaxPool2d)
+                       else KERNELS[type(op)](op, xs))
                 if not (isinstance(op, Layer) and op.neuron is not None):
                     vals[name] = cur
                     continue
@@ -114,10 +129,15 @@ class BiasCalibration:
                 out = _if_scan(cur, theta, op.neuron.alpha, steps)
                 want = _channel_mean(torch.from_numpy(ann[name]).float())
                 err = want - _channel_mean(out)
-                if isinstance(op, (Conv2d, Dense)):
-                    bias = (np.zeros(len(theta), np.float32) if op.bias is None
-                            else op.bias.astype(np.float32))
-                    g.replace(name, bias=(bias + err.numpy()).astype(np.float32))
+                # a CurrentMaxPool2d's neuron is corrected through the Conv/Dense before it: a
+                # bias shift e_c of every candidate shifts their cumulative max by t·e_c
+                fix = (graph.inputs(name)[0] if isinstance(op, CurrentMaxPool2d) else name)
+                fop = g.op(fix)
+                if isinstance(fop, (Conv2d, Dense)) and (
+                        fix == name or fop.neuron is None and len(graph.users(fix)) == 1):
+                    bias = (np.zeros(len(theta), np.float32) if fop.bias is None
+                            else fop.bias.astype(np.float32))
+                    g.replace(fix, bias=(bias + err.numpy()).astype(np.float32))
                     shape = (1, -1) + (1,) * (cur.dim() - 2)
                     out = _if_scan(cur + err.reshape(shape), theta, op.neuron.alpha, steps)
                     after = want - _channel_mean(out)

@@ -9,8 +9,9 @@ than the original one (x_folded = x / k):
     spiking layer l       k = θ_l                 (it now emits s_l instead of θ_l·s_l)
     Conv2d / Dense        W'[o, i] = W[o, i] · k_in[i] / k_out[o],  b' = b / k_out
                           k_out = θ_l (spiking); 1 (the readout: potentials stay in ANN units);
-                          θ of its only user when that is a spiking Add / ReLU; else 1
+                          θ of its only user when that is a spiking Add / ReLU / pool; else 1
     Add / ReLU            operands must share k; an operand whose k differs gets a 1×1 depthwise
+    (CurrentMaxPool2d too)
                           scaling op (Conv2d with groups=C, or a diagonal Dense) k_src/k_target
     pools, Identity       k passes through (positive per-channel factors commute with max and mean)
     Flatten / Concat      k is flattened / concatenated with the tensor
@@ -38,6 +39,7 @@ from snncompile.ir.nodes import (
     BatchNorm,
     Concat,
     Conv2d,
+    CurrentMaxPool2d,
     Dense,
     Flatten,
     Identity,
@@ -133,7 +135,8 @@ def fold_thresholds(graph: Graph, ctx: PassContext) -> Graph:
                 k_out = theta
             elif name == readout:
                 k_out = np.ones(c)
-            elif len(users) == 1 and isinstance(graph.op(users[0]), (Add, ReLU)) \
+            elif len(users) == 1 and isinstance(graph.op(users[0]), (Add, ReLU,
+                                                                    CurrentMaxPool2d)) \
                     and _theta(graph.op(users[0])) is not None:
                 k_out = _theta(graph.op(users[0]))
             else:
@@ -144,7 +147,7 @@ def fold_thresholds(graph: Graph, ctx: PassContext) -> Graph:
                 changes["neuron"] = _ones_neuron(op.neuron)
             g.replace(name, **changes)
             k[name] = k_out
-        elif isinstance(op, (Add, ReLU)):
+        elif isinstance(op, (Add, ReLU, CurrentMaxPool2d)):  # a positive k commutes with max
             target = _expand(theta, c) if theta is not None else _expand(k[ins[0]], c)
             for src in ins:
                 ks = _expand(k[src], c)

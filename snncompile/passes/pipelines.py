@@ -3,6 +3,7 @@ both call ``default_pipeline``). ``PassManager.spec()`` prints any pipeline as a
 string (``--pipeline``), which report.json records.
 
     front       fold-batchnorm, remove-identity, fuse-activations          (every target)
+    pools       [maxpool-current]                          (gpu, loihi; --maxpool current)
     conversion  balance-thresholds{norm, channelwise}, initial-potential{alpha},
                 [quantize-weights{bits, granularity}], [fold-thresholds],
                 [select-neurons{model, ...}], [sync-shortcuts]           (gpu, loihi)
@@ -17,6 +18,7 @@ from snncompile.passes.fold_batchnorm import fold_batchnorm
 from snncompile.passes.fold_thresholds import fold_thresholds
 from snncompile.passes.fuse_activations import fuse_activations
 from snncompile.passes.initial_potential import InitialPotential
+from snncompile.passes.maxpool_current import maxpool_current
 from snncompile.passes.quantize_weights import QuantizeWeights
 from snncompile.passes.registry import Pass
 from snncompile.passes.remove_identity import remove_identity
@@ -44,8 +46,15 @@ def conversion_passes(o: CompileOptions) -> list[Pass]:
     return passes
 
 
+def pool_passes(o: CompileOptions) -> list[Pass]:
+    """The rewrites of the ANN form that the spiking max-pool variant needs (``--maxpool``):
+    run after the front, before the conversion passes."""
+    return [maxpool_current] if o.maxpool == "current" else []
+
+
 def default_pipeline(target: str, o: CompileOptions) -> list[Pass]:
-    """The pipeline of ``target``: the front alone for ``ir``, else front + conversion."""
+    """The pipeline of ``target``: the front alone for ``ir``, else front + pools +
+    conversion."""
     if target == "ir":
         return list(FRONT)
-    return [*FRONT, *conversion_passes(o)]
+    return [*FRONT, *pool_passes(o), *conversion_passes(o)]

@@ -57,6 +57,7 @@ from snncompile.passes.balance_thresholds import DEAD_THRESHOLD, PERCENTILES, la
 from snncompile.passes.bias_calibration import BiasCalibration
 from snncompile.passes.pipelines import FRONT as FRONT_PASSES
 from snncompile.passes.pipelines import conversion_passes as _conversion_passes
+from snncompile.passes.pipelines import pool_passes
 from snncompile.passes.threshold_search import mse_thresholds
 
 #: threshold choices per layer: "statistic/granularity"; "mse" is threshold-search at T
@@ -74,6 +75,12 @@ FRONT = tuple(pass_spec(p) for p in FRONT_PASSES)
 def conversion_passes(opts: CompileOptions) -> list[str]:
     """The fixed default conversion passes (``passes.pipelines``) as spec strings."""
     return [pass_spec(p) for p in _conversion_passes(opts)]
+
+
+def front_passes(opts: CompileOptions) -> list[str]:
+    """The front passes and the max-pool rewrite of ``--maxpool`` (``pipelines.pool_passes``)
+    as spec strings: what runs before the tuned conversion passes."""
+    return [*FRONT, *(pass_spec(p) for p in pool_passes(opts))]
 USE_LABELS = True
 MARGIN = 2.0  # held-out samples a more specific setting must win by
 HOLDOUT = 0.5
@@ -103,11 +110,13 @@ class TuneResult:
     fit: int = 0
     cut_by_budget: bool = False
     timesteps: int = 0
+    front_specs: list[str] = field(default_factory=lambda: list(FRONT))
 
     @property
     def front(self) -> list[str]:
-        """The front-end passes that precede ``passes`` in ``pipeline``."""
-        return list(FRONT)
+        """The front-end passes (and the max-pool rewrite) that precede ``passes`` in
+        ``pipeline``."""
+        return list(self.front_specs)
 
     def summary(self) -> str:
         if self.tuned_score is None:
@@ -142,7 +151,7 @@ class _Tuner:
     def __init__(self, ann: Graph, x: np.ndarray, y: np.ndarray | None, steps: int,
                  opts: CompileOptions, seed: int) -> None:
         self.steps, self.opts, self.seed = steps, opts, seed
-        self.graph = PassManager.from_specs(list(FRONT)).run(ann, PassContext())
+        self.graph = PassManager.from_specs(front_passes(opts)).run(ann, PassContext())
         rng = np.random.default_rng(seed)
         perm = rng.permutation(len(x))
         n_val = int(min(max(int(len(x) * HOLDOUT), 1), 1024))
@@ -267,17 +276,19 @@ def tune(ann_graph: Graph, calibration_x: np.ndarray, calibration_y: np.ndarray 
     opts = base_options or CompileOptions(timesteps=timesteps)
     budget = DEFAULT_BUDGET_S if budget_s is None else float(budget_s)
     default_specs = conversion_passes(opts)
+    front = front_passes(opts)
     x = np.asarray(calibration_x, np.float32)
     if len(x) < 24:
-        return TuneResult(passes=default_specs, pipeline=",".join([*FRONT, *default_specs]),
+        return TuneResult(passes=default_specs, pipeline=",".join([*front, *default_specs]),
                           chosen={}, winner="default (fewer than 24 calibration samples)",
-                          seconds=time.perf_counter() - t0, budget_s=budget, timesteps=timesteps)
+                          seconds=time.perf_counter() - t0, budget_s=budget, timesteps=timesteps,
+                          front_specs=front)
     tu = _Tuner(ann_graph, x, calibration_y, timesteps, opts, seed)
     if not tu.tunable:
-        return TuneResult(passes=default_specs, pipeline=",".join([*FRONT, *default_specs]),
+        return TuneResult(passes=default_specs, pipeline=",".join([*front, *default_specs]),
                           chosen={}, winner="default (no layer to tune: thresholds fixed by "
                           "Clip or quantized activations)", seconds=time.perf_counter() - t0,
-                          budget_s=budget, timesteps=timesteps)
+                          budget_s=budget, timesteps=timesteps, front_specs=front)
     n_val = len(tu.val_idx)
     few = min(FEW, max(32, FEW_STEPS // timesteps), n_val)
     scores: list[dict[str, Any]] = []
@@ -365,10 +376,11 @@ def tune(ann_graph: Graph, calibration_x: np.ndarray, calibration_y: np.ndarray 
     cfg = finals[winner]
     passes = default_specs if winner == "default" else to_specs(cfg, timesteps, opts, tu.rest)
     return TuneResult(
-        passes=passes, pipeline=",".join([*FRONT, *passes]),
+        passes=passes, pipeline=",".join([*front, *passes]),
         chosen={**{n: {"threshold": c, "alpha": a} for n, (c, a) in layers_of(cfg).items()},
                 **({"bias-calibration": {"timesteps": timesteps}} if BC in cfg else {})},
         scores=scores, default_score=confirmed.get("default"),
         tuned_score=confirmed.get(winner), winner=winner,
         seconds=time.perf_counter() - t0, budget_s=budget, held_out=n_val,
-        fit=len(tu.fit_idx), cut_by_budget=cut, timesteps=timesteps)
+        fit=len(tu.fit_idx), cut_by_budget=cut, timesteps=timesteps,
+        front_specs=front)

@@ -4,13 +4,15 @@ A lowered op maps its inputs' values to its output value at every timestep at on
 either *static*, shape (B, ...), the same at every step (direct-coded input and linear functions
 of it: computed once, not T times), or *dynamic*, shape (T·B, ...), one slice per step: the
 batched op over T·B is what makes the simulator fast. ``forward(xs, steps)`` gets ``steps=None``
-for static inputs and T for dynamic ones. All ops are linear per step except the MaxPool gate:
+for static inputs and T for dynamic ones. All ops are linear per step but the spiking max-pools:
 
     MaxPool (dynamic input): per window, pass the input unit with the largest cumulative input
     Σ_{τ≤t} x(τ) (for a spiking input with one θ per channel: the highest spike count so far,
     including step t; ties: the first unit of the window in row-major order).
+    CurrentMaxPool2d (``--maxpool current``): I(t) = M(t) − M(t−1), M(t) the window's largest
+    cumulative input current (``backends.pooling``), feeding one neuron per window.
 
-A lowering whose output depends on earlier steps (the MaxPool gate) takes a third argument,
+A lowering whose output depends on earlier steps (the two max-pools) takes a third argument,
 ``state``: a dict it carries from one time chunk to the next (``stateful = True``).
 
 Neurons are not here: ``compile.SpikingNetwork`` applies the layer's neuron model
@@ -28,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from snncompile.backends.common import maxpool_gate
+from snncompile.backends.pooling import cummax_current
 from snncompile.interp import avgpool, maxpool, pad2d
 from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.graph import Graph
@@ -37,6 +40,7 @@ from snncompile.ir.nodes import (
     BatchNorm,
     Concat,
     Conv2d,
+    CurrentMaxPool2d,
     Dense,
     Flatten,
     Identity,
@@ -210,6 +214,23 @@ class MaxPoolLowering(_Op):
         return maxpool_gate(self.op, x, state, counts=self.counts).flatten(0, 1)
 
 
+@lowers(CurrentMaxPool2d)
+class CurrentMaxPoolLowering(_Op):
+    """The current of a ``CurrentMaxPool2d`` neuron: static input, the ANN max (M(t) = t·max x);
+    dynamic input, I(t) = M(t) − M(t−1) of the window's cumulative input currents
+    (``backends.pooling``)."""
+
+    stateful = True
+
+    def forward(self, xs: list[Tensor], steps: int | None,
+                state: dict[str, Tensor] | None = None) -> Tensor:
+        """``state`` carries C and M from one time chunk to the next."""
+        if steps is None:
+            return maxpool(self.op, xs[0])
+        x = xs[0].reshape(steps, -1, *xs[0].shape[1:])
+        return cummax_current(self.op, x, state).flatten(0, 1)
+
+
 # ----------------------------------------------------------------------------- synapse counts
 def _count_kernel(op: Node, xs: list[Tensor], mask: Tensor | None) -> Tensor:
     """The 0/1 connectivity of ``op`` (weights -> 1 where nonzero, pools -> window sums)."""
@@ -217,10 +238,10 @@ def _count_kernel(op: Node, xs: list[Tensor], mask: Tensor | None) -> Tensor:
         return F.conv2d(pad2d(xs[0], op.padding), mask, None, op.stride, 0, op.dilation, op.groups)
     if isinstance(op, Dense):
         return F.linear(xs[0], mask)
-    if isinstance(op, (AvgPool2d, MaxPool2d)):
+    if isinstance(op, (AvgPool2d, MaxPool2d, CurrentMaxPool2d)):
         c = xs[0].shape[1]
         ones = torch.ones(c, 1, *op.kernel, dtype=xs[0].dtype)
-        dil = op.dilation if isinstance(op, MaxPool2d) else (1, 1)
+        dil = op.dilation if isinstance(op, (MaxPool2d, CurrentMaxPool2d)) else (1, 1)
         return F.conv2d(pad2d(xs[0], op.padding), ones, None, op.stride, 0, dil, c)
     if isinstance(op, Flatten):
         return xs[0].flatten(1)

@@ -9,6 +9,8 @@
                group, bistable and sigma-delta neurons; Lava's ``LIFReset`` for if-hard)
     readout    ``Integrator`` (ours), its potential recorded every step by a ``RingBuffer`` sink
     gates      ``MaxPoolGate`` (ours, a host process) for a spiking max-pool
+    pools      ``CurrentMaxPool`` (ours, a host process) between the synapses of a current
+               max-pool population and its neurons (``lava_models/cummax.py``)
 
 Many samples, one network: sample k occupies source steps k·T+1 … k·T+T, followed by
 ``depth`` empty steps that drain the pipeline; population B (depth d) resets its state at
@@ -90,6 +92,14 @@ class LavaBuilder:
                            index=gate_indices(p, src), padding=p.gate.padding,
                            reset_interval=steps, reset_offset=1 + p.depth, name=p.name)
 
+    def pool(self, p: Population, steps: int) -> Any:
+        from snncompile.backends.loihi.lava_models.cummax import CurrentMaxPool
+
+        return CurrentMaxPool(in_shape=lava_shape(p.in_shape), out_shape=lava_shape(p.shape),
+                              index=gate_indices(p, p.in_shape, p.pool),
+                              padding=p.pool.padding, reset_interval=steps,
+                              reset_offset=1 + p.depth, name=f"{p.name}/pool")
+
     def synapse(self, s: Synapse) -> Any:
         from lava.proc.conv.process import Conv
         from lava.proc.dense.process import Dense
@@ -100,14 +110,14 @@ class LavaBuilder:
         src = self.plan.pops[s.src].shape
         if self.conv_as_dense(s):
             m = conv_matrix(s, src, w)
-            return Dense(weights=dense_weight(m, src, self.plan.pops[s.dst].shape),
+            return Dense(weights=dense_weight(m, src, self.plan.pops[s.dst].in_shape),
                          num_message_bits=bits, name=f"{s.src}->{s.dst}")
         if s.kind == "conv":
             return Conv(weight=conv_weight(w), input_shape=lava_shape(src),
                         padding=s.padding[::-1], stride=s.stride[::-1],
                         dilation=s.dilation[::-1], groups=s.groups, num_message_bits=bits,
                         name=f"{s.src}->{s.dst}")
-        return Dense(weights=dense_weight(w, src, self.plan.pops[s.dst].shape),
+        return Dense(weights=dense_weight(w, src, self.plan.pops[s.dst].in_shape),
                      num_message_bits=bits, name=f"{s.src}->{s.dst}")
 
     def message_bits(self, src: str) -> int:
@@ -125,7 +135,7 @@ class LavaBuilder:
         """Whether conv synapse ``s`` runs as an equivalent Lava Dense (see CONV_AS_DENSE_LIMIT)."""
         if s.kind != "conv" or s.src == self.plan.input_name:
             return False
-        n = self.plan.pops[s.src].size * self.plan.pops[s.dst].size
+        n = self.plan.pops[s.src].size * int(np.prod(self.plan.pops[s.dst].in_shape))
         fan_in_sum = np.abs(s.weight_int).reshape(s.weight_int.shape[0], -1).sum(1).max()
         payload = max(map(abs, self.plan.payload_range(s.src)))
         return n <= self.conv_as_dense_limit and fan_in_sum * payload < 2 ** 23
@@ -141,6 +151,7 @@ class LavaBuilder:
 
         total = payload.shape[-1]
         procs: dict[str, Any] = {}
+        pools: dict[str, Any] = {}  # current max-pool host processes, by population
         n_proc = 0
         for n, p in self.plan.pops.items():
             if p.kind == "input":
@@ -150,6 +161,10 @@ class LavaBuilder:
                 procs[p.gate_src].s_out.connect(procs[n].s_in)
             else:
                 procs[n] = self.neuron(p, steps, n_samples)
+            if p.pool is not None:
+                pools[n] = self.pool(p, steps)
+                pools[n].a_out.connect(procs[n].a_in)
+                n_proc += 1
             n_proc += 1
         for s in self.plan.syns:
             syn = self.synapse(s)
@@ -166,9 +181,9 @@ class LavaBuilder:
                 out = out.flatten()
             out.connect(syn.s_in)
             a_out = syn.a_out
-            if dense and len(dst_p.shape) > 1:
-                a_out = a_out.reshape(lava_shape(dst_p.shape))
-            a_out.connect(procs[s.dst].a_in)
+            if dense and len(dst_p.in_shape) > 1:
+                a_out = a_out.reshape(lava_shape(dst_p.in_shape))
+            a_out.connect(pools[s.dst].a_in if s.dst in pools else procs[s.dst].a_in)
         readout = procs[self.plan.readout_name]
         sink = Sink(shape=lava_shape(self.plan.pops[self.plan.readout_name].shape), buffer=total)
         readout.v_out.connect(sink.a_in)

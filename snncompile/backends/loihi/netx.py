@@ -57,6 +57,11 @@ def _problems(plan: LoihiPlan) -> list[Diagnostic]:
             bad.append(Diagnostic("a spiking MaxPool gate has no netx layer type", node=name,
                                   origin=origin, hint="use AvgPool"))
             continue
+        if p.pool is not None:
+            bad.append(Diagnostic("a current max-pool (CurrentMaxPool2d: a host process "
+                                  "between synapses and neurons) has no netx layer type",
+                                  node=name, origin=origin, hint="use AvgPool"))
+            continue
         if len(syns) != 1 or syns[0].src != order[i - 1]:
             bad.append(Diagnostic(
                 f"{len(syns)} incoming synapse groups from {sorted({s.src for s in syns})}: "

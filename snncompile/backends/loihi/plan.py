@@ -43,6 +43,7 @@ from snncompile.ir.nodes import (
     Add,
     AvgPool2d,
     Conv2d,
+    CurrentMaxPool2d,
     Dense,
     Input,
     Layer,
@@ -92,6 +93,17 @@ class Population:
     neg_level: np.ndarray | None = None  # signed-if: negative spike when v <= -neg_level (×64)
     gate: MaxPool2d | None = None  # kind "maxpool": the pooling op
     gate_src: str | None = None  # kind "maxpool": the spiking population it gates
+    #: a ``CurrentMaxPool2d`` population (``--maxpool current``): its synapses deliver the
+    #: currents of the pooled candidates (shape ``pool_in``), a host process turns them into
+    #: I(t) = M(t) − M(t−1) of the window max M of their cumulative sums, the neurons (shape
+    #: ``shape``) integrate I(t) + bias (``backends.pooling``; Lava: ``lava_models.cummax``)
+    pool: CurrentMaxPool2d | None = None
+    pool_in: tuple[int, ...] | None = None
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        """The shape of the synaptic current this population's synapses deliver."""
+        return self.pool_in if self.pool_in is not None else self.shape
 
     @property
     def size(self) -> int:
@@ -423,33 +435,55 @@ def build_plan(graph: Graph, grid_exp: int | None = None) -> LoihiPlan:
             theta = np.broadcast_to(th.reshape((-1,) + (1,) * (len(shape) - 1)), shape).copy()
             alpha = float(op.neuron.alpha)
             members = int(op.neuron.members)
-        srcs = _sources(graph, name)
+        # a CurrentMaxPool2d: the synapses deliver its input's value (the pooled candidates)
+        pool = op if isinstance(op, CurrentMaxPool2d) else None
+        at = graph.inputs(name)[0] if pool is not None else name
+        if pool is not None and _is_source(graph, at):
+            problems.append(Diagnostic(
+                "a current max-pool reads synaptic currents, not the spikes of a population",
+                node=name, origin=op.origin or None, hint="use --maxpool gate"))
+            continue
+        at_shape = tuple(graph.shape(at))
+        srcs = _sources(graph, at)
+        n_syns = len(syns)
         try:
             zero = {s: torch.zeros((1, *graph.shape(s)), dtype=torch.float64) for s in srcs}
-            bias = _evaluate(graph, name, zero).reshape(shape).numpy().astype(np.float64)
-            for root in _branches(graph, name):
-                syn = _conv_branch(graph, root, name)
+            bias = _evaluate(graph, at, zero).reshape(at_shape).numpy().astype(np.float64)
+            for root in _branches(graph, at):
+                syn = _conv_branch(graph, root, at)
                 if syn is not None:
                     syns.append(syn)
                     continue
-                root_srcs = [root] if _is_source(graph, root) and root != name else \
-                    _sources(graph, root) if root != name else srcs
+                root_srcs = [root] if _is_source(graph, root) and root != at else \
+                    _sources(graph, root) if root != at else srcs
                 for s in root_srcs:
-                    if _is_source(graph, root) and root != name:
+                    if _is_source(graph, root) and root != at:
                         # identity shortcut that is not conv-shaped: a diagonal dense matrix
                         th = _theta_per_channel(graph, root)
-                        n = int(np.prod(shape))
+                        n = int(np.prod(at_shape))
                         diag = np.ones(n) if th is None else np.broadcast_to(
-                            th.reshape((-1,) + (1,) * (len(shape) - 1)), shape).ravel()
+                            th.reshape((-1,) + (1,) * (len(at_shape) - 1)), at_shape).ravel()
                         syns.append(Synapse(src=s, dst=name, kind="dense",
                                             weight=np.diag(diag), note="identity"))
                     else:
-                        syns.append(_linearize(graph, root, name, s, root_srcs))
+                        syns.append(_linearize(graph, root, at, s, root_srcs))
         except CompileError as e:
             problems.extend(e.diagnostics)
             continue
+        for syn in syns[n_syns:]:
+            syn.dst = name
+        if pool is not None:
+            per_channel = bias.reshape(at_shape[0], -1)
+            if np.ptp(per_channel, axis=1).max() > 1e-9 * max(1.0, np.abs(per_channel).max()):
+                problems.append(Diagnostic(
+                    "a current max-pool whose input bias varies within a channel (the bias "
+                    "must move behind the max)", node=name, origin=op.origin or None,
+                    hint="use --maxpool gate"))
+                continue
+            bias = np.broadcast_to(per_channel[:, :1, None], shape).astype(np.float64)
         pops[name] = Population(name=name, shape=shape, kind=kind, threshold=theta,
-                                alpha=alpha, bias=bias, origin=op.origin, members=members)
+                                alpha=alpha, bias=bias, origin=op.origin, members=members,
+                                pool=pool, pool_in=at_shape if pool is not None else None)
     graded = sorted({p.kind for p in pops.values() if p.graded})
     if graded:  # a graded network carries deltas on every synapse: every layer must be graded
         for name, p in pops.items():
@@ -457,6 +491,10 @@ def build_plan(graph: Graph, grid_exp: int | None = None) -> LoihiPlan:
                 problems.append(Diagnostic(
                     f"neuron model {p.kind!r} in a {graded[0]} network", node=name,
                     origin=p.origin or None, hint=f"use {graded[0]} for every layer"))
+            if p.pool is not None:
+                problems.append(Diagnostic(
+                    f"a current max-pool of {p.kind} neurons (graded deltas)", node=name,
+                    origin=p.origin or None, hint="use AvgPool"))
             if p.kind == "maxpool" and pops[p.gate_src].graded:
                 problems.append(Diagnostic(
                     f"MaxPool after a {pops[p.gate_src].kind} layer (graded deltas cannot be "
@@ -520,10 +558,12 @@ def split_wide_synapses(plan: LoihiPlan, graph: Graph, axons: int = AXONS_PER_CO
 
 
 # ------------------------------------------------------------------------------ shared helpers
-def gate_indices(pop: Population, src_shape: tuple[int, ...]) -> np.ndarray:
-    """(H'·W', kH·kW) indices into the (-inf/0) padded H·W plane of ``pop.gate_src``: the
-    window of each output position, in row-major order (the tie-break order)."""
-    op = pop.gate
+def gate_indices(pop: Population, src_shape: tuple[int, ...],
+                 op: MaxPool2d | CurrentMaxPool2d | None = None) -> np.ndarray:
+    """(H'·W', kH·kW) indices into the (-inf/0) padded H·W plane of ``pop.gate_src`` (or of
+    the candidates of ``op``): the window of each output position, in row-major order (the
+    tie-break order)."""
+    op = pop.gate if op is None else op
     _, h, w = src_shape
     t, l, b, r = op.padding
     wp = w + l + r

@@ -20,7 +20,8 @@ Limits used (and where they come from):
   exponent, 24-bit state. The plan builds values inside these ranges and counts clipping.
 
 Cores per population = max(⌈neurons / 8192⌉, ⌈synapses / 937,500⌉, ⌈inputs / 4096⌉,
-number of split parts). Spiking MaxPool gates run as host processes and are listed, not counted.
+number of split parts). Spiking MaxPool gates run as host processes and are listed, not counted;
+so are the host processes of current max-pools (their neurons are counted).
 
 What is certain and what is estimated. The chip totals (1,048,576 neurons, 120 M synapses) and
 the number formats are published; a network above a chip total, or a weight outside the 8-bit
@@ -132,6 +133,7 @@ def estimate(plan: LoihiPlan) -> dict[str, Any]:
             "pipeline_depth": plan.depth, "layers": layers, "splits": list(plan.splits),
             "limits": LIMITS, "estimated_limits": list(ESTIMATED),
             "host_maxpool_gates": [n for n, p in plan.pops.items() if p.kind == "maxpool"],
+            "host_current_maxpools": [n for n, p in plan.pops.items() if p.pool is not None],
             "limit_sources": SOURCES}
 
 

@@ -2,7 +2,9 @@
 
 It runs the same ``LoihiPlan`` (``plan.py``, ``fixed.py``) that the Lava run builds, with integer
 values held in float64 tensors (exact below 2^53), on CPU or CUDA. Per population B, per step,
-the synaptic input is a = Σ_syn q · p_src(t) (conv: wrapped to 24 bits as Lava's Conv does); the
+the synaptic input is a = Σ_syn q · p_src(t) (conv: wrapped to 24 bits as Lava's Conv does; a
+current max-pool population takes I(t) = M(t) − M(t−1) of the window max of its candidates'
+cumulative integer a, ``backends.pooling``, exact); the
 neuron dynamics are each model's ``simulate`` in ``neurons.py`` (the table of the loihi target);
 the readout integrates v = clip(v + (a << 6) + bias) (prediction = argmax v); a graded
 (sigma-delta) network decodes σ = clip(σ + (a << 6)) and reads v = clip(σ + bias) (as lava-dl
@@ -36,6 +38,7 @@ from snncompile.backends.common import (
 from snncompile.backends.loihi.fixed import ACT_SHIFT, NETX_GRID_EXP, STATE_MAX
 from snncompile.backends.loihi.neurons import chan, wrap24
 from snncompile.backends.loihi.plan import LoihiPlan, build_plan, fanout
+from snncompile.backends.pooling import cummax_current, window_max
 from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.graph import Graph
 from snncompile.options import CompileOptions
@@ -88,7 +91,7 @@ class LoihiNetwork:
                                     s.groups).to(torch.float64))
             else:
                 a = F.linear(x.flatten(1), w).to(torch.float64).reshape(
-                    x.shape[0], *self.plan.pops[name].shape)
+                    x.shape[0], *self.plan.pops[name].in_shape)
             total = a if total is None else total + a
         return total
 
@@ -115,8 +118,12 @@ class LoihiNetwork:
                        vals[s].unsqueeze(0).expand(steps, *vals[s].shape).flatten(0, 1))
                    for s in srcs}
             a = self._current(ins, name)
+            if p.pool is not None and all_static:  # M(t) = t·max a: I(t) = max a
+                a = window_max(p.pool, a)
             a = (a.unsqueeze(0).expand(steps, *a.shape) if all_static
                  else a.reshape(steps, batch, *a.shape[1:]))
+            if p.pool is not None and not all_static:  # integer sums in float64: exact
+                a = cummax_current(p.pool, a)
             bias = chan(p.bias_state(), dev)
             if p.kind == "readout":
                 sat = torch.zeros((), dtype=torch.float64, device=dev)

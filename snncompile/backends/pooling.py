@@ -1,0 +1,54 @@
+"""The cumulative-current spiking max-pool (``CurrentMaxPool2d``), shared by the gpu simulator
+and the loihi target's torch reference (backends never import each other).
+
+For candidate currents x_i(t) of one pooling window (padding: −∞),
+
+    C_i(t) = Σ_{τ≤t} x_i(τ),   M(t) = max_i C_i(t),   I(t) = M(t) − M(t−1),   M(0) = 0,
+
+so Σ_{τ≤t} I(τ) = M(t): the window's neuron integrates the largest integrated input of its
+candidates (``passes/maxpool_current.py`` has the why and the sources). With a constant input
+(direct coding) M(t) = t·max_i x_i and I(t) = max_i x_i.
+
+C and M are kept in float64. For integer currents (the loihi reference: synaptic sums of integer
+weights, |C| < 2^53) every value is exact. For float currents the sums are sequential float64
+additions, the same whether the T steps run at once or in time chunks that carry
+``carry["sum"]`` (C after the last step) and ``carry["max"]`` (M after it), so a chunked run
+equals one run bit for bit.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from snncompile.interp import pad2d
+from snncompile.ir.nodes import CurrentMaxPool2d
+
+Tensor = torch.Tensor
+
+
+def window_max(op: CurrentMaxPool2d, c: Tensor) -> Tensor:
+    """max over each window of c (N, C, H, W), padding −∞."""
+    return F.max_pool2d(pad2d(c, op.padding, float("-inf")), op.kernel, op.stride, 0,
+                        op.dilation)
+
+
+def cummax_current(op: CurrentMaxPool2d, x: Tensor,
+                   carry: dict[str, Tensor] | None = None) -> Tensor:
+    """I(t) (T, B, C, H', W') for candidate currents x (T, B, C, H, W), in x's dtype (module
+    docstring). ``carry``: C and M of the steps before, updated in place (time chunks)."""
+    steps, batch = x.shape[:2]
+    acc = x.to(torch.float64)  # differentiable (finetune's surrogate-gradient mode)
+    if carry is not None and "sum" in carry:
+        acc = torch.cumsum(torch.cat([carry["sum"].unsqueeze(0), acc]), 0)[1:]
+    else:
+        acc = torch.cumsum(acc, 0)
+    m = window_max(op, acc.flatten(0, 1))
+    m = m.reshape(steps, batch, *m.shape[1:])
+    prev = (carry["max"].unsqueeze(0) if carry is not None and "max" in carry
+            else torch.zeros_like(m[:1]))
+    out = torch.diff(m, dim=0, prepend=prev)
+    if carry is not None:
+        carry["sum"] = acc[-1].detach().clone()
+        carry["max"] = m[-1].detach().clone()
+    return out.to(x.dtype)
