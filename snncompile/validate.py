@@ -133,11 +133,16 @@ def check_memory(need: float, what: str, hint: str | None = None) -> None:
 
 
 def run_memory(samples: int, timesteps: int, neurons: int, batch: int, outputs: int,
-               record: bool = False) -> float:
+               record: bool = False, *, pieces: float | None = None) -> float:
     """Bytes a simulation allocates, at least: predictions (T, N) int64, the readout (N, K),
-    per-batch state (a few float32 copies of every neuron), recorded trains (T, N, neurons)."""
-    b = (8.0 * timesteps * samples + 8.0 * samples * outputs
-         + 4.0 * 4 * min(batch, samples) * neurons)
+    per-batch state (a few float32 copies of every neuron), recorded trains (T, N, neurons).
+
+    ``pieces``: the bytes of the pieces a simulator that splits its batch and time steps to
+    fit its memory budget will hold (``backends.memory.run_bytes``: b samples × Tc steps as
+    its budget picks them), instead of ``batch`` samples' state; so an ImageNet run that the
+    chunked gpu simulator fits is not refused for a batch it never holds at once."""
+    state = 4.0 * 4 * min(batch, samples) * neurons if pieces is None else float(pieces)
+    b = 8.0 * timesteps * samples + 8.0 * samples * outputs + state
     if record:
         b += 1.0 * timesteps * samples * neurons
     return b

@@ -8,15 +8,15 @@
   trains — used by the gpu simulator, the torch Loihi reference and the Lava run;
 - ``run_stream``: a compiled network (and optionally the ANN) over a streamed data source,
   batch by batch, merged with ``SimResult.concat`` and all-gathered over torchrun ranks;
-- ``run_steps`` (the checks every ``run`` starts with), ``resolve_device`` and the spiking
-  max-pool gate both simulators apply.
+- ``run_steps`` (the checks every ``run`` starts with), ``resolve_device``, the spiking
+  max-pool gate both simulators apply and ``column_nonzeros`` (synapse counts of a dense layer).
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -291,21 +291,37 @@ def run_stream(net: Any, ev: Any, opts: Any, steps: int, *, ann: Graph | None = 
     return result, labels, preds
 
 
-def run_steps(graph: Graph, x: np.ndarray, timesteps: int | None, default: int) -> int:
+def run_steps(graph: Graph, x: np.ndarray, timesteps: int | None, default: int, *,
+              pieces: Callable[[int], float] | None = None, record: bool = False) -> int:
     """The number of steps a ``run`` simulates (``timesteps``, else ``default``), after checking
     it and that ``x`` fits the graph's input (a finite numeric array; ``snncompile.validate``)
     and the run's memory estimate; every problem is a one-line CompileError. ``timesteps=0``
-    is an error (not "the default"), and so are 2.7, ``True`` and a list for ``x``."""
+    is an error (not "the default"), and so are 2.7, ``True`` and a list for ``x``.
+    ``pieces(steps)``: the bytes of the pieces a simulator that fits its memory budget will
+    hold (``validate.run_memory``); else 256 samples' state."""
     from snncompile import validate
 
     steps = validate.integer(default if timesteps is None else timesteps, "timesteps",
                              maximum=2**31 - 1)
     validate.samples(x, "x", shape=graph.shape(graph.input_name))
-    validate.check_memory(validate.run_memory(len(x), steps, validate.graph_units(graph), 256,
-                                              validate.classes(graph) or 1),
+    need = validate.run_memory(len(x), steps, validate.graph_units(graph), 256,
+                               validate.classes(graph) or 1, record,
+                               pieces=None if pieces is None else pieces(steps))
+    validate.check_memory(need,
                           f"running {len(x)} samples for {steps} steps",
                           hint="fewer samples or steps per call")
     return steps
+
+
+def column_nonzeros(w: np.ndarray, chunk_bytes: int = 16 * 2**20) -> np.ndarray:
+    """Nonzero weights in each column of a dense weight matrix w (out, in): the synapses each
+    input unit drives (int64, (in,)). Counted a block of rows at a time, so that no mask the
+    size of w exists (vgg11_bn's first dense layer, 25088 × 4096, held a 0.8 GB float64 mask)."""
+    counts = np.zeros(w.shape[1], np.int64)
+    rows = max(1, chunk_bytes // max(w.shape[1], 1))
+    for i in range(0, w.shape[0], rows):
+        counts += np.count_nonzero(w[i:i + rows], axis=0)
+    return counts
 
 
 def resolve_device(device: str) -> torch.device:
@@ -318,8 +334,14 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+#: the binary gate compares spike counts m instead of the scores round(θ·m): the same order
+#: while m < 2^21 (θ·m and θ·(m+1) then round to different floats, float32 or float64); a longer
+#: run goes on with the float64 scores (``maxpool_gate``)
+GATE_COUNT_STEPS = 2**21
+
+
 def maxpool_gate(op: MaxPool2d, x: Tensor, carry: dict[str, Tensor] | None = None, *,
-                 counts: bool = False) -> Tensor:
+                 counts: bool = False, theta: Tensor | None = None) -> Tensor:
     """Spiking max-pool gate on x (T, B, C, H, W) -> (T, B, C, H', W'): per window and step t,
     pass x(t) of the unit whose cumulative input Σ_{τ≤t} x(τ) is largest (ties: the first unit
     of the window).
@@ -329,7 +351,31 @@ def maxpool_gate(op: MaxPool2d, x: Tensor, carry: dict[str, Tensor] | None = Non
     sums of the steps before in ``carry["score"]``, compares exactly the same scores as one run
     over all T steps. ``counts``: x is an integer multiple of one positive θ per channel (a
     spiking layer's θ·s); every float64 partial sum is then exact (|m|·θ < 2^53), so the carry
-    is added after the chunk's own sums (no concatenated copy)."""
+    is added after the chunk's own sums (no concatenated copy).
+
+    ``theta`` (θ > 0 per channel, shape (C, 1, 1) or (1, 1, 1)): x = θ·s with binary spikes
+    s ∈ {0, 1} (if, if-hard, bistable). A window's units share θ, and for spike counts
+    m < 2^21 the score round(θ·m) is strictly increasing in m (θ·(m+1) − θ·m = θ is more than
+    twice the float32 spacing at θ·m, at most 2^-23·θ·m < θ/4), so comparing the counts m picks the
+    same unit, ties included; the gate then needs no float64 and carries ``carry["count"]``
+    (float32, exact below 2^24) and ``carry["t"]`` (steps so far). Windows that tile the plane
+    (stride = kernel, no padding or dilation; VGG's 2×2/2) compare one float32 key per unit
+    and step, 2K·m + 2(K−1−k) + s(t) for the unit at row-major position k of its K-unit
+    window: the window's largest key is the unit with the largest count, the first on ties,
+    and its parity is that unit's spike, so the output is θ·(key mod 2) (keys < 2^24: exact).
+    Other windows max-pool the counts and gather x. Without autograd only (with it, x's
+    gradient flows through the gather of the general path)."""
+    if theta is not None and carry is not None and "score" in carry:
+        theta = None  # a long run already went over to the float64 scores
+    if theta is not None and not (torch.is_grad_enabled()
+                                  and (x.requires_grad or theta.requires_grad)):
+        out = _binary_gate(op, x, carry, theta)
+        if out is not None:
+            return out
+    if carry is not None and "count" in carry:  # from counts to the float64 scores Σ θ·s
+        assert theta is not None
+        carry["score"] = carry.pop("count").to(torch.float64) * theta.to(torch.float64)
+        carry.pop("t", None)
     steps, batch = x.shape[:2]
     flat = x.flatten(0, 1)
     if carry is not None and "score" in carry and counts:
@@ -347,6 +393,85 @@ def maxpool_gate(op: MaxPool2d, x: Tensor, carry: dict[str, Tensor] | None = Non
     flat = pad2d(flat, op.padding, 0.0)
     # max_pool2d keeps the first maximum of a window (strict > while scanning), i.e. ties go to
     # the first unit in row-major order; its indices point into the (padded) H·W plane
+    _, idx = F.max_pool2d(score, op.kernel, op.stride, 0, op.dilation, return_indices=True)
+    out = torch.gather(flat.flatten(2), 2, idx.flatten(2)).reshape(idx.shape)
+    return out.reshape(steps, batch, *idx.shape[1:])
+
+
+def _binary_gate(op: MaxPool2d, x: Tensor, carry: dict[str, Tensor] | None,
+                 theta: Tensor) -> Tensor | None:
+    """``maxpool_gate`` on binary spikes by their counts; None where the counts could reach
+    ``GATE_COUNT_STEPS`` or θ is not one positive normal float per channel."""
+    steps, batch, c, h, w = x.shape
+    done = int(carry.get("t", 0)) if carry is not None else 0
+    info = torch.finfo(x.dtype)
+    if (done + steps >= GATE_COUNT_STEPS or theta.dim() > 3 or theta.shape[-2:] != (1, 1)
+            or not info.tiny <= float(theta.min()) <= float(theta.max())
+            < info.max / GATE_COUNT_STEPS):
+        return None
+    if carry is not None and "count" in carry:
+        m = carry["count"]
+    else:
+        m = torch.zeros((batch, c, h, w), dtype=torch.float32, device=x.device)
+    (kh, kw), k = op.kernel, op.kernel[0] * op.kernel[1]
+    tiles = (tuple(op.stride) == (kh, kw) and not any(op.padding)
+             and tuple(op.dilation) == (1, 1) and 2 * k * (done + steps + 1) <= 2**24)
+    theta = theta.to(x.dtype)
+    out = (_tile_gate(op, x, m, theta) if tiles else _count_gate(op, x, m))
+    if carry is not None:
+        carry["count"] = m
+        carry["t"] = done + steps
+    return out
+
+
+def _tile_gate(op: MaxPool2d, x: Tensor, m: Tensor, theta: Tensor) -> Tensor:
+    """Tiling windows: the float32 keys of ``maxpool_gate``, step by step into reused buffers
+    (the plane's rows and columns beyond the last whole window are in no window). Updates the
+    counts m in place."""
+    steps, batch, c, h, w = x.shape
+    (kh, kw), k = op.kernel, op.kernel[0] * op.kernel[1]
+    ho, wo = h // kh, w // kw
+    hc, wc = ho * kh, wo * kw
+    prio = (2 * (k - 1) - 2 * torch.arange(k, dtype=torch.float32, device=x.device)).reshape(
+        kh, 1, kw).repeat(ho, 1, wo).reshape(hc, wc)
+    z = m[..., :hc, :wc] * (2 * k) + prio  # 2K·m + 2(K−1−k): even, distinct within a window
+    bit = torch.empty_like(z)
+    key = torch.empty_like(z)
+    rows = torch.empty((batch, c, ho, wc), dtype=torch.float32, device=x.device)
+    best = torch.empty((batch, c, ho, wo), dtype=torch.float32, device=x.device)
+    spike = torch.empty((batch, c, ho, wo), dtype=torch.int32, device=x.device)
+    out = torch.empty((steps, batch, c, ho, wo), dtype=x.dtype, device=x.device)
+    by_row = key.view(batch, c, ho, kh, wc)
+    by_col = rows.view(batch, c, ho, wo, kw)
+    for t in range(steps):
+        torch.ne(x[t, :, :, :hc, :wc], 0, out=bit)
+        z.add_(bit, alpha=2 * k)
+        torch.add(z, bit, out=key)
+        rows.copy_(by_row[:, :, :, 0])  # max over the window's rows, then over its columns
+        for i in range(1, kh):
+            torch.maximum(rows, by_row[:, :, :, i], out=rows)
+        best.copy_(by_col[..., 0])
+        for j in range(1, kw):
+            torch.maximum(best, by_col[..., j], out=best)
+        spike.copy_(best).bitwise_and_(1)  # the winner's s(t): the key's parity
+        torch.mul(spike, theta, out=out[t])
+    m[..., :hc, :wc] = z.sub_(prio).div_(2 * k)
+    return out
+
+
+def _count_gate(op: MaxPool2d, x: Tensor, m: Tensor) -> Tensor:
+    """Any windows: max-pool the float32 counts (first maximum on ties), gather x. Updates the
+    counts m in place."""
+    steps, batch = x.shape[:2]
+    acc = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+    torch.ne(x, 0, out=acc)
+    acc[0].add_(m)
+    for t in range(1, steps):
+        acc[t].add_(acc[t - 1])
+    m.copy_(acc[-1])
+    score = pad2d(acc.flatten(0, 1), op.padding, float("-inf"))
+    del acc
+    flat = pad2d(x.flatten(0, 1), op.padding, 0.0)
     _, idx = F.max_pool2d(score, op.kernel, op.stride, 0, op.dilation, return_indices=True)
     out = torch.gather(flat.flatten(2), 2, idx.flatten(2)).reshape(idx.shape)
     return out.reshape(steps, batch, *idx.shape[1:])

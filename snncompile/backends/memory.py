@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from snncompile.ir.graph import Graph
-from snncompile.ir.nodes import Conv2d, CurrentMaxPool2d, MaxPool2d
+from snncompile.ir.nodes import Conv2d, CurrentMaxPool2d, Layer, MaxPool2d, ReLU
 from snncompile.options import parse_bytes
 
 #: the walk's estimate times this: temporaries it does not model (padding, the gate's indices,
@@ -159,3 +159,26 @@ def plan_pieces(fp: Footprint, steps: int, batch: int, *, budget: int, held: int
         return Pieces(b, steps)
     rows = min(rows, max(1, (room - fp.sample_bytes) // max(fp.row_bytes, 1)))
     return Pieces(1, max(1, int(rows)))
+
+
+def piece_bytes(fp: Footprint, pieces: Pieces) -> int:
+    """What the simulator allocates for one piece: b samples' carried state and b·Tc rows."""
+    return pieces.batch * (fp.sample_bytes + pieces.chunk * fp.row_bytes)
+
+
+def run_bytes(graph: Graph, steps: int, batch: int, *, budget: str | int | None,
+              device: torch.device, itemsize: int = 4, record: bool = False) -> int:
+    """Bytes a gpu-simulator run of ``graph`` will allocate for its pieces (``plan_pieces``
+    under ``budget``), before it is compiled: the estimate ``validate.run_memory`` compares
+    with the free memory. An ANN graph counts every layer with an activation (and every ReLU)
+    as a future spiking layer with 2 state tensors; the budget is the only bound used (the
+    CPU cache bound can only pick fewer rows)."""
+    order = [n for n, _ in graph.topo()]
+    inputs = {n: graph.inputs(n) for n in order}
+    neurons = {n: 2 for n, op in graph.topo()
+               if (isinstance(op, Layer) and (op.neuron is not None or op.act is not None))
+               or isinstance(op, ReLU)}
+    fp = footprint(graph, order, inputs, neurons, itemsize, record=record, steps=steps)
+    pieces = plan_pieces(fp, steps, batch, budget=budget_bytes(budget, device),
+                         held=current_bytes(device), itemsize=itemsize)
+    return piece_bytes(fp, pieces)

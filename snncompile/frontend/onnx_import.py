@@ -49,19 +49,25 @@ def _first_line(text: str) -> str:
     return lines[0] if lines else str(text)
 
 
-def read_model(src: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
-    """Read an ONNX file; returns the model and a name for messages."""
-    if isinstance(src, onnx.ModelProto):
-        return src, src.graph.name or "<model>"
+def read_model_path(src: str | Path) -> Path:
+    """The model file's path after the checks ``read_model`` makes before reading it."""
     p = Path(src)
     if not p.exists():
         raise CompileError("model file not found", [Diagnostic(str(p))])
     if not p.is_file():
         raise CompileError("not an ONNX file", [Diagnostic(f"{p} is not a regular file")])
+    return p
+
+
+def read_model(src: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
+    """Read an ONNX file; returns the model and a name for messages."""
+    if isinstance(src, onnx.ModelProto):
+        return src, src.graph.name or "<model>"
+    p = read_model_path(src)
     data = p.read_bytes()
     try:
         model = onnx.load_model_from_string(data)
-        if model.graph.node or model.graph.initializer:
+        if _external(model):
             model = onnx.load(str(p))  # again through the path: resolves external data
     except onnx.checker.ValidationError as e:  # e.g. external data outside the model's folder
         raise CompileError("invalid ONNX model", [Diagnostic(f"{p}: {_first_line(e)}")]) from None
@@ -71,7 +77,39 @@ def read_model(src: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, str]
         raise CompileError(_what(data, p), [Diagnostic(
             f"{p}: no ONNX graph in it (ir_version {model.ir_version}, "
             f"{len(model.graph.node)} nodes)")])
+    del data  # one copy of the model in memory, not three (vgg11_bn: 0.5 GB each)
     return model, str(p)
+
+
+def _copy_fields(dst: Any, src: Any, skip: str) -> None:
+    """Copy every set field of protobuf message ``src`` into ``dst`` except ``skip``."""
+    for field, value in src.ListFields():
+        if field.name == skip:
+            continue
+        if hasattr(value, "extend"):  # a repeated field
+            getattr(dst, field.name).extend(value)
+        elif hasattr(value, "CopyFrom"):  # a message
+            getattr(dst, field.name).CopyFrom(value)
+        else:
+            setattr(dst, field.name, value)
+
+
+def _without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` without its initializers (their data is the bulk of a model; a
+    cleared field would keep its memory in the message's arena until the message dies)."""
+    lean = onnx.ModelProto()
+    _copy_fields(lean, model, "graph")
+    _copy_fields(lean.graph, model.graph, "initializer")
+    return lean
+
+
+def _external(model: onnx.ModelProto) -> bool:
+    """Whether a tensor of the model keeps its data in an external file."""
+    ext = onnx.TensorProto.EXTERNAL
+    if any(t.data_location == ext for t in model.graph.initializer):
+        return True
+    return any(a.t.data_location == ext for n in model.graph.node for a in n.attribute
+               if a.HasField("t"))
 
 
 def _what(data: bytes, p: Path) -> str:
@@ -85,7 +123,41 @@ def _what(data: bytes, p: Path) -> str:
     return "corrupt ONNX file (cannot parse the protobuf)"
 
 
+#: initializers above this size reach onnx's checker and shape inference as typed graph inputs
+#: (both serialize and re-parse the model; they need these tensors' shapes only, and
+#: ``numpy_helper.to_array`` checks their data): vgg11_bn's ``--check`` peaked 2 GB higher
+LEAN_BYTES = 16 * 2**20
+
+
+def _tensor_bytes(t: onnx.TensorProto) -> int:
+    """A tensor's size from its dims and type (``ByteSize`` would serialize it)."""
+    try:
+        item = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+    except (KeyError, TypeError, ValueError):
+        item = 8
+    return int(np.prod([max(int(d), 0) for d in t.dims], dtype=np.float64)) * item
+
+
+def _lean(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with its initializers above ``LEAN_BYTES`` as graph inputs (``_check``)."""
+    big = [i for i in model.graph.initializer if _tensor_bytes(i) > LEAN_BYTES]
+    if not big:
+        return model
+    names = {i.name for i in big}
+    lean = onnx.ModelProto()
+    _copy_fields(lean, model, "graph")
+    _copy_fields(lean.graph, model.graph, "initializer")
+    lean.graph.initializer.extend(i for i in model.graph.initializer if i.name not in names)
+    listed = {i.name for i in model.graph.input}
+    lean.graph.input.extend(onnx.helper.make_tensor_value_info(i.name, i.data_type, i.dims)
+                            for i in big if i.name not in listed)
+    return lean
+
+
 def _check(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
+    """onnx's checker and strict shape inference; the returned model (with the inferred shapes)
+    lacks the initializers above ``LEAN_BYTES`` (they are graph inputs there)."""
+    model = _lean(model)
     try:
         onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError) as e:
@@ -137,7 +209,8 @@ def _io(model: onnx.ModelProto, where: str) -> tuple[onnx.ValueInfoProto, str]:
                               f"({', '.join(o.name for o in outputs)}); expected exactly one"))
     if bad:
         raise CompileError("unsupported model signature", bad)
-    inp = inputs[0]
+    inp = onnx.ValueInfoProto()
+    inp.CopyFrom(inputs[0])  # a copy: a part of ``model`` would keep all of it in memory
     elem = inp.type.tensor_type.elem_type
     if elem != onnx.TensorProto.FLOAT:
         name = onnx.TensorProto.DataType.Name(elem) if elem else "not a tensor"
@@ -202,17 +275,19 @@ def load_onnx(src: str | Path | onnx.ModelProto) -> Graph:
     """
     raw, where = read_model(src)
     inp, out_name = _io(raw, where)
-    model = _check(raw, where)
+    model = _check(raw, where)  # a new ModelProto (inferred shapes, no large initializers)
     opset = _opset(model)
     if opset < MIN_OPSET:
         raise CompileError("unsupported ONNX opset", [Diagnostic(
             f"{where}: opset {opset}; re-export with opset_version >= 13")])
-    for init in model.graph.initializer:  # every initializer decodes (type matches bytes)
+    arrays: dict[str, np.ndarray] = {}
+    for init in raw.graph.initializer:  # every initializer decodes (type matches bytes)
         try:
-            numpy_helper.to_array(init)
+            arrays[init.name] = numpy_helper.to_array(init)
         except (ValueError, TypeError, RuntimeError, OSError) as e:
             raise CompileError("invalid ONNX model", [Diagnostic(
                 f"{where}: initializer {init.name!r}: {_first_line(e)}")]) from None
+    del raw  # (ours when read from a file: one copy of the weights less)
     # QCFS clip-floor-shift chains and Q/DQ pairs -> one ai.snncompile.QuantReLU node each
     quant_notes: list[Diagnostic] = []  # why a Floor/Round/QuantizeLinear did not fold
     model = fold_quantized_activations(model, quant_notes)
@@ -224,9 +299,12 @@ def load_onnx(src: str | Path | onnx.ModelProto) -> Graph:
     for o in model.graph.output:
         uses[o.name] = uses.get(o.name, 0) + 1
     b = Builder(opset, {out_name}, uses)
-    for init in model.graph.initializer:
-        v = numpy_helper.to_array(init)
-        b.consts[init.name] = (v, v)
+    # the initializers the (folded) model keeps, the large ones among its inputs (``_check``)
+    for name in [i.name for i in (*model.graph.initializer, *model.graph.input)]:
+        if name in arrays:
+            b.consts[name] = (arrays[name], arrays[name])
+    del arrays
+    model = _without_initializers(model)  # the weights live on as numpy arrays only
     onnx_shapes = {vi.name: _dims(vi) for vi in (*model.graph.value_info, *model.graph.output)}
 
     dims = _dims(inp)
@@ -303,6 +381,7 @@ def load_onnx(src: str | Path | onnx.ModelProto) -> Graph:
     b.graph.add(b.graph.unique(sanitize(out_name) or "output"),
                 Output(origin=f"{out_name} (graph output)"), [src_ir])
     verify(b.graph, stage="on the frontend output")
+    b.consts.clear()  # the Builder is cyclic: its constants would wait for the collector
     return b.graph
 
 
@@ -313,12 +392,15 @@ def run_onnxruntime(src: str | Path | onnx.ModelProto, x: np.ndarray) -> np.ndar
     """
     import onnxruntime as ort
 
-    model, _ = read_model(src)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2
     opts.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), opts,
-                                providers=["CPUExecutionProvider"])
+    if isinstance(src, onnx.ModelProto):
+        model: Any = src.SerializeToString()
+    else:  # onnxruntime reads the file itself: no ModelProto and no serialized copy here
+        model = str(read_model_path(src))
+    sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    del model
     inp = sess.get_inputs()[0]
     batch = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else len(x)
     x = np.ascontiguousarray(x, dtype=np.float32)

@@ -293,9 +293,11 @@ def gemm(node: OnnxNode, b: Builder) -> str:
         raise Unsupported("transA=1")
     x = node.inputs[0]
     n_in = _flat_input(node, b, x)
-    wb = b.const(node.inputs[1], "B").astype(np.float64)
-    w = wb if node.attr("transB", 0) else wb.T
     alpha, beta = float(node.attr("alpha", 1.0)), float(node.attr("beta", 1.0))
+    wb = b.const(node.inputs[1], "B")
+    if alpha != 1.0:  # α·B in float64, rounded once (without α: B's own float32 values, and no
+        wb = wb.astype(np.float64)  # float64 copy of vgg's 25088 × 4096 weight)
+    w = wb if node.attr("transB", 0) else wb.T
     if w.ndim != 2 or w.shape[1] != n_in:
         raise Unsupported(f"B of shape {wb.shape} does not fit {n_in} input features")
     w = w * alpha if alpha != 1.0 else w

@@ -254,10 +254,18 @@ def run(a: argparse.Namespace) -> int:
             if y is not None:
                 validate.labels(y, len(y), validate.classes(graph), f"{what} ({ds.source}) y")
     if ev is not None and a.target != "ir":
+        pieces = None
+        if a.target == "gpu":  # the chunked simulator holds the pieces its budget picks
+            from snncompile.backends.common import resolve_device
+            from snncompile.backends.memory import run_bytes
+
+            pieces = run_bytes(graph, opts.timesteps, min(len(ev), opts.batch_size),
+                               budget=opts.memory_budget, device=resolve_device(opts.device))
         validate.check_memory(validate.run_memory(
             len(ev), opts.timesteps, validate.graph_units(graph), opts.batch_size,
-            validate.classes(graph) or 1), f"simulating {len(ev)} samples for T={opts.timesteps}",
-            hint="fewer --eval-samples or a smaller --timesteps")
+            validate.classes(graph) or 1, pieces=pieces),
+            f"simulating {len(ev)} samples for T={opts.timesteps}",
+            hint="fewer --eval-samples, a smaller --timesteps or --memory-budget")
     main = distributed.is_main()  # under torchrun only rank 0 writes
     out: Any = Output(out_path) if main else _Scratch(out_path)
     try:
@@ -271,10 +279,10 @@ def run(a: argparse.Namespace) -> int:
         ctx = passes.PassContext(calibration=cal, labels=labels, seed=opts.seed)
         tuning = None
         if _tuning_on(a, opts) and calib is not None and not is_nir:
-            from snncompile.tune import tune
+            from snncompile.tune import MAX_SAMPLES, tune
 
             if main:  # the tuner's search is time-budgeted: rank 0 decides for all ranks
-                tx = calib.materialize()  # in memory: at most --calibration-samples
+                tx = calib.take(MAX_SAMPLES).materialize()  # in memory: at most 2048 samples
                 tuning = tune(graph, tx.x, tx.y, opts.timesteps, budget_s=opts.tune_budget,
                               seed=opts.seed, base_options=opts,
                               per_channel=a.target != "loihi")

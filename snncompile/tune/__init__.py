@@ -84,6 +84,9 @@ def front_passes(opts: CompileOptions) -> list[str]:
 USE_LABELS = True
 MARGIN = 2.0  # held-out samples a more specific setting must win by
 HOLDOUT = 0.5
+#: calibration samples the CLI reads into memory for the tuner: 1024 held out + 1024 to fit at
+#: most (a 10,000-image folder calibration would otherwise be held whole: 6 GB at 224×224)
+MAX_SAMPLES = 2048
 
 
 @dataclass
@@ -147,6 +150,19 @@ def layers_of(cfg: Config) -> Config:
     return {k: v for k, v in cfg.items() if k != BC}
 
 
+def fit_cap(graph: Graph, n: int, opts: CompileOptions) -> int:
+    """How many of the ``n`` fit samples the tuner keeps: their activations, every op's output
+    (``record_activations``, float32), held in memory at once, take at most half of what
+    ``opts.memory_budget`` leaves free (at least 8 samples). The fit samples are a seeded random
+    part of the calibration set, so the first ``fit_cap`` of them are a random subsample: an
+    image-folder calibration of 10,000 ImageNet images no longer records ~60 MB per image."""
+    from snncompile.backends.memory import room_bytes
+
+    per = 4 * sum(int(np.prod(graph.shape(m))) for m, _ in graph.topo())
+    room = room_bytes(opts.memory_budget, torch.device("cpu"))
+    return int(min(n, max(8, room // max(2 * per, 1))))
+
+
 class _Tuner:
     def __init__(self, ann: Graph, x: np.ndarray, y: np.ndarray | None, steps: int,
                  opts: CompileOptions, seed: int) -> None:
@@ -156,6 +172,7 @@ class _Tuner:
         perm = rng.permutation(len(x))
         n_val = int(min(max(int(len(x) * HOLDOUT), 1), 1024))
         self.val_idx, self.fit_idx = perm[:n_val], perm[n_val:]
+        self.fit_idx = self.fit_idx[:fit_cap(self.graph, len(self.fit_idx), opts)]
         self.x_fit, self.x_val = x[self.fit_idx], x[self.val_idx]
         logits = run_ann(self.graph, self.x_val).reshape(n_val, -1)
         self.logits = logits

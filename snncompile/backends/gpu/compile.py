@@ -44,10 +44,12 @@ from snncompile.backends.common import (
 from snncompile.backends.gpu.lowerings import fanout, lower
 from snncompile.backends.gpu.neurons import SpikeFn, get_model, heaviside
 from snncompile.backends.memory import (
+    Footprint,
     Pieces,
     budget_bytes,
     current_bytes,
     footprint,
+    piece_bytes,
     plan_pieces,
 )
 from snncompile.ir.diagnostics import CompileError, Diagnostic
@@ -118,6 +120,8 @@ class SpikingNetwork(nn.Module):
             raise CompileError("cannot compile for the gpu target", problems)
         # index in ``order`` of each value's last reader: ``simulate`` drops a value after it
         self.last_use = {i: k for k, n in enumerate(self.order) for i in self.inputs[n]}
+        #: gate -> the binary spiking layer feeding it: the gate gets its θ (``maxpool_gate``)
+        self.gate_theta: dict[str, str] = {}
         for name in self.order:  # gates fed by integer spikes θ·s, θ > 0: exact float64 sums
             mod = self.ops[self.keys[name]] if name in self.keys else None
             src = self.inputs[name][0] if self.inputs[name] else None
@@ -125,6 +129,8 @@ class SpikingNetwork(nn.Module):
                 model = self.neurons[src][0]
                 theta = getattr(self, f"theta_{self.keys[src]}")  # the buffer: θ at build
                 mod.counts = model.integer and bool((theta > 0).all())
+                if mod.counts and model.binary and spike is heaviside:
+                    self.gate_theta[name] = src
         self.readers: dict[str, list[str]] = {}
         for n in self.order:
             for i in self.inputs[n]:
@@ -206,7 +212,10 @@ class SpikingNetwork(nn.Module):
                 xs = [v if s == all_static else _expand(v, steps) for v, s in ins]
                 mod = self.ops[self.keys[name]]
                 if getattr(mod, "stateful", False) and not all_static:
-                    cur = mod(xs, steps, state.setdefault(name, {}))
+                    st = state.setdefault(name, {})
+                    src = self.gate_theta.get(name)
+                    cur = (mod(xs, steps, st) if src is None else
+                           mod(xs, steps, st, theta=self.theta(src)))
                 else:
                     cur = mod(xs, None if all_static else steps)
                 if all_static and first and not last:
@@ -301,11 +310,14 @@ class GpuNetwork:
         """Simulate ``x`` (N, *input shape) for ``timesteps`` (default options.timesteps), in
         pieces of b samples × time chunks of Tc steps that fit ``options.memory_budget``
         (``plan``; the spikes do not depend on the pieces)."""
-        steps = run_steps(self.graph, x, timesteps, self.options.timesteps)
+        steps = run_steps(self.graph, x, timesteps, self.options.timesteps, record=record,
+                          pieces=lambda t: self.plan_bytes(
+                              t, min(len(x), self.options.batch_size), record=record))
+        batch = min(len(x), self.options.batch_size)
         gen = torch.Generator(device=self.device).manual_seed(self.options.seed)
         rec = Recorder(steps, {n: int(np.prod(self.graph.shape(n))) for n in self.module.neurons},
                        self.fanouts, record)
-        pieces = self.plan(steps, min(len(x), self.options.batch_size), record=record)
+        pieces = self.plan(steps, batch, record=record)
         self.pieces = pieces
         for sl in batches(len(x), self.options.batch_size, desc="simulate", progress=progress):
             xb = torch.from_numpy(np.ascontiguousarray(x[sl])).to(self.device, self.dtype)
@@ -350,15 +362,23 @@ class GpuNetwork:
         for name, pu in per_unit.items():
             rec.events(name, pu, torch.cat(trains[name]) if record else None)
 
+    def plan_bytes(self, steps: int, batch: int, *, record: bool = False) -> int:
+        """Bytes the pieces ``plan`` picks will allocate (``memory.piece_bytes``)."""
+        return piece_bytes(self._footprint(steps, record), self.plan(steps, batch, record=record))
+
+    def _footprint(self, steps: int, record: bool) -> Footprint:
+        itemsize = torch.finfo(self.dtype).bits // 8
+        states = {n: _STATE_TENSORS.get(m[0].name, 2) for n, m in self.module.neurons.items()}
+        return footprint(self.graph, self.module.order, self.module.inputs, states, itemsize,
+                         record=record, steps=steps)
+
     def plan(self, steps: int, batch: int, *, record: bool = False) -> Pieces:
         """Samples simulated at once and the time chunk, from ``options.memory_budget``
         (``backends.memory``). CPU: also at most ``CPU_CHUNK_BYTES`` in the widest value, so
         that the allocator reuses freed memory instead of mapping fresh pages for every op
         (page faults cost more than the arithmetic) and the scans work in cache."""
         itemsize = torch.finfo(self.dtype).bits // 8
-        states = {n: _STATE_TENSORS.get(m[0].name, 2) for n, m in self.module.neurons.items()}
-        fp = footprint(self.graph, self.module.order, self.module.inputs, states, itemsize,
-                       record=record, steps=steps)
+        fp = self._footprint(steps, record)
         budget = budget_bytes(self.options.memory_budget, self.device)
         held = current_bytes(self.device)
         cache = CPU_CHUNK_BYTES if self.device.type == "cpu" else None

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snncompile.backends.common import maxpool_gate
+from snncompile.backends.common import column_nonzeros, maxpool_gate
 from snncompile.backends.pooling import cummax_current
 from snncompile.interp import avgpool, maxpool, pad2d
 from snncompile.ir.diagnostics import CompileError, Diagnostic
@@ -76,9 +76,18 @@ def lower(name: str, op: Node, dtype: torch.dtype) -> nn.Module:
     return cls(op, dtype)
 
 
+#: torch dtypes numpy holds: ``_buf`` converts in one copy, without a float64 intermediate
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64, torch.float16: np.float16}
+
+
 def _buf(a: np.ndarray | None, dtype: torch.dtype) -> Tensor | None:
-    # a copy: IR arrays are read-only, and torch may not share read-only memory
-    return None if a is None else torch.from_numpy(np.array(a, np.float64)).to(dtype)
+    """A copy (IR arrays are read-only, and torch may not share read-only memory) in ``dtype``,
+    rounded once from the IR's values (numpy and torch both round to nearest, ties to even)."""
+    if a is None:
+        return None
+    if dtype in _NUMPY_DTYPES:
+        return torch.from_numpy(np.array(a, _NUMPY_DTYPES[dtype]))
+    return torch.from_numpy(np.array(a, np.float64)).to(dtype)
 
 
 def _min_rows(x: Tensor, rows: int) -> tuple[Tensor, int]:
@@ -206,12 +215,13 @@ class MaxPoolLowering(_Op):
     counts = False
 
     def forward(self, xs: list[Tensor], steps: int | None,
-                state: dict[str, Tensor] | None = None) -> Tensor:
-        """``state`` carries the gate's cumulative scores from one time chunk to the next."""
+                state: dict[str, Tensor] | None = None, theta: Tensor | None = None) -> Tensor:
+        """``state`` carries the gate's cumulative scores from one time chunk to the next;
+        ``theta``: the input is a binary spiking layer's θ·s (the gate then compares counts)."""
         if steps is None:
             return maxpool(self.op, xs[0])
         x = xs[0].reshape(steps, -1, *xs[0].shape[1:])
-        return maxpool_gate(self.op, x, state, counts=self.counts).flatten(0, 1)
+        return maxpool_gate(self.op, x, state, counts=self.counts, theta=theta).flatten(0, 1)
 
 
 @lowers(CurrentMaxPool2d)
@@ -233,11 +243,10 @@ class CurrentMaxPoolLowering(_Op):
 
 # ----------------------------------------------------------------------------- synapse counts
 def _count_kernel(op: Node, xs: list[Tensor], mask: Tensor | None) -> Tensor:
-    """The 0/1 connectivity of ``op`` (weights -> 1 where nonzero, pools -> window sums)."""
+    """The 0/1 connectivity of ``op`` (conv weights -> 1 where nonzero, pools -> window sums;
+    a Dense layer is counted by ``column_nonzeros`` in ``fanout``)."""
     if isinstance(op, Conv2d):
         return F.conv2d(pad2d(xs[0], op.padding), mask, None, op.stride, 0, op.dilation, op.groups)
-    if isinstance(op, Dense):
-        return F.linear(xs[0], mask)
     if isinstance(op, (AvgPool2d, MaxPool2d, CurrentMaxPool2d)):
         c = xs[0].shape[1]
         ones = torch.ones(c, 1, *op.kernel, dtype=xs[0].dtype)
@@ -261,8 +270,10 @@ def fanout(graph: Graph, name: str) -> np.ndarray:
     non-spiking Add), the inputs j of the next synaptic layers K (Conv2d, Dense, a spiking Add or
     ReLU, the readout); fan-out(i) = Σ_K Σ_j A[j, i] · syn_K(j), with syn_K(j) the number of
     nonzero weights that input j of K drives (1 for identity synapses) and A the 0/1 pooling
-    windows that contain i. Computed exactly as the gradient of that linear count at batch 1.
-    A unit behind a MaxPool gate is counted as if its window passed it (an upper bound).
+    windows that contain i. Computed exactly as the gradient of that linear count at batch 1;
+    a Dense layer enters it as Σ_i x_i · (nonzero weights of column i), no 0/1 mask of its
+    weights (``column_nonzeros``). A unit behind a MaxPool gate is counted as if its window
+    passed it (an upper bound).
     """
     x = torch.ones(1, *graph.shape(name), dtype=torch.float64, requires_grad=True)
     vals: dict[str, Tensor] = {name: x}
@@ -276,6 +287,10 @@ def fanout(graph: Graph, name: str) -> np.ndarray:
               for i in ins]
         weighted = isinstance(op, (Conv2d, Dense))
         terminal = weighted or n == readout or (isinstance(op, Layer) and op.neuron is not None)
+        if isinstance(op, Dense):  # Σ_j Σ_i [W_ji ≠ 0] x_i = Σ_i x_i · (nonzeros of column i)
+            cols = torch.from_numpy(column_nonzeros(op.weight).astype(np.float64))
+            total = total + (xs[0] * cols).sum()
+            continue
         mask = torch.from_numpy(np.array(op.weight != 0, np.float64)) if weighted else None
         y = _count_kernel(op, xs, mask)
         if terminal:

@@ -229,7 +229,9 @@ class NeuronModel:
 
     ``events(s)`` maps the scan's output (T, B, ...) to the messages sent per unit and step
     (counted as spikes, and times fan-out as synaptic operations); ``integer`` says whether s
-    is integer-valued (recorded spike trains are int8 then, float32 otherwise).
+    is integer-valued (recorded spike trains are int8 then, float32 otherwise); ``binary``
+    that s ∈ {0, 1} with the Heaviside spike (a max-pool gate behind the layer then compares
+    spike counts, ``common.maxpool_gate``).
     """
 
     name: str
@@ -237,14 +239,16 @@ class NeuronModel:
     summary: str
     events: Callable[[Tensor], Tensor] = torch.abs
     integer: bool = True
+    binary: bool = False
 
 
 for _m in (
-    NeuronModel("if", scan_if, "integrate-and-fire, reset by subtraction"),
-    NeuronModel("if-hard", scan_if_hard, "integrate-and-fire, reset to zero"),
+    NeuronModel("if", scan_if, "integrate-and-fire, reset by subtraction", binary=True),
+    NeuronModel("if-hard", scan_if_hard, "integrate-and-fire, reset to zero", binary=True),
     NeuronModel("signed-if", scan_signed_if, "IF with negative spikes (Fast-SNN)"),
     NeuronModel("gn", scan_gn, "group neuron: M IF members, staggered thresholds (GN)"),
-    NeuronModel("bistable", scan_bistable, "bistable IF: integrate one window, fire the next"),
+    NeuronModel("bistable", scan_bistable, "bistable IF: integrate one window, fire the next",
+                binary=True),
     NeuronModel("sigma-delta", scan_sigma_delta, "ReLU activation sent as graded deltas",
                 events=delta_events, integer=False),
 ):

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from snncompile.backends.common import column_nonzeros
 from snncompile.backends.loihi import neurons as loihi_neurons
 from snncompile.backends.loihi.fixed import DENSE_LIMIT, INPUT_MAX, _scale_in, fix
 from snncompile.interp import KERNELS
@@ -585,7 +586,7 @@ def fanout(plan: LoihiPlan, name: str) -> np.ndarray:
         if s.src != name:
             continue
         if s.kind == "dense":
-            total += (s.weight_int != 0).sum(0)
+            total += column_nonzeros(s.weight_int)
         else:
             with torch.enable_grad():
                 x = torch.zeros((1, *p.shape), dtype=torch.float64, requires_grad=True)
