@@ -447,7 +447,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--timesteps", nargs="+", type=int, default=[32, 128],
                     help="memory rows: these T")
     ap.add_argument("--budgets", nargs="*", default=["resnet18:800M", "resnet18:1G",
-                                                     "vgg11_bn:3.5G"],
+                                                     "vgg11_bn:2G", "vgg11_bn:3.5G"],
                     help="MODEL:BUDGET --memory-budget runs, at the largest T")
     ap.add_argument("--images", type=int, default=2)
     ap.add_argument("--speed", nargs="*", default=["resnet18@32", "resnet18@128",
