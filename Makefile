@@ -68,7 +68,7 @@ bench: venv
 	$(PY) benchmarks/lava_sim.py
 	$(PY) benchmarks/thresholds.py
 	$(PY) benchmarks/latency.py
-	$(PY) benchmarks/scale.py --threads 1
+	$(PY) benchmarks/scale.py --rounds 2 --repeats 2
 	$(PY) benchmarks/finetune.py
 
 clean:

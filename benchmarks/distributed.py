@@ -19,6 +19,7 @@ Every row also checks that the 2-process report equals the 1-process one (accura
 spikes per sample, thresholds). The machine load (``uptime``) is recorded before and after: on
 a small shared machine (2 cores, other jobs) the scaling numbers say more about the load than
 about the code. Writes benchmarks/results/distributed.json and prints a markdown table.
+``benchmarks/scale.py`` runs the same rows (``gpu_rows``, ``lava_rows``) on resnet18 at 224×224.
 """
 
 from __future__ import annotations
@@ -75,6 +76,74 @@ def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
         ly["threshold"] for ly in b["layers"]]
 
 
+def gpu_rows(args: list[str], configs: tuple[tuple[int, int], ...] = ((1, 1), (1, 2), (2, 1)),
+             label: str = "") -> list[dict[str, Any]]:
+    """``--target gpu`` CLI runs (``args``) for each (processes, threads per process); scaling
+    efficiency = t(first config) / (processes · t) on the report's ``simulation_seconds``."""
+    rows: list[dict[str, Any]] = []
+    base = None
+    for procs, threads in configs:
+        before = os.getloadavg()
+        rep, wall = run(procs, threads, args)
+        base = base or rep
+        rows.append({"target": "gpu", "model": label, "processes": procs,
+                     "threads_per_process": threads, "samples": rep["samples"],
+                     "timesteps": rep["timesteps"], "sim_s": rep["simulation_seconds"],
+                     "wall_s": wall, "samples_per_s": rep["samples"] / rep["simulation_seconds"],
+                     "same_as_1_process": same(base, rep), "load_before": before,
+                     "load_after": os.getloadavg()})
+    for r in rows:
+        r["scaling_efficiency"] = rows[0]["sim_s"] / (r["processes"] * r["sim_s"])
+    return rows
+
+
+def lava_rows(args: list[str], procs_list: tuple[int, ...] = (1, 2),
+              label: str = "") -> list[dict[str, Any]]:
+    """``--target loihi`` CLI runs (``args``) with 1, 2, ... ranks of 1 thread; efficiency =
+    samples/s / (ranks · samples/s of the first row), on the report's aggregate
+    ``lava_samples_per_second``."""
+    rows: list[dict[str, Any]] = []
+    base = None
+    for procs in procs_list:
+        before = os.getloadavg()
+        rep, wall = run(procs, 1, args)
+        base = base or rep
+        sps = rep["lava_samples_per_second"]
+        rows.append({"target": "loihi", "model": label, "processes": procs,
+                     "threads_per_process": 1, "samples": rep["samples"],
+                     "timesteps": rep["timesteps"], "sim_s": rep["samples"] / sps,
+                     "wall_s": wall, "samples_per_s": sps, "spike_exact": rep["spike_exact"],
+                     "same_as_1_process": same(base, rep),
+                     "lava_processes_per_rank": rep["lava_processes"], "load_before": before,
+                     "load_after": os.getloadavg()})
+    for r in rows:
+        r["scaling_efficiency"] = r["samples_per_s"] / (r["processes"] * rows[0]["samples_per_s"])
+    return rows
+
+
+def digits_gpu_args(timesteps: int) -> list[str]:
+    return [str(DIGITS_CNN), "--target", "gpu", "--dataset", "digits", "--timesteps",
+            str(timesteps), "--batch-size", "64", "--device", "cpu", "--no-tune"]
+
+
+def digits_lava_args(samples: int, timesteps: int) -> list[str]:
+    return [str(DIGITS_CNN), "--target", "loihi", "--dataset", "digits", "--timesteps",
+            str(timesteps), "--eval-samples", str(samples), "--device", "cpu", "--no-tune"]
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    out = ["| target | model | processes × threads | samples | T | sim s | wall s | samples/s "
+           "| scaling eff. | same report | load |", "|" + "---|" * 11]
+    for r in rows:
+        out.append(f"| {r['target']} | {r['model']} | {r['processes']} × "
+                   f"{r['threads_per_process']} | {r['samples']} | {r['timesteps']} "
+                   f"| {r['sim_s']:.2f} | {r['wall_s']:.1f} | {r['samples_per_s']:.1f} "
+                   f"| {r['scaling_efficiency']:.2f} "
+                   f"| {'yes' if r['same_as_1_process'] else 'NO'} "
+                   f"| {r['load_after'][0]:.1f} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--timesteps", type=int, default=32)
@@ -82,51 +151,15 @@ def main() -> None:
     ap.add_argument("--lava-timesteps", type=int, default=16)
     a = ap.parse_args()
     load_before = _load()
-    rows: list[dict[str, Any]] = []
-    gpu_args = [str(DIGITS_CNN), "--target", "gpu", "--dataset", "digits", "--timesteps",
-                str(a.timesteps), "--batch-size", "64", "--device", "cpu", "--no-tune"]
-    base = None
-    for procs, threads in ((1, 1), (1, 2), (2, 1)):
-        rep, wall = run(procs, threads, gpu_args)
-        base = base or rep
-        rows.append({"target": "gpu", "processes": procs, "threads_per_process": threads,
-                     "samples": rep["samples"], "timesteps": rep["timesteps"],
-                     "sim_s": rep["simulation_seconds"], "wall_s": wall,
-                     "samples_per_s": rep["samples"] / rep["simulation_seconds"],
-                     "same_as_1_process": same(base, rep)})
-    t1 = rows[0]["sim_s"]
-    for r in rows:
-        r["scaling_efficiency"] = t1 / (r["processes"] * r["sim_s"])
-    lava_args = [str(DIGITS_CNN), "--target", "loihi", "--dataset", "digits", "--timesteps",
-                 str(a.lava_timesteps), "--eval-samples", str(a.lava_samples), "--device", "cpu",
-                 "--no-tune"]
-    lbase = None
-    for procs in (1, 2):
-        rep, wall = run(procs, 1, lava_args)
-        lbase = lbase or rep
-        sps = rep["lava_samples_per_second"]
-        rows.append({"target": "loihi", "processes": procs, "threads_per_process": 1,
-                     "samples": rep["samples"], "timesteps": rep["timesteps"],
-                     "sim_s": rep["samples"] / sps, "wall_s": wall, "samples_per_s": sps,
-                     "spike_exact": rep["spike_exact"], "same_as_1_process": same(lbase, rep),
-                     "lava_processes_per_rank": rep["lava_processes"]})
-    l1 = rows[3]["samples_per_s"]
-    for r in rows[3:]:
-        r["scaling_efficiency"] = r["samples_per_s"] / (r["processes"] * l1)
+    rows = gpu_rows(digits_gpu_args(a.timesteps), label="digits_cnn")
+    rows += lava_rows(digits_lava_args(a.lava_samples, a.lava_timesteps), label="digits_cnn")
     doc = {"rows": rows, "load_before": load_before, "load_after": _load(),
            "cpus": os.cpu_count(), "machine": platform.platform(),
            "python": platform.python_version(),
            "command": "python benchmarks/distributed.py " + " ".join(sys.argv[1:])}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "distributed.json").write_text(json.dumps(doc, indent=1) + "\n")
-    print("| target | processes × threads | samples | T | sim s | wall s | samples/s | "
-          "scaling eff. | same report |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['target']} | {r['processes']} × {r['threads_per_process']} | {r['samples']} | "
-              f"{r['timesteps']} | {r['sim_s']:.2f} | {r['wall_s']:.1f} | "
-              f"{r['samples_per_s']:.1f} | {r['scaling_efficiency']:.2f} | "
-              f"{'yes' if r['same_as_1_process'] else 'NO'} |")
+    print(markdown(rows))
     print(f"load before: {load_before}\nload after:  {doc['load_after']}; {os.cpu_count()} CPUs")
 
 

@@ -11,11 +11,18 @@ at t is the argmax of the accumulated output. Recipes: RateCodingRecipe with mod
 pre_spike_maxpool, half_threshold) (its strongest rate-coding options), and
 LocalThresholdBalancingRecipe (Bu et al., CVPR 2025). Calibration batches of 100, as in the
 example. Torch only: this file imports nothing from snncompile.
+
+A job with ``"kind": "speed"`` times SpikingJelly's simulation instead (``speed``, used by
+``benchmarks/scale.py``): {"kind": "speed", "model": "resnet18" | "vgg11_bn"
+(``bench_models.IMAGENET``), "state_dict": "sd.pt", "data": "d.npz" (cal_x, x), "timesteps":
+[T, ...], "threads": n, "modes": ["single", "multi", "multi:8", ...], "repeats": r, "out":
+"result.json"}.
 """
 
 from __future__ import annotations
 
 import copy
+import ctypes
 import json
 import sys
 import time
@@ -64,8 +71,116 @@ def evaluate(snn: torch.nn.Module, x: np.ndarray, y: np.ndarray, steps: int,
     return correct / len(x)
 
 
+def _status_mb(key: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(key)
+
+
+def _run_mode(snn: torch.nn.Module, x: torch.Tensor, steps: int, mode: str) -> torch.Tensor:
+    """Run ``steps`` steps of constant input ``x`` from the reset state; returns the summed
+    output. ``single``: step mode "s", one call per step (SpikingJelly's example loop);
+    ``multi``: step mode "m" on the whole [T, N, ...] sequence; ``multi:C``: step mode "m" on
+    chunks of C steps (the neurons keep their potential between calls)."""
+    from spikingjelly.activation_based import functional
+
+    functional.reset_net(snn)
+    if mode == "single":
+        functional.set_step_mode(snn, "s")
+        out = snn(x)
+        for _ in range(steps - 1):
+            out = out + snn(x)
+        return out
+    functional.set_step_mode(snn, "m")
+    chunk = int(mode.split(":")[1]) if ":" in mode else steps
+    out = torch.zeros(())
+    for t0 in range(0, steps, chunk):
+        c = min(chunk, steps - t0)
+        out = out + snn(x.unsqueeze(0).expand(c, *x.shape).contiguous()).sum(0)
+    return out
+
+
+@torch.no_grad()
+def speed(job: dict) -> None:
+    """Convert an ImageNet-sized model with RateCodingRecipe(mode="max") on the job's
+    calibration images, time each step mode (best of ``repeats``, after one warm-up step),
+    and compare every mode's summed output with the single-step loop's."""
+    import copy as _copy
+    from importlib.metadata import version
+
+    from spikingjelly.activation_based import ann2snn, neuron
+
+    torch.set_num_threads(int(job.get("threads", 1)))
+    d = np.load(job["data"])
+    cal, x = torch.from_numpy(d["cal_x"]), torch.from_numpy(d["x"])
+    model = bench_models.IMAGENET[job["model"]]().eval()
+    model.load_state_dict(torch.load(job["state_dict"]), strict=True)
+    ann_s, ann_cpu = [], []
+    for _ in range(3):
+        t0, c0 = time.perf_counter(), time.process_time()
+        model(x)
+        ann_s.append(time.perf_counter() - t0)
+        ann_cpu.append(time.process_time() - c0)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(cal, torch.zeros(len(cal))),
+                                         batch_size=len(cal), shuffle=False)
+    t0 = time.perf_counter()
+    snn = ann2snn.FXConverter(recipe=ann2snn.RateCodingRecipe(dataloader=loader, mode="max"),
+                              device="cpu").convert(_copy.deepcopy(model)).eval()
+    conv_s = time.perf_counter() - t0
+    ifs = [m for m in snn.modules() if isinstance(m, neuron.IFNode)]
+    counts = {"n": 0.0, "spikes": 0.0}
+
+    def count(_m: torch.nn.Module, _i: tuple, o: torch.Tensor) -> None:
+        counts["n"] += o.numel()
+        counts["spikes"] += float(o.sum())
+
+    out: dict = {"spikingjelly": version("spikingjelly"), "torch": torch.__version__,
+                 "threads": torch.get_num_threads(), "model": job["model"],
+                 "images": len(x), "convert_s": conv_s, "ann_s": min(ann_s),
+                 "ann_cpu_s": min(ann_cpu),
+                 "if_layers": len(ifs), "rows": []}
+    _run_mode(snn, x, 1, "single")  # warm-up
+    for steps in job["timesteps"]:
+        hooks = [m.register_forward_hook(count) for m in ifs]
+        counts.update(n=0.0, spikes=0.0)
+        ref = _run_mode(snn, x, steps, "single")  # untimed: reference output + firing rate
+        for h in hooks:
+            h.remove()
+        rate = counts["spikes"] / counts["n"]
+        for mode in job["modes"]:
+            times, cpu = [], []
+            try:
+                ctypes.CDLL("libc.so.6").malloc_trim(0)
+            except (OSError, AttributeError):
+                pass
+            Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS (Linux)
+            rss0 = _status_mb("VmRSS")
+            for _ in range(int(job.get("repeats", 1))):
+                t0, c0 = time.perf_counter(), time.process_time()
+                o = _run_mode(snn, x, steps, mode)
+                times.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
+            s = min(times)
+            row = {"timesteps": steps, "mode": mode, "seconds": s, "runs_s": times,
+                   "cpu_s": min(cpu), "img_steps_per_cpu_s": len(x) * steps / min(cpu),
+                   "img_steps_per_s": len(x) * steps / s, "firing_rate": rate,
+                   "max_abs_diff_vs_single": float((o - ref).abs().max()),
+                   "max_abs_out": float(ref.abs().max()),
+                   "argmax_equal_single": bool(torch.equal(o.argmax(1), ref.argmax(1))),
+                   "run_peak_mb": _status_mb("VmHWM") - rss0,
+                   "rss_peak_mb": _status_mb("VmHWM")}
+            out["rows"].append(row)
+            print(f"sj2 {job['model']} T={steps} {mode}: {s:.2f} s, "
+                  f"{row['img_steps_per_s']:.2f} img·steps/s", file=sys.stderr, flush=True)
+    Path(job["out"]).write_text(json.dumps(out, indent=1) + "\n")
+
+
 def main() -> None:
     job = json.loads(Path(sys.argv[1]).read_text())
+    if job.get("kind") == "speed":
+        speed(job)
+        return
     torch.set_num_threads(int(job.get("threads", 1)))
     d = np.load(job["data"])
     cal, x, y = d["cal_x"], d["test_x"], d["test_y"]
