@@ -290,11 +290,9 @@ class AvgPool2d(Node):
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
-class MaxPool2d(Node):
-    """y = max of each kernel window (padding is −∞).
-
-    Spiking form: a gate that passes, per window, the input unit with the highest spike count
-    so far (ties: the first in the window)."""
+class _Window:
+    """The window geometry of the max-pools (a mixin listed first, so its ``out_shape``
+    wins)."""
 
     kernel: tuple[int, int]
     stride: tuple[int, int]
@@ -309,7 +307,15 @@ class MaxPool2d(Node):
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
-class CurrentMaxPool2d(Layer):
+class MaxPool2d(_Window, Node):
+    """y = max of each kernel window (padding is −∞).
+
+    Spiking form: a gate that passes, per window, the input unit with the highest spike count
+    so far (ties: the first in the window)."""
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class CurrentMaxPool2d(_Window, Layer):
     """y = act(max of each kernel window of x) (padding is −∞): a max-pool with the activation
     of the layer before it moved behind it (exact for a monotone activation: max∘ReLU =
     ReLU∘max), written by the ``maxpool-current`` pass.
@@ -318,17 +324,6 @@ class CurrentMaxPool2d(Layer):
     *cumulative* input current, I(t) = M(t) − M(t−1) with M(t) = max_i Σ_{τ≤t} x_i(τ), so
     that Σ_{τ≤t} I(τ) = M(t) exactly: the neuron integrates the max of its candidates'
     integrated inputs (the inputs x are currents, not spikes)."""
-
-    kernel: tuple[int, int]
-    stride: tuple[int, int]
-    padding: tuple[int, int, int, int] = (0, 0, 0, 0)
-    dilation: tuple[int, int] = (1, 1)
-
-    def out_shape(self, in_shapes: list[Shape]) -> Shape:
-        c, h, w = in_shapes[0]
-        p, d = self.padding, self.dilation
-        return (c, _conv_out(h, self.kernel[0], self.stride[0], p[0], p[2], d[0]),
-                _conv_out(w, self.kernel[1], self.stride[1], p[1], p[3], d[1]))
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)

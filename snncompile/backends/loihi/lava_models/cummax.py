@@ -20,46 +20,39 @@ from lava.magma.core.model.py.model import PyLoihiProcessModel
 from lava.magma.core.model.py.ports import PyInPort, PyOutPort
 from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.process.ports.ports import InPort, OutPort
-from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.process.variable import Var
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
+from snncompile.backends.loihi.lava_models.gate import WindowProcess, is_reset_step, padded_planes
 
-class CurrentMaxPool(AbstractProcess):
-    """Shapes in Lava order (W, H, C). ``index`` (H'·W', kH·kW): each output position's window
-    as flat indices into the padded (H + pt + pb) × (W + pl + pr) plane, row-major;
-    ``padding`` (top, left, bottom, right)."""
 
-    def __init__(self, *, in_shape: tuple[int, int, int], out_shape: tuple[int, int, int],
-                 index: np.ndarray, padding: tuple[int, int, int, int], reset_interval: int,
-                 reset_offset: int, name: str | None = None) -> None:
-        super().__init__(in_shape=in_shape, out_shape=out_shape, index=np.asarray(index),
-                         padding=tuple(padding), reset_interval=reset_interval,
-                         reset_offset=reset_offset, name=name)
-        self.a_in = InPort(shape=in_shape)
-        self.a_out = OutPort(shape=out_shape)
-        self.csum = Var(shape=in_shape, init=0)
-        self.mprev = Var(shape=out_shape, init=0)
+class CurrentMaxPool(WindowProcess):
+    """Sends each window's I(t) = M(t) − M(t−1) (module docstring); geometry as
+    ``WindowProcess``."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.a_in = InPort(shape=kwargs["in_shape"])
+        self.a_out = OutPort(shape=kwargs["out_shape"])
+        self.csum = Var(shape=kwargs["in_shape"], init=0)
+        self.mprev = Var(shape=kwargs["out_shape"], init=0)
 
 
 class _PoolMixin:
     def run_spk(self) -> None:
         p = self.proc_params
         a = np.asarray(self.a_in.recv())
-        if self.time_step % p["reset_interval"] == p["reset_offset"] % p["reset_interval"]:
+        if is_reset_step(self):
             self.csum[:] = 0
             self.mprev[:] = 0
         self.csum[:] += a.astype(self.csum.dtype)
-        t, l, b, r = p["padding"]
         integer = np.issubdtype(self.csum.dtype, np.integer)  # fixed_pt: exact integers
-        c = np.swapaxes(self.csum, 0, 2).astype(np.int64 if integer else np.float64)  # (C,H,W)
         fill = np.iinfo(np.int64).min if integer else -np.inf
-        padded = np.pad(c, ((0, 0), (t, b), (l, r)), constant_values=fill)
-        flat = padded.reshape(c.shape[0], -1)
+        flat = padded_planes(self.csum, p["padding"], fill, np.int64 if integer else np.float64)
         m = flat[:, p["index"]].max(-1)  # (C, H'·W')
         w_out, h_out, _ = p["out_shape"]
-        m = np.swapaxes(m.reshape(c.shape[0], h_out, w_out), 0, 2)
+        m = np.swapaxes(m.reshape(flat.shape[0], h_out, w_out), 0, 2)
         out = m - self.mprev
         self.mprev[:] = m
         self.a_out.send(out.astype(np.int32 if integer else np.float64))

@@ -22,10 +22,12 @@ from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 
-class MaxPoolGate(AbstractProcess):
-    """Shapes in Lava order (W, H, C). ``index`` (H'·W', kH·kW): each output position's window
-    as flat indices into the padded (H + pt + pb) × (W + pl + pr) plane, row-major;
-    ``padding`` (top, left, bottom, right)."""
+class WindowProcess(AbstractProcess):
+    """A host process over max-pool windows (``MaxPoolGate``, ``CurrentMaxPool``). Shapes in
+    Lava order (W, H, C). ``index`` (H'·W', kH·kW): each output position's window as flat
+    indices into the padded (H + pt + pb) × (W + pl + pr) plane, row-major; ``padding`` (top,
+    left, bottom, right); the state restarts at every step with ``time_step % reset_interval
+    == reset_offset`` (a new sample reaches the population)."""
 
     def __init__(self, *, in_shape: tuple[int, int, int], out_shape: tuple[int, int, int],
                  index: np.ndarray, padding: tuple[int, int, int, int], reset_interval: int,
@@ -33,27 +35,45 @@ class MaxPoolGate(AbstractProcess):
         super().__init__(in_shape=in_shape, out_shape=out_shape, index=np.asarray(index),
                          padding=tuple(padding), reset_interval=reset_interval,
                          reset_offset=reset_offset, name=name)
-        self.s_in = InPort(shape=in_shape)
-        self.s_out = OutPort(shape=out_shape)
-        self.counts = Var(shape=in_shape, init=0)
+
+
+def padded_planes(v: np.ndarray, padding: tuple[int, int, int, int], fill: float | int,
+                  dtype: type) -> np.ndarray:
+    """(W, H, C) in Lava order → (C, (H + pt + pb)·(W + pl + pr)) as ``dtype``, padded with
+    ``fill``: the planes that ``WindowProcess.index`` points into."""
+    t, l, b, r = padding
+    c = np.swapaxes(v, 0, 2).astype(dtype)
+    return np.pad(c, ((0, 0), (t, b), (l, r)), constant_values=fill).reshape(c.shape[0], -1)
+
+
+def is_reset_step(model: PyLoihiProcessModel) -> bool:
+    p = model.proc_params
+    return model.time_step % p["reset_interval"] == p["reset_offset"] % p["reset_interval"]
+
+
+class MaxPoolGate(WindowProcess):
+    """Passes, per window and step, the spike of the unit with the highest count so far."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.s_in = InPort(shape=kwargs["in_shape"])
+        self.s_out = OutPort(shape=kwargs["out_shape"])
+        self.counts = Var(shape=kwargs["in_shape"], init=0)
 
 
 class _GateMixin:
     def run_spk(self) -> None:
         p = self.proc_params
         s = np.asarray(self.s_in.recv())
-        if self.time_step % p["reset_interval"] == p["reset_offset"] % p["reset_interval"]:
+        if is_reset_step(self):
             self.counts[:] = 0
         self.counts[:] += s  # Σ of what the source sent (spikes; counts for gn; ±1 signed)
-        t, l, b, r = p["padding"]
         idx = p["index"]
-        c = np.swapaxes(self.counts, 0, 2).astype(np.float64)  # (C, H, W)
-        score = np.pad(c, ((0, 0), (t, b), (l, r)), constant_values=-np.inf)
-        score = score.reshape(c.shape[0], -1)
-        sp = np.pad(np.swapaxes(s, 0, 2), ((0, 0), (t, b), (l, r))).reshape(c.shape[0], -1)
+        score = padded_planes(self.counts, p["padding"], -np.inf, np.float64)
+        sp = padded_planes(s, p["padding"], 0, s.dtype)
         pick = np.take_along_axis(idx[None], score[:, idx].argmax(-1)[..., None], -1)[..., 0]
         w_out, h_out, _ = p["out_shape"]
-        out = np.take_along_axis(sp, pick, 1).reshape(c.shape[0], h_out, w_out)
+        out = np.take_along_axis(sp, pick, 1).reshape(score.shape[0], h_out, w_out)
         self.s_out.send(np.swapaxes(out, 0, 2))
 
 
