@@ -264,6 +264,17 @@ def test_tuner_fit_samples_bounded_by_memory(digits_train):
     tight = CompileOptions(memory_budget=str(current_bytes(torch.device("cpu")) + 1))
     assert fit_cap(graph, 32, tight) == 8
     assert fit_cap(graph, 32, CompileOptions()) == 32
+    # without --memory-budget the cap is a fixed 2 GiB of recordings, whatever is free (≥ 4 GiB)
+    import snncompile.backends.memory as memory
+
+    per = 4 * sum(int(np.prod(graph.shape(m))) for m, _ in graph.topo())
+    n = (4 << 30) // per
+    caps = []
+    for free in (8 << 30, 64 << 30):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(memory, "room_bytes", lambda budget, device, free=free: free)
+            caps.append(fit_cap(graph, n, CompileOptions()))
+    assert caps[0] == caps[1] == (2 << 30) // per
     res = tune(graph, x, y, 8, budget=500, base_options=tight)
     assert res.fit == 8 and res.held_out == 32
 

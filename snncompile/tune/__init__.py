@@ -51,10 +51,10 @@ samples its own layer-by-layer simulation runs. The bias-calibration try and the
 are reserved up front; the search stops before the first candidate that would overrun the
 rest, and the result says so (``cut_by_budget``); a budget smaller than one confirmation still
 confirms the default once. Nothing depends on the clock: the same model, calibration data, T,
-seed and budget give the same pipeline on any machine and under any load (one caveat: where
-``fit_cap`` has to shrink the fit set to fit free memory — large models, no
-``--memory-budget`` — the number of fit samples, and so the thresholds, depend on the memory
-free at the time; MNIST-sized models never come near the cap). The default,
+seed and budget give the same pipeline on any machine and under any load (``fit_cap`` bounds
+the fit samples' recordings by a fixed 2 GiB, or by an explicit ``--memory-budget``; only a
+machine with less than 4 GiB free shrinks it further; MNIST-sized models never come near it).
+The default,
 ``DEFAULT_BUDGET`` = 8192 samples, costs less than evaluating an MNIST-sized test set (10,000
 samples) at the same T. Simulation uses the GPU simulator (``snncompile.backends.gpu``) in float
 mode on ``base_options.device``. Sources of the passes it chooses from: their docstrings
@@ -207,17 +207,24 @@ def layers_of(cfg: Config) -> Config:
     return {k: v for k, v in cfg.items() if k != BC}
 
 
+FIT_BYTES = 2 << 30  # the fit samples' recorded activations without --memory-budget
+
+
 def fit_cap(graph: Graph, n: int, opts: CompileOptions) -> int:
     """How many of the ``n`` fit samples the tuner keeps: their activations, every op's output
-    (``record_activations``, float32), held in memory at once, take at most half of what
-    ``opts.memory_budget`` leaves free (at least 8 samples). The fit samples are a seeded random
+    (``record_activations``, float32), held in memory at once, take at most half of what an
+    explicit ``opts.memory_budget`` leaves free, else at most ``FIT_BYTES`` (2 GiB) — a fixed
+    amount, so that the tuner's choice does not depend on the machine's free memory — or half
+    the free memory where that is less; at least 8 samples. The fit samples are a seeded random
     part of the calibration set, so the first ``fit_cap`` of them are a random subsample: an
     image-folder calibration of 10,000 ImageNet images no longer records ~60 MB per image."""
     from snncompile.backends.memory import room_bytes
 
     per = 4 * sum(int(np.prod(graph.shape(m))) for m, _ in graph.topo())
-    room = room_bytes(opts.memory_budget, torch.device("cpu"))
-    return int(min(n, max(8, room // max(2 * per, 1))))
+    limit = room_bytes(opts.memory_budget, torch.device("cpu")) // 2
+    if opts.memory_budget is None:
+        limit = min(limit, FIT_BYTES)
+    return int(min(n, max(8, limit // max(per, 1))))
 
 
 class _Tuner:
