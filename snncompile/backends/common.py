@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from snncompile.backends.pooling import tile_max, tiles
 from snncompile.interp import pad2d
 from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.graph import Graph
@@ -413,11 +414,10 @@ def _binary_gate(op: MaxPool2d, x: Tensor, carry: dict[str, Tensor] | None,
         m = carry["count"]
     else:
         m = torch.zeros((batch, c, h, w), dtype=torch.float32, device=x.device)
-    (kh, kw), k = op.kernel, op.kernel[0] * op.kernel[1]
-    tiles = (tuple(op.stride) == (kh, kw) and not any(op.padding)
-             and tuple(op.dilation) == (1, 1) and 2 * k * (done + steps + 1) <= 2**24)
+    k = op.kernel[0] * op.kernel[1]
+    keys_exact = 2 * k * (done + steps + 1) <= 2**24
     theta = theta.to(x.dtype)
-    out = (_tile_gate(op, x, m, theta) if tiles else _count_gate(op, x, m))
+    out = (_tile_gate(op, x, m, theta) if tiles(op) and keys_exact else _count_gate(op, x, m))
     if carry is not None:
         carry["count"] = m
         carry["t"] = done + steps
@@ -441,18 +441,11 @@ def _tile_gate(op: MaxPool2d, x: Tensor, m: Tensor, theta: Tensor) -> Tensor:
     best = torch.empty((batch, c, ho, wo), dtype=torch.float32, device=x.device)
     spike = torch.empty((batch, c, ho, wo), dtype=torch.int32, device=x.device)
     out = torch.empty((steps, batch, c, ho, wo), dtype=x.dtype, device=x.device)
-    by_row = key.view(batch, c, ho, kh, wc)
-    by_col = rows.view(batch, c, ho, wo, kw)
     for t in range(steps):
         torch.ne(x[t, :, :, :hc, :wc], 0, out=bit)
         z.add_(bit, alpha=2 * k)
         torch.add(z, bit, out=key)
-        rows.copy_(by_row[:, :, :, 0])  # max over the window's rows, then over its columns
-        for i in range(1, kh):
-            torch.maximum(rows, by_row[:, :, :, i], out=rows)
-        best.copy_(by_col[..., 0])
-        for j in range(1, kw):
-            torch.maximum(best, by_col[..., j], out=best)
+        tile_max(key, op.kernel, rows, best)
         spike.copy_(best).bitwise_and_(1)  # the winner's s(t): the key's parity
         torch.mul(spike, theta, out=out[t])
     m[..., :hc, :wc] = z.sub_(prio).div_(2 * k)

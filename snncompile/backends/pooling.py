@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from snncompile.interp import pad2d
-from snncompile.ir.nodes import CurrentMaxPool2d
+from snncompile.ir.nodes import CurrentMaxPool2d, MaxPool2d
 
 Tensor = torch.Tensor
 
@@ -56,10 +56,31 @@ def cummax_current(op: CurrentMaxPool2d, x: Tensor,
     return out.to(x.dtype)
 
 
-def _tiles(op: CurrentMaxPool2d) -> bool:
+def tiles(op: MaxPool2d | CurrentMaxPool2d) -> bool:
     """Windows that tile the plane (stride = kernel, no padding or dilation; VGG's 2×2/2)."""
     return (tuple(op.stride) == tuple(op.kernel) and not any(op.padding)
             and tuple(op.dilation) == (1, 1))
+
+
+def tile_max(v: Tensor, kernel: tuple[int, int], rows: Tensor | None = None,
+             out: Tensor | None = None) -> Tensor:
+    """The max of each kh×kw tile of v (N, C, ho·kh, wo·kw) → (N, C, ho, wo): over the tile's
+    rows, then its columns (a max is exact in any order), no indices. ``rows`` (N, C, ho,
+    wo·kw) and ``out`` (N, C, ho, wo): buffers to reuse (a loop over steps)."""
+    (kh, kw), (n, c, hc, wc) = kernel, v.shape
+    by_row = v.unflatten(2, (hc // kh, kh))
+    if rows is None:
+        rows = torch.empty((n, c, hc // kh, wc), dtype=v.dtype, device=v.device)
+    rows.copy_(by_row[:, :, :, 0])
+    for i in range(1, kh):
+        torch.maximum(rows, by_row[:, :, :, i], out=rows)
+    by_col = rows.unflatten(3, (wc // kw, kw))
+    if out is None:
+        out = torch.empty((n, c, hc // kh, wc // kw), dtype=v.dtype, device=v.device)
+    out.copy_(by_col[..., 0])
+    for j in range(1, kw):
+        torch.maximum(out, by_col[..., j], out=out)
+    return out
 
 
 def _cummax_current_nograd(op: CurrentMaxPool2d, x: Tensor,
@@ -78,18 +99,9 @@ def _cummax_current_nograd(op: CurrentMaxPool2d, x: Tensor,
         acc[t].add_(acc[t - 1])
     if carry is not None:
         carry["sum"] = acc[-1].clone()
-    if _tiles(op):
+    if tiles(op):
         (kh, kw), (h, w) = op.kernel, x.shape[-2:]
-        ho, wo = h // kh, w // kw
-        v = acc.flatten(0, 1)[..., :ho * kh, :wo * kw].unflatten(2, (ho, kh))
-        rows = v[:, :, :, 0].clone()
-        for i in range(1, kh):
-            torch.maximum(rows, v[:, :, :, i], out=rows)
-        cols = rows.unflatten(3, (wo, kw))
-        m = cols[..., 0].clone()
-        for j in range(1, kw):
-            torch.maximum(m, cols[..., j], out=m)
-        del rows, cols, v
+        m = tile_max(acc.flatten(0, 1)[..., :h // kh * kh, :w // kw * kw], op.kernel)
     else:
         m = window_max(op, acc.flatten(0, 1))
     del acc
