@@ -73,6 +73,10 @@ class CompileOptions:
                           choices=("current", "gate"))
     device: str = option("auto", "torch device", group="simulation",
                          choices=("auto", "cpu", "cuda"))
+    tf32: bool = option(False, "gpu target on CUDA: float32 convolutions and matrix products "
+                        "on TF32 tensor cores (faster on Ampere and later GPUs; currents rounded "
+                        "to 11 significant bits, so spikes near threshold differ from a CPU run)",
+                        group="simulation")
     batch_size: int = option(256, "samples simulated at once", group="simulation",
                              range=(1, None))
     encoding: str = option("direct", "input coding", group="simulation",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -333,6 +334,37 @@ def resolve_device(device: str) -> torch.device:
         raise CompileError("no CUDA device", [Diagnostic("--device cuda, but torch sees no GPU",
                                                          hint="use --device auto or cpu")])
     return torch.device(device)
+
+
+@contextmanager
+def float32_math(tf32: bool = False) -> Iterator[None]:
+    """Float32 convolutions and matrix products in IEEE float32 (``tf32=False``) or TF32 while
+    the block runs; the caller's settings come back after it.
+
+    On Ampere and later GPUs torch runs cuDNN's float32 convolutions on TF32 tensor cores by
+    default: inputs rounded to 11 significant bits. A spiking simulation thresholds its currents,
+    so such rounding flips the spikes of neurons near θ and a CUDA run then differs from the CPU's
+    (measured on an H200: the digits CNN, T=16, one test image of 540 and 1e-4 of the spikes),
+    and the bit-exact Loihi reference, whose float32 products of integer weights and graded
+    payloads are exact below 2^24 only in IEEE float32, stops being exact. CPU kernels ignore
+    these settings."""
+    conv = getattr(getattr(torch.backends.cudnn, "conv", None), "fp32_precision", None)
+    if conv is None:  # torch < 2.9: the legacy flags
+        old = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+        return
+    mm = torch.backends.cuda.matmul.fp32_precision
+    want = "tf32" if tf32 else "ieee"
+    torch.backends.cudnn.conv.fp32_precision = torch.backends.cuda.matmul.fp32_precision = want
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.conv.fp32_precision = conv
+        torch.backends.cuda.matmul.fp32_precision = mm
 
 
 #: the binary gate compares spike counts m instead of the scores round(θ·m): the same order

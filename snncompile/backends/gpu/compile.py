@@ -38,6 +38,7 @@ from snncompile.backends.common import (
     Recorder,
     SimResult,
     batches,
+    float32_math,
     resolve_device,
     run_steps,
 )
@@ -85,6 +86,7 @@ class SpikingNetwork(nn.Module):
         self.graph = graph
         self.spike = spike
         self.dtype = dtype
+        self.tf32 = False  # IEEE float32 on CUDA (``float32_math``); GpuNetwork: options.tf32
         self.order: list[str] = []
         self.inputs: dict[str, list[str]] = {}
         self.keys: dict[str, str] = {}
@@ -163,6 +165,12 @@ class SpikingNetwork(nn.Module):
         then receives each layer's s chunk by chunk, in time order. A network with a neuron
         model whose scan carries no state (``chunkable`` False) runs all T at once.
         """
+        with float32_math(self.tf32):
+            return self._simulate(x, steps, on_spikes, chunk)
+
+    def _simulate(self, x: Tensor, steps: int,
+                  on_spikes: Callable[[str, Tensor], None] | None,
+                  chunk: int | None) -> tuple[Tensor, dict[str, Tensor]]:
         n_in = len(self.graph.shape(self.input_name)) + 1
         static = x.dim() == n_in
         if chunk is None or not self.chunkable:
@@ -301,6 +309,7 @@ class GpuNetwork:
     def __post_init__(self) -> None:
         self.device = resolve_device(self.options.device)
         self.module = SpikingNetwork(self.graph, self.dtype).to(self.device)
+        self.module.tf32 = self.options.tf32
         self.fanouts = {n: fanout(self.graph, n) for n in self.module.neurons}
         self.pieces = Pieces(self.options.batch_size, self.options.timesteps)  # of the last run
 

@@ -31,6 +31,7 @@ from snncompile.backends.common import (
     Recorder,
     SimResult,
     batches,
+    float32_math,
     maxpool_gate,
     resolve_device,
     run_steps,
@@ -148,6 +149,7 @@ class LoihiNetwork:
         return pot, spikes
 
     @torch.no_grad()
+    @float32_math()  # IEEE float32 on CUDA: the integer sums stay exact
     def run(self, x: np.ndarray, timesteps: int | None = None, *, record: bool = False,
             progress: bool = True) -> SimResult:
         """Simulate ``x`` (N, *input shape) for ``timesteps`` steps in Loihi fixed point."""
