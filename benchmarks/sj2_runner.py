@@ -16,7 +16,9 @@ A job with ``"kind": "speed"`` times SpikingJelly's simulation instead (``speed`
 ``benchmarks/scale.py``): {"kind": "speed", "model": "resnet18" | "vgg11_bn"
 (``bench_models.IMAGENET``), "state_dict": "sd.pt", "data": "d.npz" (cal_x, x), "timesteps":
 [T, ...], "threads": n, "modes": ["single", "multi", "multi:8", ...], "repeats": r, "out":
-"result.json"}.
+"result.json", "device": "cpu" | "cuda" (default cpu)}. On CUDA the times are taken after
+``torch.cuda.synchronize`` and the memory is ``torch.cuda.max_memory_allocated`` above what the
+converted model and the input held before the run.
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ def _run_mode(snn: torch.nn.Module, x: torch.Tensor, steps: int, mode: str) -> t
         return out
     functional.set_step_mode(snn, "m")
     chunk = int(mode.split(":")[1]) if ":" in mode else steps
-    out = torch.zeros(())
+    out = torch.zeros((), device=x.device)
     for t0 in range(0, steps, chunk):
         c = min(chunk, steps - t0)
         out = out + snn(x.unsqueeze(0).expand(c, *x.shape).contiguous()).sum(0)
@@ -112,21 +114,32 @@ def speed(job: dict) -> None:
     from spikingjelly.activation_based import ann2snn, neuron
 
     torch.set_num_threads(int(job.get("threads", 1)))
+    dev = torch.device(job.get("device", "cpu"))
+    cuda = dev.type == "cuda"
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize(dev)
+
     d = np.load(job["data"])
-    cal, x = torch.from_numpy(d["cal_x"]), torch.from_numpy(d["x"])
+    cal, x = torch.from_numpy(d["cal_x"]).to(dev), torch.from_numpy(d["x"]).to(dev)
     model = bench_models.IMAGENET[job["model"]]().eval()
     model.load_state_dict(torch.load(job["state_dict"]), strict=True)
+    model.to(dev)
+    model(x)  # warm-up (cuDNN's algorithm choice)
     ann_s, ann_cpu = [], []
     for _ in range(3):
+        sync()
         t0, c0 = time.perf_counter(), time.process_time()
         model(x)
+        sync()
         ann_s.append(time.perf_counter() - t0)
         ann_cpu.append(time.process_time() - c0)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(cal, torch.zeros(len(cal))),
                                          batch_size=len(cal), shuffle=False)
     t0 = time.perf_counter()
     snn = ann2snn.FXConverter(recipe=ann2snn.RateCodingRecipe(dataloader=loader, mode="max"),
-                              device="cpu").convert(_copy.deepcopy(model)).eval()
+                              device=str(dev)).convert(_copy.deepcopy(model)).eval()
     conv_s = time.perf_counter() - t0
     ifs = [m for m in snn.modules() if isinstance(m, neuron.IFNode)]
     counts = {"n": 0.0, "spikes": 0.0}
@@ -136,7 +149,8 @@ def speed(job: dict) -> None:
         counts["spikes"] += float(o.sum())
 
     out: dict = {"spikingjelly": version("spikingjelly"), "torch": torch.__version__,
-                 "threads": torch.get_num_threads(), "model": job["model"],
+                 "threads": torch.get_num_threads(), "model": job["model"], "device": str(dev),
+                 "gpu": torch.cuda.get_device_name(dev) if cuda else None,
                  "images": len(x), "convert_s": conv_s, "ann_s": min(ann_s),
                  "ann_cpu_s": min(ann_cpu),
                  "if_layers": len(ifs), "rows": []}
@@ -156,9 +170,15 @@ def speed(job: dict) -> None:
                 pass
             Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS (Linux)
             rss0 = _status_mb("VmRSS")
+            if cuda:
+                sync()
+                torch.cuda.reset_peak_memory_stats(dev)
+                base = torch.cuda.memory_allocated(dev)
             for _ in range(int(job.get("repeats", 1))):
+                sync()
                 t0, c0 = time.perf_counter(), time.process_time()
                 o = _run_mode(snn, x, steps, mode)
+                sync()
                 times.append(time.perf_counter() - t0)
                 cpu.append(time.process_time() - c0)
             s = min(times)
@@ -168,7 +188,8 @@ def speed(job: dict) -> None:
                    "max_abs_diff_vs_single": float((o - ref).abs().max()),
                    "max_abs_out": float(ref.abs().max()),
                    "argmax_equal_single": bool(torch.equal(o.argmax(1), ref.argmax(1))),
-                   "run_peak_mb": _status_mb("VmHWM") - rss0,
+                   "run_peak_mb": ((torch.cuda.max_memory_allocated(dev) - base) / 2**20
+                                   if cuda else _status_mb("VmHWM") - rss0),
                    "rss_peak_mb": _status_mb("VmHWM")}
             out["rows"].append(row)
             print(f"sj2 {job['model']} T={steps} {mode}: {s:.2f} s, "
