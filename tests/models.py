@@ -233,14 +233,16 @@ def export(model: nn.Module, path: str | Path, opset: int = 17, dynamo: bool = F
     return path
 
 
-def trained(model_fn: Callable[..., nn.Module], epochs: int = 8, seed: int = 0) -> nn.Module:
-    """``model_fn(seed)`` trained on digits("train") with Adam (seconds on a CPU); eval mode.
+def trained(model_fn: Callable[..., nn.Module], epochs: int = 8, seed: int = 0,
+            data_seed: int = 0) -> nn.Module:
+    """``model_fn(seed)`` trained on digits("train", data_seed) with Adam (seconds on a CPU);
+    eval mode.
 
-    The test accuracy on digits("test") is stored in ``model.test_accuracy``.
+    The test accuracy on digits("test", data_seed) is stored in ``model.test_accuracy``.
     """
     torch.manual_seed(seed)
     model = model_fn(seed).train()
-    tr, te = digits("train"), digits("test")
+    tr, te = digits("train", data_seed), digits("test", data_seed)
     xt, yt = torch.from_numpy(tr.x), torch.from_numpy(tr.y)
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=5e-3)
