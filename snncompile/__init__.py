@@ -160,10 +160,11 @@ def convert(model: str | Path | Graph, *, target: str = "gpu",
             y = validate.labels(y, len(x), validate.classes(graph), "calibration labels")
     tuning = None
     if passes is None and not opts.no_tune and target != "ir" and x is not None:
-        from snncompile.tune import tune
+        from snncompile.tune import neuron_choices, tune
 
         tuning = tune(graph, x, y, opts.timesteps, budget=opts.tune_budget, seed=opts.seed,
-                      base_options=opts, per_channel=target != "loihi")
+                      base_options=opts, per_channel=target != "loihi",
+                      neurons=neuron_choices(opts, target, explicit="neuron" in options))
         passes = [*tuning.front, *tuning.passes]
     specs = list(passes) if passes is not None else pipeline_for(target, opts)
     pm = PassManager.from_specs(specs)

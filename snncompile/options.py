@@ -56,7 +56,9 @@ class CompileOptions:
     calibration_samples: int = option(512, "calibration samples to use (spread evenly over "
                                       "a file or folder)", group="data", range=(1, None))
     alpha: float = option(0.5, "initial potential v(0) = α·θ", range=(0.0, 1.0))
-    neuron: str = option("if", "neuron model (snncompile.neurons)", choices=neurons.names)
+    neuron: str = option("if", "neuron model (snncompile.neurons); without this flag the tuner "
+                         "may choose signed-if where it measures better, --neuron if pins IF",
+                         choices=neurons.names)
     gn_members: int = option(4, "members per group neuron", range=(1, None))
     bistable_period: int = option(2, "bistable neurons: steps integrating, then as many firing",
                                   range=(1, None))

@@ -258,3 +258,73 @@ def test_summary_when_the_budget_left_the_default_unconfirmed():
                      winner="global", cut_by_budget=True, timesteps=64, held_out=256)
     line = res.summary()
     assert "fixed default not confirmed" in line and "cut by the budget" in line
+
+
+# ------------------------------------------------------------------ the neuron model
+def test_neuron_choices_respect_the_user_and_the_target() -> None:
+    from snncompile.options import CompileOptions
+    from snncompile.tune import neuron_choices
+
+    assert neuron_choices(CompileOptions(), "gpu") == ("if", "signed-if")
+    assert neuron_choices(CompileOptions(), "loihi") == ("if", "signed-if")
+    assert neuron_choices(CompileOptions(), "gpu", explicit=True) == ("if",)  # --neuron if
+    assert neuron_choices(CompileOptions(neuron="gn"), "gpu") == ("gn",)
+    assert neuron_choices(CompileOptions(export="nir"), "gpu") == ("if",)  # NIR: plain IF
+
+
+def test_tuner_may_choose_signed_if_and_the_pipeline_replays(resnet_onnx: Path,
+                                                             digits_train) -> None:
+    """On the ResNet at T = 4 signed IF (Fast-SNN) takes back the spikes the joins send too
+    early: the tuner tries it as a global candidate and chooses it here; the replayable
+    pipeline selects it after any bias calibration (which simulates IF neurons)."""
+    ann = snncompile.load_onnx(resnet_onnx)
+    calib = digits_train.take(256)
+    r = tune(ann, calib.x, calib.y, 4, neurons=("if", "signed-if"))
+    tried = [s for s in r.scores if s["candidate"] == "neuron signed-if"]
+    assert len(tried) == 1
+    only_if = tune(ann, calib.x, calib.y, 4)  # the default: the model of base_options only
+    assert not any(s["candidate"].startswith("neuron") for s in only_if.scores)
+    assert r.chosen.get("neuron") == "signed-if" and r.tuned_loss < r.default_loss
+    specs = split_pipeline(r.pipeline)
+    sel = [i for i, s in enumerate(specs) if s.startswith("select-neurons")]
+    assert sel and specs[sel[0]] == "select-neurons{model=signed-if}"
+    bc = [i for i, s in enumerate(specs) if s.startswith("bias-calibration")]
+    assert all(i < sel[0] for i in bc)
+    g = PassManager.from_specs(specs).run(ann, PassContext(calibration=calib.x))
+    assert {op.neuron.model for _, op in g.topo()
+            if getattr(op, "neuron", None) is not None} == {"signed-if"}
+
+
+def test_cli_offers_signed_if_only_without_neuron(digits_cnn_onnx: Path, digits_train,
+                                                  tmp_path: Path) -> None:
+    """`--neuron if` on the command line pins the model (also abbreviated); without it the
+    tuner also tries signed IF; report.json lists the candidates."""
+    from snncompile.tools.cli import main
+
+    np.savez(tmp_path / "c.npz", x=digits_train.x[:128], y=digits_train.y[:128])
+    np.savez(tmp_path / "e.npz", x=digits_train.x[600:640], y=digits_train.y[600:640])
+    tried = []
+    for extra in ([], ["--neuron", "if"], ["--neur", "if"]):
+        out = tmp_path / f"o{len(tried)}"
+        assert main([str(digits_cnn_onnx), "--target", "gpu", "-T", "4", "--calibration",
+                     str(tmp_path / "c.npz"), "--eval", str(tmp_path / "e.npz"), "--out",
+                     str(out), "--device", "cpu", "--tune-budget", "2500", *extra]) == 0
+        rep = json.loads((out / "report.json").read_text())
+        tried.append(any(s["candidate"] == "neuron signed-if"
+                         for s in rep["tuning"]["scores"]))
+    assert tried == [True, False, False]
+
+
+def test_no_signed_if_where_a_max_pool_gate_stays(vgg_onnx: Path, digits_train) -> None:
+    """The gate ranks a window's units by spike counts; a negative spike would lower them, so
+    with `--maxpool gate` the tuner does not try signed IF (with the current max-pool it does)."""
+    from snncompile.options import CompileOptions
+
+    ann = snncompile.load_onnx(vgg_onnx)
+    calib = digits_train.take(256)
+    tried = []
+    for pool in ("gate", "current"):
+        r = tune(ann, calib.x, calib.y, 8, neurons=("if", "signed-if"),
+                 base_options=CompileOptions(timesteps=8, maxpool=pool))
+        tried.append(any(s["candidate"] == "neuron signed-if" for s in r.scores))
+    assert tried == [False, True]

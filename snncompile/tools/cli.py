@@ -138,6 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def given_options(argv: list[str] | None) -> set[str]:
+    """The destinations the command line set explicitly (``--neuron if`` too, and abbreviated
+    flags): the same parser with every default suppressed."""
+    p = build_parser()
+    for action in p._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(p.parse_args(argv)))
+
+
 def options_from_args(a: argparse.Namespace) -> CompileOptions:
     return CompileOptions(**{f.name: getattr(a, f.name) for f in OPTIONS})
 
@@ -287,13 +296,15 @@ def run(a: argparse.Namespace) -> int:
                   "off (it never selects settings on the evaluation set); give --calibration "
                   "to tune", file=sys.stderr)
         if _tuning_on(a, opts) and calib is not None and not is_nir and not calib_is_eval:
-            from snncompile.tune import MAX_SAMPLES, tune
+            from snncompile.tune import MAX_SAMPLES, neuron_choices, tune
 
             if main:  # rank 0 tunes and broadcasts its choice to all ranks
                 tx = calib.spread(MAX_SAMPLES).materialize()  # in memory: ≤ 2048 samples
                 tuning = tune(graph, tx.x, tx.y, opts.timesteps, budget=opts.tune_budget,
                               seed=opts.seed, base_options=opts,
-                              per_channel=a.target != "loihi")
+                              per_channel=a.target != "loihi",
+                              neurons=neuron_choices(opts, a.target,
+                                                     explicit="neuron" in getattr(a, "given", ())))
                 print(tuning.summary())
                 print(f"  replay without tuning: --pipeline '{tuning.pipeline}'")
             tuning = distributed.broadcast(tuning)
@@ -402,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         a = parser.parse_args(argv)
     except SystemExit as e:  # --help, or a usage error (one line, OneLineParser)
         return exit_code(e)
+    a.given = given_options(argv)
     logging.basicConfig(level=logging.WARNING - 10 * min(a.verbose, 2),
                         format="%(levelname)s %(name)s: %(message)s")
     distributed = None
