@@ -51,7 +51,8 @@ def same_run(a, b) -> None:
 @pytest.mark.parametrize("onnx_path", EXAMPLES, ids=lambda p: p.stem)
 def test_example_round_trip_gives_identical_spikes(onnx_path: Path, tmp_path: Path,
                                                    digits_train, digits_test) -> None:
-    snn, _, _ = snncompile.convert(onnx_path, target="gpu", calibration=digits_train.x[:256])
+    snn, _, _ = snncompile.convert(onnx_path, target="gpu", calibration=digits_train.x[:256],
+                                   export="nir")  # for NIR: the tuner keeps IF neurons
     path = snncompile.export_nir(snn, tmp_path / "net.nir")
     back = snncompile.load_nir(path)
     x = digits_test.x[:128]
@@ -86,7 +87,7 @@ def test_readout_current_and_folded_thresholds(digits_cnn_onnx: Path, tmp_path: 
                                                digits_train, digits_test) -> None:
     """θ = 1 writes no Scale; readout="current" writes no I (our readout sums the current)."""
     snn, _, _ = snncompile.convert(digits_cnn_onnx, target="gpu", calibration=digits_train.x[:256],
-                                   fold_thresholds=True)
+                                   fold_thresholds=True, export="nir")
     path = snncompile.export_nir(snn, tmp_path / "f.nir", readout="current")
     kinds = {type(n).__name__ for n in nir.read(path).nodes.values()}
     assert not kinds & {"Scale", "I"}
@@ -348,3 +349,20 @@ def test_loihi_without_lava_is_one_line(digits_cnn_onnx: Path, tmp_path: Path, c
     assert rc == 2, line
     assert "\n" not in line and "needs Lava" in line and "snncompile[loihi]" in line
     assert not out.exists()
+
+
+def test_tuned_signed_if_is_refused_with_the_way_out(resnet_onnx: Path, digits_train,
+                                                      tmp_path: Path) -> None:
+    """Converted with no intent to export, the tuner may choose signed IF (it does on this
+    ResNet at T = 4); export_nir then says how to keep IF, and converting with export="nir"
+    gives an exportable network."""
+    cal = digits_train.take(256)
+    snn, _, _ = snncompile.convert(resnet_onnx, target="gpu", calibration=cal, timesteps=4)
+    assert any(getattr(op, "neuron", None) is not None and op.neuron.model == "signed-if"
+               for _, op in snn.topo())
+    with pytest.raises(CompileError) as e:
+        snncompile.export_nir(snn, tmp_path / "a.nir")
+    assert 'export="nir"' in str(e.value) and not (tmp_path / "a.nir").exists()
+    snn, _, _ = snncompile.convert(resnet_onnx, target="gpu", calibration=cal, timesteps=4,
+                                   export="nir")
+    assert snncompile.export_nir(snn, tmp_path / "b.nir").exists()

@@ -67,6 +67,9 @@ from snncompile.ir.nodes import (
 
 #: our neuron model -> the value of the IF metadata "reset"
 RESETS = {"if": "subtract", "if-hard": "zero"}
+#: tuning may choose signed IF; asking for NIR when converting keeps plain IF
+NEURON_HINT = ("NIR export supports --neuron if, if-hard; convert with --export nir (Python: "
+               "export=\"nir\" or neuron=\"if\") so that the tuner keeps IF neurons")
 REFUSED_NEURONS = {
     "signed-if": "negative spikes (NIR spikes are 0 or 1)",
     "gn": "group neurons send up to M spikes per step",
@@ -114,7 +117,7 @@ def check_exportable(graph: Graph) -> list[Diagnostic]:
         if isinstance(op, Layer) and op.neuron is not None and op.neuron.model not in RESETS:
             why = REFUSED_NEURONS.get(op.neuron.model, "no NIR node")
             bad.append(Diagnostic(f"neuron model {op.neuron.model!r}: {why}", node=name,
-                                  origin=origin, hint="NIR export supports --neuron if, if-hard"))
+                                  origin=origin, hint=NEURON_HINT))
         elif isinstance(op, ReLU) and op.neuron is None:
             bad.append(Diagnostic("a ReLU without a neuron (ANN form)", node=name, origin=origin))
         elif not isinstance(op, (Input, Output, Conv2d, Dense, Add, ReLU, AvgPool2d, Flatten,
