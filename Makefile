@@ -65,6 +65,8 @@ bench: venv
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) benchmarks/gpu_sim.py
 	$(PY) benchmarks/vs_spikingjelly.py
+	$(PY) benchmarks/vs_spikingjelly.py --splits 3 --out benchmarks/results/vs_spikingjelly_3splits.json
+	$(PY) benchmarks/maxpool.py
 	$(PY) benchmarks/lava_sim.py
 	$(PY) benchmarks/thresholds.py
 	$(PY) benchmarks/latency.py
