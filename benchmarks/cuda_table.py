@@ -47,17 +47,14 @@ for p in (ROOT, ROOT / "benchmarks"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
+from scale import SIZE, export, images  # noqa: E402  (benchmarks/scale.py)
+
 RESULTS = ROOT / "benchmarks" / "results"
-SIZE = 224
 SJ_MODELS = ("resnet18", "vgg11_bn")  # those with a twin in bench_models.IMAGENET
 
 
 def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def images(n: int, seed: int = 1, size: int = SIZE) -> np.ndarray:
-    return np.random.default_rng(seed).random((n, 3, size, size), dtype=np.float32)
 
 
 def sync(dev: torch.device) -> None:
@@ -75,17 +72,6 @@ def best(fn: Any, dev: torch.device, repeats: int) -> list[float]:
         sync(dev)
         out.append(time.perf_counter() - t0)
     return out
-
-
-def export(name: str, d: Path, size: int) -> Path:
-    import torchvision
-
-    torch.manual_seed(0)
-    model = getattr(torchvision.models, name)(weights=None).eval()
-    path = d / f"{name}.onnx"
-    torch.onnx.export(model, torch.rand(1, 3, size, size), path, dynamo=False, opset_version=17)
-    torch.save(model.state_dict(), d / f"{name}.pt")
-    return path
 
 
 @torch.no_grad()

@@ -96,15 +96,16 @@ def _env(threads: int) -> dict[str, str]:
             "MKL_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore"}
 
 
-def export(name: str, d: Path) -> Path:
-    """torchvision model, seed 0, to ONNX; its state dict to ``d/name.pt`` (SpikingJelly's
-    weights) after checking that ``bench_models.IMAGENET[name]`` computes the same output."""
+def export(name: str, d: Path, size: int = SIZE) -> Path:
+    """torchvision model, seed 0, to ONNX (input 3×size×size); its state dict to
+    ``d/name.pt`` (SpikingJelly's weights; ``arch_check`` compares them with
+    ``bench_models.IMAGENET[name]``)."""
     import torchvision
 
     torch.manual_seed(0)
     model = getattr(torchvision.models, name)(weights=None).eval()
     path = d / f"{name}.onnx"
-    torch.onnx.export(model, torch.rand(1, 3, SIZE, SIZE), path, dynamo=False,
+    torch.onnx.export(model, torch.rand(1, 3, size, size), path, dynamo=False,
                       opset_version=17)
     torch.save(model.state_dict(), d / f"{name}.pt")
     return path
@@ -127,8 +128,8 @@ def arch_check(name: str, d: Path) -> float | None:
         return float((tv(x) - ours(x)).abs().max())
 
 
-def images(n: int, seed: int = 1) -> np.ndarray:
-    return np.random.default_rng(seed).random((n, 3, SIZE, SIZE), dtype=np.float32)
+def images(n: int, seed: int = 1, size: int = SIZE) -> np.ndarray:
+    return np.random.default_rng(seed).random((n, 3, size, size), dtype=np.float32)
 
 
 def convert(name: str, d: Path) -> tuple[Path, Path]:
