@@ -19,8 +19,6 @@ markdown table (accuracy %, and the difference to the ANN in points).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import tempfile
 import time
@@ -31,6 +29,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from thresholds import write_results  # noqa: E402  (benchmarks/thresholds.py)
 
 import snncompile  # noqa: E402
 from snncompile.data import digits  # noqa: E402
@@ -84,12 +85,7 @@ def main() -> None:
                  for t in STEPS]
         print(f"| {r['model']} ({100 * r['ann']:.2f}) | {r['maxpool']} | {r['setting']} | "
               + " | ".join(cells) + " |")
-    out = ROOT / "benchmarks" / "results" / "maxpool.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"samples": len(test), "calibration": 512, "threads": 1,
-                               "load_average_at_end": os.getloadavg(), "rows": rows},
-                              indent=1) + "\n")
-    print(f"wrote {out}")
+    write_results("maxpool", len(test), rows)
 
 
 if __name__ == "__main__":

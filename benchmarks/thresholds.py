@@ -16,6 +16,7 @@ Writes benchmarks/results/thresholds.json and prints a markdown table.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 import time
@@ -34,6 +35,18 @@ from snncompile.interp import run_ann  # noqa: E402
 import models  # noqa: E402
 
 STEPS = (4, 8, 16, 32, 64)
+
+
+def write_results(name: str, samples: int, rows: list) -> Path:
+    """``benchmarks/results/<name>.json``: the accuracy rows of a digits benchmark (``samples``
+    test images, 512 calibration images, one thread) and the load at the end."""
+    out = ROOT / "benchmarks" / "results" / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"samples": samples, "calibration": 512, "threads": 1,
+                               "load_average_at_end": os.getloadavg(), "rows": rows},
+                              indent=1) + "\n")
+    print(f"wrote {out}")
+    return out
 SETTINGS = [(norm, ch) for norm in ("max", "p99.9", "p99.99") for ch in (False, True)]
 
 
@@ -82,14 +95,7 @@ def main() -> None:
             else ""
         print(f"| {r['model']} | {r['ann']:.4f} | {r['norm']} | {gran} | "
               + " | ".join(f"{r['accuracy'][t]:.4f}" for t in STEPS) + f" | {ts} |")
-    out = ROOT / "benchmarks" / "results" / "thresholds.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    import os
-
-    out.write_text(json.dumps({"samples": len(test), "calibration": 512, "threads": 1,
-                               "load_average_at_end": os.getloadavg(), "rows": rows},
-                              indent=1) + "\n")
-    print(f"wrote {out}")
+    write_results("thresholds", len(test), rows)
 
 
 if __name__ == "__main__":
