@@ -1,5 +1,7 @@
-"""The cumulative-current spiking max-pool (``CurrentMaxPool2d``), shared by the gpu simulator
-and the loihi target's torch reference (backends never import each other).
+"""The cumulative-current spiking max-pool (``CurrentMaxPool2d``), shared by the gpu simulator,
+the loihi target's torch reference (backends never import each other) and the
+``bias-calibration`` pass (passes never import a backend): one layer below both, beside
+``options``.
 
 For candidate currents x_i(t) of one pooling window (padding: −∞),
 

@@ -117,8 +117,8 @@ def test_current_maxpool_without_autograd_equals_the_differentiable_path(kernel,
                                                                          dil):
     """``cummax_current`` without autograd (in-place sums, strided window max) gives the values
     of its differentiable path bit for bit (signed zeros too), whole and in time chunks."""
-    from snncompile.backends.pooling import cummax_current
     from snncompile.ir.nodes import CurrentMaxPool2d
+    from snncompile.pooling import cummax_current
 
     op = CurrentMaxPool2d(kernel=kernel, stride=stride, padding=(pad,) * 4, dilation=(dil, dil))
     g = torch.Generator().manual_seed(4)

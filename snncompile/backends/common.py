@@ -26,11 +26,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from snncompile.backends.pooling import tile_max, tiles
 from snncompile.interp import pad2d
 from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.graph import Graph
 from snncompile.ir.nodes import MaxPool2d
+from snncompile.pooling import tile_max, tiles
 
 Tensor = torch.Tensor
 

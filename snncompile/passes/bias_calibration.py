@@ -41,6 +41,7 @@ from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.graph import Graph
 from snncompile.ir.nodes import Conv2d, CurrentMaxPool2d, Dense, Input, Layer, MaxPool2d
 from snncompile.passes.registry import PassContext, register_pass
+from snncompile.pooling import cummax_current
 
 Tensor = torch.Tensor
 
@@ -52,17 +53,6 @@ def _gate(op: MaxPool2d, x: Tensor, steps: int) -> Tensor:
     flat = pad2d(x, op.padding, 0.0)
     _, idx = F.max_pool2d(score, op.kernel, op.stride, 0, op.dilation, return_indices=True)
     return torch.gather(flat.flatten(2), 2, idx.flatten(2)).reshape(idx.shape)
-
-
-def _cummax(op: CurrentMaxPool2d, x: Tensor, steps: int) -> Tensor:
-    """I(t) = M(t) − M(t−1), M(t) the window max of the cumulative inputs (x: T·B, C, H, W):
-    ``backends.pooling.cummax_current``, re-written here because passes may not import
-    backends."""
-    acc = torch.cumsum(x.reshape(steps, -1, *x.shape[1:]).double(), 0)
-    m = F.max_pool2d(pad2d(acc.flatten(0, 1), op.padding, float("-inf")), op.kernel, op.stride,
-                     0, op.dilation)
-    m = m.reshape(steps, -1, *m.shape[1:])
-    return torch.diff(m, dim=0, prepend=torch.zeros_like(m[:1])).flatten(0, 1).to(x.dtype)
 
 
 def _if_scan(cur: Tensor, theta: Tensor, alpha: float, steps: int) -> Tensor:
@@ -120,8 +110,8 @@ class BiasCalibration:
                 if isinstance(op, MaxPool2d):
                     vals[name] = _gate(op, xs[0], steps)
                     continue
-                cur = (_cummax(op, xs[0], steps) if isinstance(op, CurrentMaxPool2d)
-                       else KERNELS[type(op)](op, xs))
+                cur = (cummax_current(op, xs[0].unflatten(0, (steps, -1))).flatten(0, 1)
+                       if isinstance(op, CurrentMaxPool2d) else KERNELS[type(op)](op, xs))
                 if not (isinstance(op, Layer) and op.neuron is not None):
                     vals[name] = cur
                     continue

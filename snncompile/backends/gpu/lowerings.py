@@ -10,7 +10,7 @@ for static inputs and T for dynamic ones. All ops are linear per step but the sp
     Σ_{τ≤t} x(τ) (for a spiking input with one θ per channel: the highest spike count so far,
     including step t; ties: the first unit of the window in row-major order).
     CurrentMaxPool2d (``--maxpool current``): I(t) = M(t) − M(t−1), M(t) the window's largest
-    cumulative input current (``backends.pooling``), feeding one neuron per window.
+    cumulative input current (``snncompile.pooling``), feeding one neuron per window.
 
 A lowering whose output depends on earlier steps (the two max-pools) takes a third argument,
 ``state``: a dict it carries from one time chunk to the next (``stateful = True``).
@@ -30,7 +30,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from snncompile.backends.common import column_nonzeros, maxpool_gate
-from snncompile.backends.pooling import cummax_current
 from snncompile.interp import avgpool, maxpool, pad2d
 from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.graph import Graph
@@ -50,6 +49,7 @@ from snncompile.ir.nodes import (
     Output,
     ReLU,
 )
+from snncompile.pooling import cummax_current
 
 Tensor = torch.Tensor
 LOWERINGS: dict[type[Node], Callable[[Node, torch.dtype], nn.Module]] = {}
@@ -228,7 +228,7 @@ class MaxPoolLowering(_Op):
 class CurrentMaxPoolLowering(_Op):
     """The current of a ``CurrentMaxPool2d`` neuron: static input, the ANN max (M(t) = t·max x);
     dynamic input, I(t) = M(t) − M(t−1) of the window's cumulative input currents
-    (``backends.pooling``)."""
+    (``snncompile.pooling``)."""
 
     stateful = True
 

@@ -97,7 +97,7 @@ class Population:
     #: a ``CurrentMaxPool2d`` population (``--maxpool current``): its synapses deliver the
     #: currents of the pooled candidates (shape ``pool_in``), a host process turns them into
     #: I(t) = M(t) − M(t−1) of the window max M of their cumulative sums, the neurons (shape
-    #: ``shape``) integrate I(t) + bias (``backends.pooling``; Lava: ``lava_models.cummax``)
+    #: ``shape``) integrate I(t) + bias (``snncompile.pooling``; Lava: ``lava_models.cummax``)
     pool: CurrentMaxPool2d | None = None
     pool_in: tuple[int, ...] | None = None
 

@@ -4,7 +4,7 @@ It runs the same ``LoihiPlan`` (``plan.py``, ``fixed.py``) that the Lava run bui
 values held in float64 tensors (exact below 2^53), on CPU or CUDA. Per population B, per step,
 the synaptic input is a = Σ_syn q · p_src(t) (conv: wrapped to 24 bits as Lava's Conv does; a
 current max-pool population takes I(t) = M(t) − M(t−1) of the window max of its candidates'
-cumulative integer a, ``backends.pooling``, exact); the
+cumulative integer a, ``snncompile.pooling``, exact); the
 neuron dynamics are each model's ``simulate`` in ``neurons.py`` (the table of the loihi target);
 the readout integrates v = clip(v + (a << 6) + bias) (prediction = argmax v); a graded
 (sigma-delta) network decodes σ = clip(σ + (a << 6)) and reads v = clip(σ + bias) (as lava-dl
@@ -39,10 +39,10 @@ from snncompile.backends.common import (
 from snncompile.backends.loihi.fixed import ACT_SHIFT, NETX_GRID_EXP, STATE_MAX
 from snncompile.backends.loihi.neurons import chan, wrap24
 from snncompile.backends.loihi.plan import LoihiPlan, build_plan, fanout
-from snncompile.backends.pooling import cummax_current, window_max
 from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.graph import Graph
 from snncompile.options import CompileOptions
+from snncompile.pooling import cummax_current, window_max
 
 Tensor = torch.Tensor
 
