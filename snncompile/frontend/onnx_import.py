@@ -144,9 +144,7 @@ def _lean(model: onnx.ModelProto) -> onnx.ModelProto:
     if not big:
         return model
     names = {i.name for i in big}
-    lean = onnx.ModelProto()
-    _copy_fields(lean, model, "graph")
-    _copy_fields(lean.graph, model.graph, "initializer")
+    lean = _without_initializers(model)
     lean.graph.initializer.extend(i for i in model.graph.initializer if i.name not in names)
     listed = {i.name for i in model.graph.input}
     lean.graph.input.extend(onnx.helper.make_tensor_value_info(i.name, i.data_type, i.dims)
