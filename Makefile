@@ -14,6 +14,8 @@ PYTHON312 ?= $(shell p=$$(pyenv prefix 3.12 2>/dev/null | head -1); \
 	fi)
 CORE := .venv-core
 MODEL := examples/digits_cnn.onnx
+# pip with 3 tries (a dropped download must not fail a fresh install)
+PIP_RETRY := .ci/pip-retry
 NETX_PKGS := lava-dl==0.6.0 'opencv-python-headless<4.12' torchvision==0.29.1
 # the NIR peer of tests/test_nir.py: sinabs pins nir<=1.0.4 and wants samna (a Speck driver its
 # NIR code does not use), so it goes in without its dependencies, like lava-dl
@@ -26,10 +28,10 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml Makefile
 	@if [ -z "$(PYTHON310)" ]; then echo "error: Python 3.10 not found (pyenv install 3.10, or put python3.10 on PATH)" >&2; exit 2; fi
 	@test -x $(PY) || $(PYTHON310) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,loihi]'
+	$(PIP_RETRY) $(PY) -m pip install -q --upgrade pip
+	$(PIP_RETRY) $(PY) -m pip install -q -e '.[dev,loihi]'
 	# lava-dl's netx reader (for the netx export test): it pins torch<2.4, so without its deps
-	$(PY) -m pip install -q --no-deps $(NETX_PKGS) $(NIR_PEER_PKGS)
+	$(PIP_RETRY) $(PY) -m pip install -q --no-deps $(NETX_PKGS) $(NIR_PEER_PKGS)
 	@touch $@
 
 demo: venv
@@ -46,12 +48,12 @@ test: venv lint
 test-core:
 	@if [ -z "$(PYTHON312)" ]; then echo "error: Python 3.12 not found (pyenv install 3.12, or put python3.12 on PATH)" >&2; exit 2; fi
 	@test -x $(CORE)/bin/python || $(PYTHON312) -m venv $(CORE)
-	$(CORE)/bin/python -m pip install -q --upgrade pip
+	$(PIP_RETRY) $(CORE)/bin/python -m pip install -q --upgrade pip
 	# setuptools leaves build/ behind, which ruff would take for the tests' build.py
 	rm -rf dist build && $(CORE)/bin/python -m pip wheel -q --no-deps . -w dist && rm -rf build
-	$(CORE)/bin/python -m pip install -q "$$(ls dist/snncompile-*.whl)[dev]"
+	$(PIP_RETRY) $(CORE)/bin/python -m pip install -q "$$(ls dist/snncompile-*.whl)[dev]"
 	$(CORE)/bin/python -m pip install -q --force-reinstall --no-deps dist/snncompile-*.whl
-	$(CORE)/bin/python -m pip install -q --no-deps $(NIR_PEER_PKGS)
+	$(PIP_RETRY) $(CORE)/bin/python -m pip install -q --no-deps $(NIR_PEER_PKGS)
 	cd $$(mktemp -d) && $(CURDIR)/$(CORE)/bin/snn-compile $(CURDIR)/$(MODEL) --target gpu \
 		--dataset digits --timesteps 16 --out $(CURDIR)/out/wheel-check
 	$(CORE)/bin/python -m pytest -q -p no:cacheprovider tests
@@ -62,7 +64,7 @@ lint: venv
 	$(PY) -m ruff check .
 
 bench: venv
-	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PIP_RETRY) $(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) benchmarks/gpu_sim.py
 	$(PY) benchmarks/vs_spikingjelly.py
 	$(PY) benchmarks/vs_spikingjelly.py --splits 3 --out benchmarks/results/vs_spikingjelly_3splits.json
