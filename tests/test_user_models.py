@@ -68,8 +68,9 @@ def test_refusal_counts_every_unsupported_op_type(tmp_path: Path) -> None:
     # SiLU is exported as Sigmoid + Mul; every type with its count, in graph order
     assert line.startswith("unsupported ops: HardSwish ×2 (first at node /1/HardSwish), "
                            "HardSigmoid ×2 (first at node "), line
-    assert "Mul ×3 (first at node" in line and "Sigmoid ×1 (first at node" in line
-    assert line.index("; supported: ") > line.index("Mul ×3")
+    assert "Mul of two activations ×3 (first at node" in line
+    assert "Sigmoid ×1 (first at node" in line
+    assert line.index("; supported: ") > line.index("Mul of two activations ×3")
     # downstream nodes (the Conv after a HardSwish, the final Gemm) raise no second error
     assert len(info.value.diagnostics) == 1 and "more" not in line
 
@@ -83,7 +84,8 @@ def test_mobilenet_v3_refusal_lists_all_three_op_types(tmp_path: Path) -> None:
         load_onnx(path)
     line = info.value.one_line()
     assert line.startswith("unsupported ops: HardSwish ×19 (first at node "), line
-    assert "HardSigmoid ×9 (first at node " in line and "Mul ×9 (first at node " in line
+    assert "HardSigmoid ×9 (first at node " in line
+    assert "Mul of two activations ×9 (first at node " in line
     assert "\n" not in line and "more" not in line
 
 
@@ -191,3 +193,102 @@ def test_adaptive_avgpool_replication_folds_into_the_gemm(tmp_path: Path) -> Non
         "Input", "Conv2d", "ReLU", "AvgPool2d", "Flatten", "Dense", "Output"]
     assert g.op(g.readout_name).weight.shape == (10, 4)
     check(path)
+
+
+# ---------------------------------------------------------------------------- user spellings
+class _Spellings(nn.Module):
+    """What users write around the layers: normalisation inside the model, a scaled
+    activation, a squeezed global pool, a reshape written with the batch size."""
+
+    def __init__(self, norm: str, head: str) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.norm, self.head = norm, head
+        self.c1, self.c2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8 if head.startswith("squeeze") else 8 * 16, 10)
+        self.register_buffer("mean", torch.tensor([0.4, 0.5, 0.6]).reshape(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.2, 0.25, 0.3]).reshape(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.norm == "channel":  # torchvision's Normalize, inside the model
+            x = (x - self.mean) / self.std
+        elif self.norm == "scalar":
+            x = (1.0 - x) * 2.0 + 0.5
+        x = torch.relu(self.c1(x)) * 0.5  # on a spiking layer's output: kept as an affine op
+        x = torch.relu(self.c2(x / 4.0))
+        if self.head == "squeeze2":
+            return self.fc(nn.functional.adaptive_avg_pool2d(x, 1).squeeze(-1).squeeze(-1))
+        if self.head == "squeeze":
+            return self.fc(nn.functional.adaptive_avg_pool2d(x, 1).squeeze())
+        return self.fc(nn.functional.avg_pool2d(x, 2).reshape(x.shape[0], -1))
+
+
+@pytest.mark.parametrize("norm, head, exporter", [
+    ("channel", "squeeze2", "torchscript"), ("scalar", "squeeze", "torchscript"),
+    ("channel", "reshape", "batch1"), ("scalar", "squeeze2", "batch1"),
+    ("channel", "squeeze", "dynamo"), ("scalar", "reshape", "dynamo")])
+def test_user_spellings_are_exact(norm: str, head: str, exporter: str, tmp_path: Path) -> None:
+    model, path = _Spellings(norm, head).eval(), tmp_path / "m.onnx"
+    if exporter == "batch1":  # no dynamic axis: the exporter writes the 1 into the reshape
+        torch.onnx.export(model, (torch.zeros(1, 3, 8, 8),), str(path), opset_version=17,
+                          dynamo=False)
+    elif exporter == "dynamo":
+        torch.onnx.export(model, (torch.zeros(2, 3, 8, 8),), str(path), opset_version=18,
+                          dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch")},))
+    else:
+        export(model, path, in_shape=(3, 8, 8))
+    g = load_onnx(path)
+    affine = [op for _, op in g.topo() if type(op).__name__ == "BatchNorm"]
+    assert affine  # the input normalisation and the scaled ReLU output
+    check(path, in_shape=(3, 8, 8))
+    import snncompile
+    x = np.random.default_rng(0).random((16, 3, 8, 8), dtype=np.float32)
+    ann = run_ann(g, x)
+    net = snncompile.compile(path, target="gpu", calibration=x, timesteps=64, no_tune=True)
+    res = net.run(x, 64)
+    assert np.mean(res.output.argmax(1) == ann.argmax(1)) >= 0.8
+
+
+def test_user_spelling_refusals(tmp_path: Path) -> None:
+    class Bad(nn.Module):
+        def __init__(self, kind: str) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.kind, self.c = kind, nn.Conv2d(1, 4, 3, padding=1)
+            self.fc = nn.Linear(4 if kind == "squeeze1" else 4 * 64, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = torch.relu(self.c(x))
+            if self.kind == "product":
+                y = y * torch.relu(self.c(x) - 1)
+            elif self.kind == "zero":
+                y = y / torch.tensor([1.0, 0.0, 1.0, 1.0]).reshape(1, 4, 1, 1)
+            elif self.kind == "pixel":
+                y = y * torch.linspace(0, 1, 64).reshape(1, 1, 8, 8)
+            if self.kind == "squeeze1":
+                return self.fc(y.mean((2, 3), keepdim=True).squeeze())
+            return self.fc(y.flatten(1))
+
+    words = {"product": "Mul of two activations ×1 (first at node",
+             "zero": "division by zero", "pixel": "not one value per channel",
+             "squeeze1": "removes the batch axis of this batch-1 export"}
+    for kind, word in words.items():
+        path = tmp_path / f"{kind}.onnx"
+        if kind == "squeeze1":
+            torch.onnx.export(Bad(kind).eval(), (torch.zeros(1, 1, 8, 8),), str(path),
+                              opset_version=17, dynamo=False)
+        else:
+            export(Bad(kind), path)
+        with pytest.raises(CompileError) as info:
+            load_onnx(path)
+        line = info.value.one_line()
+        assert word in line and "\n" not in line, (kind, line)
+    # 2 / x (torch writes 1 / x as Reciprocal, refused as an op type)
+    from onnx import TensorProto, helper, numpy_helper
+    g = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Div", ["two", "r"], ["y"])],
+        "div", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        [numpy_helper.from_array(np.array([2.0], np.float32), "two")])
+    with pytest.raises(CompileError, match="a constant divided by an activation"):
+        load_onnx(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))

@@ -27,6 +27,7 @@ from onnx import numpy_helper
 
 from snncompile.frontend.op_table import (
     CONVERTERS,
+    TWO_ACTIVATIONS,
     Builder,
     OnnxNode,
     Unsupported,
@@ -257,6 +258,18 @@ def _fold(node: onnx.NodeProto, b: Builder, folder: _Folder) -> None:
     b.consts[node.output[0]] = vals
 
 
+def _unsupported_type(op_type: str, proto: onnx.NodeProto, b: Builder) -> str | None:
+    """The name a node is counted under among the unsupported op types, or None: its op type,
+    or e.g. "Mul of two activations" for an op supported only with a constant operand."""
+    if op_type == "Shape":
+        return None
+    if op_type not in CONVERTERS:
+        return op_type
+    if op_type in TWO_ACTIVATIONS and not any(i in b.consts for i in proto.input if i):
+        return TWO_ACTIVATIONS[op_type]
+    return None
+
+
 def unsupported_ops_diagnostic(bad: dict[str, list[str]]) -> Diagnostic:
     """One diagnostic naming every unsupported op type with its count and first node:
     ``HardSwish ×19 (first at node A), Mul ×9 (first at node B); supported: ...``."""
@@ -296,7 +309,9 @@ def load_onnx(src: str | Path | onnx.ModelProto) -> Graph:
             uses[i] = uses.get(i, 0) + 1
     for o in model.graph.output:
         uses[o.name] = uses.get(o.name, 0) + 1
-    b = Builder(opset, {out_name}, uses)
+    dims = _dims(inp)
+    assert dims is not None  # checked by _io
+    b = Builder(opset, {out_name}, uses, fixed_batch=dims[0])
     # the initializers the (folded) model keeps, the large ones among its inputs (``_check``)
     for name in [i.name for i in (*model.graph.initializer, *model.graph.input)]:
         if name in arrays:
@@ -304,9 +319,6 @@ def load_onnx(src: str | Path | onnx.ModelProto) -> Graph:
     del arrays
     model = _without_initializers(model)  # the weights live on as numpy arrays only
     onnx_shapes = {vi.name: _dims(vi) for vi in (*model.graph.value_info, *model.graph.output)}
-
-    dims = _dims(inp)
-    assert dims is not None  # checked by _io
     in_ir = b.graph.add(sanitize(inp.name) or "input",
                         Input(origin=f"{inp.name} (graph input)", shape=tuple(dims[1:])))
     b.tensors[inp.name] = in_ir
@@ -324,8 +336,9 @@ def load_onnx(src: str | Path | onnx.ModelProto) -> Graph:
             # downstream of a problem: nothing to convert (a shape or value it would need is
             # missing, so any error here would be a misleading echo), but every node of an
             # unsupported op type is still counted
-            if op_type not in CONVERTERS and op_type != "Shape":
-                bad_types.setdefault(op_type, []).append(name)
+            unsupported = _unsupported_type(op_type, proto, b)
+            if unsupported:
+                bad_types.setdefault(unsupported, []).append(name)
             poisoned.update(proto.output)
             continue
         try:
@@ -333,8 +346,9 @@ def load_onnx(src: str | Path | onnx.ModelProto) -> Graph:
                 _fold(proto, b, folder)
                 continue
             conv = CONVERTERS.get(op_type)
-            if conv is None:
-                bad_types.setdefault(op_type, []).append(name)
+            unsupported = _unsupported_type(op_type, proto, b)
+            if conv is None or unsupported:
+                bad_types.setdefault(unsupported or op_type, []).append(name)
                 poisoned.update(proto.output)
                 continue
             node = OnnxNode(name, op_type, tuple(proto.input), tuple(proto.output), _attrs(proto))

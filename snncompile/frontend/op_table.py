@@ -13,7 +13,9 @@ The mappings are exact (no approximation):
   of a per-channel constant right after a bias-free MatMul / Gemm / Conv becomes its bias.
 - Clip(0, m) = min(max(x, 0), m) -> ReLU with Activation(hi=m); Relu -> Activation().
 - GlobalAveragePool and ReduceMean over (H, W) = AvgPool2d with kernel (H, W).
-- Flatten(axis=1) and Reshape to (N, C·H·W) -> Flatten (C-order, as both ONNX and torch).
+- Flatten(axis=1), Reshape to (N, C·H·W) and Squeeze of (N, C, 1, 1) -> Flatten (C-order, as
+  both ONNX and torch).
+- Mul / Div / Sub / Add of an activation and a per-channel constant -> BatchNorm (y = a·x + c).
 """
 
 from __future__ import annotations
@@ -75,9 +77,13 @@ class Builder:
 
     batch_sizes = (1_000_003, 1_000_033)  # two primes no real layer size equals
 
-    def __init__(self, opset: int, graph_outputs: set[str], uses: dict[str, int]) -> None:
+    def __init__(self, opset: int, graph_outputs: set[str], uses: dict[str, int],
+                 fixed_batch: int | None = None) -> None:
         self.graph = Graph()
         self.opset = opset
+        #: the batch size of a model exported without a dynamic batch axis (``dim_value`` of
+        #: the input's first axis): its exporter wrote that size into constant target shapes
+        self.fixed_batch = fixed_batch
         self.tensors: dict[str, str] = {}  # ONNX activation tensor -> IR op name
         self.consts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.graph_outputs = graph_outputs
@@ -91,6 +97,8 @@ class Builder:
         self.spatial: dict[str, tuple[str, np.ndarray, bool]] = {}
         self.spatial_maps: dict[str, np.ndarray] = {}  # IR Dense op made from such a view -> S
         self.unchecked: set[str] = set()  # ONNX tensors whose IR shape is flat on purpose
+        #: ONNX tensors (N, C, 1) between two Squeezes (flat in the IR) -> their ONNX shape
+        self.squeezed: dict[str, tuple[int, ...]] = {}
 
     # ------------------------------------------------------------------ queries
     def is_const(self, name: str) -> bool:
@@ -154,7 +162,8 @@ def converts(*op_types: str) -> Callable[[Converter], Converter]:
 def supported_ops() -> list[str]:
     """ONNX op types with a converter; our own fused ops (``ai.snncompile.*``) are listed as
     what they stand for."""
-    ops = sorted(t for t in CONVERTERS if "." not in t)
+    ops = sorted(f"{t} (by a constant)" if t in TWO_ACTIVATIONS else t
+                 for t in CONVERTERS if "." not in t)
     if len(ops) < len(CONVERTERS):
         ops.append("quantized activations (Floor/Round clip-floor-shift chains, "
                    "QuantizeLinear/DequantizeLinear around a Relu)")
@@ -251,7 +260,7 @@ def _bias(v: np.ndarray, channels: int, shape: Shape) -> np.ndarray | None:
     if not np.array_equal(full, np.broadcast_to(per.reshape((channels,) + (1,) * (len(shape) - 1)),
                                                 shape)):
         return None
-    return np.array(per, dtype=np.float32)
+    return np.array(per, dtype=np.float64)
 
 
 def _f32(a: np.ndarray) -> np.ndarray:
@@ -325,7 +334,8 @@ def matmul(node: OnnxNode, b: Builder) -> str:
 
 @converts("Add")
 def add(node: OnnxNode, b: Builder) -> str:
-    """Add of two activations -> Add; + a per-channel constant after Conv/Dense -> its bias."""
+    """Add of two activations -> Add; + a per-channel constant after Conv/Dense -> its bias,
+    elsewhere -> a per-channel affine op (``_channel_affine``)."""
     x, y = node.inputs[:2]
     if not b.is_const(x) and not b.is_const(y):
         return b.add(node, Add(origin=node.origin), [b.tensor(x), b.tensor(y)])
@@ -343,8 +353,56 @@ def add(node: OnnxNode, b: Builder) -> str:
         if per is not None:
             b.graph.replace(src, bias=_f32(old + per), origin=f"{op.origin} + {node.origin}")
             return src
-    raise Unsupported("adding a constant is supported only as the per-channel bias of the "
-                      "MatMul/Gemm/Conv right before it")
+    return _channel_affine(node, b, t, c)
+
+
+#: ops supported only with one constant operand: with two activations the op is not linear
+#: in time (a product of spike trains is not the product of their rates), so ``load_onnx``
+#: counts such a node under this name among the unsupported op types
+TWO_ACTIVATIONS = {"Mul": "Mul of two activations", "Div": "Div of two activations",
+                   "Sub": "Sub of two activations"}
+
+
+@converts("Mul", "Div", "Sub")
+def arithmetic(node: OnnxNode, b: Builder) -> str:
+    """An activation times, divided by, minus (or subtracted from) a constant that is one value
+    per channel (or a scalar) -> BatchNorm(scale=a, bias=c, mean=0, var=1, eps=0): y = a·x + c,
+    folded into the Conv/Dense before it by ``fold-batchnorm`` where there is one (the
+    ``(x − mean) / std`` a model applies to its input, or ``relu(x) * 0.5``)."""
+    x, y = node.inputs[:2]
+    if b.is_const(x) and node.op_type == "Div":
+        raise Unsupported("a constant divided by an activation (1/x) is not linear")
+    t, c = (y, x) if b.is_const(x) else (x, y)
+    return _channel_affine(node, b, t, c, negate=node.op_type == "Sub" and t == y)
+
+
+def _channel_affine(node: OnnxNode, b: Builder, x: str, const: str, *,
+                    negate: bool = False) -> str:
+    """``x`` (op) ``const`` as the per-channel affine map y = a·x + c (a BatchNorm op)."""
+    shape = b.shape(x)
+    v = b.const(const, "operand").astype(np.float64)
+    per = _bias(v, shape[0], shape)
+    if per is None:
+        raise Unsupported(f"the constant of shape {v.shape} is not one value per channel "
+                          f"(or a scalar) of the (N, {', '.join(map(str, shape))}) activation")
+    if not np.all(np.isfinite(per)):
+        raise Unsupported("the constant is not finite")
+    ones, zeros = np.ones_like(per), np.zeros_like(per)
+    if node.op_type == "Mul":
+        a, c = per, zeros
+    elif node.op_type == "Div":
+        if np.any(per == 0):
+            raise Unsupported("division by zero")
+        a, c = 1.0 / per, zeros
+    elif negate:  # const − x
+        a, c = -ones, per
+    else:  # x + const, x − const
+        a, c = ones, (-per if node.op_type == "Sub" else per)
+    if not np.all(np.isfinite(a)):
+        raise Unsupported("the scale a·x overflows float32")
+    op = BatchNorm(origin=node.origin, scale=_f32(a), bias=_f32(c), mean=_f32(zeros),
+                   var=_f32(ones), eps=0.0)
+    return b.add(node, op, [b.tensor(x)])
 
 
 @converts("BatchNormalization")
@@ -476,6 +534,40 @@ def _resolve_reshape(in_full: tuple[int, ...], target: np.ndarray,
     return tuple(out)
 
 
+@converts("Squeeze")
+def squeeze(node: OnnxNode, b: Builder) -> str:
+    """Squeeze of size-1 axes after a global pool, (N, C, 1, 1) -> (N, C): Flatten."""
+    x = node.inputs[0]
+    s = b.squeezed.get(x) or b.shape(x)
+    rank = len(s) + 1
+    if len(node.inputs) > 1 and node.inputs[1]:
+        drop = {int(a) % rank for a in b.const(node.inputs[1], "axes").reshape(-1)}
+        if 0 in drop:
+            raise Unsupported("it removes the batch axis")
+        if any(s[a - 1] != 1 for a in drop):
+            raise Unsupported(f"axes {sorted(drop)} of an (N, {', '.join(map(str, s))}) input "
+                              "are not all of size 1")
+    elif b.fixed_batch == 1:
+        raise Unsupported("without axes it also removes the batch axis of this batch-1 export; "
+                          "squeeze the pooled axes only (x.flatten(1)) or export with a dynamic "
+                          "batch axis")
+    else:
+        drop = {i + 1 for i, d in enumerate(s) if d == 1}
+    kept = tuple(d for i, d in enumerate(s) if i + 1 not in drop)
+    if kept == tuple(s) or (x in b.squeezed and len(kept) == 1):
+        out = b.add(node, Identity(origin=node.origin, onnx_op="Squeeze"), [b.tensor(x)])
+    elif len(kept) == 1 or math.prod(kept[1:]) == 1:
+        out = b.add(node, Flatten(origin=node.origin), [b.tensor(x)])
+    else:
+        raise Unsupported(f"(N, {', '.join(map(str, s))}) to (N, {', '.join(map(str, kept))}); "
+                          "only squeezing to (N, C) is supported")
+    if len(kept) > 1 and kept != tuple(b.shape(x)):
+        # x.squeeze(-1).squeeze(-1): (N, C, 1) in between, flat in the IR
+        b.squeezed[node.outputs[0]] = kept
+        b.unchecked.add(node.outputs[0])
+    return out
+
+
 @converts("Reshape")
 def reshape(node: OnnxNode, b: Builder) -> str:
     """Reshape to (N, C·H·W) -> Flatten; a reshape to the same shape -> Identity."""
@@ -486,9 +578,14 @@ def reshape(node: OnnxNode, b: Builder) -> str:
     if x in b.views:
         return _end_of_shuffle(node, b)
     s = b.shape(x)
-    outs = []
-    for n, target in zip(b.batch_sizes, b.consts[shape_name]):
-        outs.append((n, _resolve_reshape((n, *s), target, allowzero)))
+    targets = b.consts[shape_name]
+    if b.fixed_batch and (targets[0] is targets[1] or np.array_equal(*targets)):
+        # a model exported with a fixed batch size has it written into its target shapes
+        # (x.reshape(1, -1) exported with a batch of 1): read them at that size
+        outs = [(b.fixed_batch, _resolve_reshape((b.fixed_batch, *s), targets[0], allowzero))]
+    else:
+        outs = [(n, _resolve_reshape((n, *s), t, allowzero))
+                for n, t in zip(b.batch_sizes, targets)]
     if all(o == (n, math.prod(s)) for n, o in outs):
         return b.add(node, Flatten(origin=node.origin), [b.tensor(x)])
     if all(o == (n, *s) for n, o in outs):
