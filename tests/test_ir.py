@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
 
 from snncompile.frontend import load_onnx, run_onnxruntime
 from snncompile.interp import run_ann
@@ -129,3 +131,43 @@ def test_data_that_does_not_fit(rng: np.random.Generator) -> None:
     g = cnn(rng)
     with pytest.raises(CompileError, match="does not fit"):
         run_ann(g, rng.random((3, 1, 9, 9), dtype=np.float32))
+
+
+class _AffineBefore(nn.Module):
+    """A per-channel affine map (BatchNorm2d, or `(x − m) / s` written out) before a layer."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.kind = kind
+        self.c0 = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.conv = nn.Conv2d(4, 4, 3, padding=0 if kind == "conv_nopad" else 1,
+                              groups=2 if kind.startswith("conv") else 1)
+        self.fc = nn.Linear(4 * (36 if kind == "conv_nopad" else 16 if kind == "pool" else 64),
+                            10)
+        models._Randomize.bn(self, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn(torch.relu(self.c0(x)))  # after a ReLU: not foldable into c0
+        if self.kind == "scale":  # scale only: exact through the conv's zero padding
+            y = torch.relu(self.c0(x)) * torch.tensor([0.5, 2.0, 1.0, 3.0]).reshape(1, 4, 1, 1)
+        if self.kind.startswith("conv") or self.kind == "scale":
+            y = torch.relu(self.conv(y))
+        if self.kind == "pool":
+            y = nn.functional.avg_pool2d(y, 2)
+        return self.fc(y.flatten(1))
+
+
+@pytest.mark.parametrize("kind, folds", [("flat", True), ("pool", True), ("conv_nopad", True),
+                                         ("conv_pad", False), ("scale", True)])
+def test_batchnorm_folds_into_the_layer_after_it(kind: str, folds: bool, tmp_path: Path) -> None:
+    path = models.export(_AffineBefore(kind), tmp_path / "m.onnx", fold=False)
+    g = load_onnx(path)
+    folded = PassManager([get_pass("fold-batchnorm")]).run(g, PassContext())
+    left = sum(isinstance(op, BatchNorm) for _, op in folded.topo())
+    assert left == (0 if folds else 1)  # a shift before a padded conv stays
+    x = np.random.default_rng(2).random((32, *g.shape(g.input_name)), dtype=np.float32)
+    ref = run_onnxruntime(path, x)
+    out = run_ann(folded, x)
+    assert np.abs(out - ref).max() <= 1e-5 * np.abs(ref).max()
