@@ -96,6 +96,8 @@ def identity(op: Identity, x: Tensor) -> Tensor:
         return torch.softmax(x, dim=1)
     if op.onnx_op == "LogSoftmax":
         return torch.log_softmax(x, dim=1)
+    if op.onnx_op == "Sigmoid":
+        return torch.sigmoid(x)
     return x
 
 

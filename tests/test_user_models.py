@@ -69,7 +69,7 @@ def test_refusal_counts_every_unsupported_op_type(tmp_path: Path) -> None:
     assert line.startswith("unsupported ops: HardSwish ×2 (first at node /1/HardSwish), "
                            "HardSigmoid ×2 (first at node "), line
     assert "Mul of two activations ×3 (first at node" in line
-    assert "Sigmoid ×1 (first at node" in line
+    assert "Sigmoid not at the graph output ×1 (first at node" in line
     assert line.index("; supported: ") > line.index("Mul of two activations ×3")
     # downstream nodes (the Conv after a HardSwish, the final Gemm) raise no second error
     assert len(info.value.diagnostics) == 1 and "more" not in line
@@ -292,3 +292,70 @@ def test_user_spelling_refusals(tmp_path: Path) -> None:
         [numpy_helper.from_array(np.array([2.0], np.float32), "two")])
     with pytest.raises(CompileError, match="a constant divided by an activation"):
         load_onnx(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+class _ChannelsLast(nn.Module):
+    """What TensorFlow/Keras models look like after tf2onnx: a Transpose to (N, H, W, C)
+    before Keras' Flatten or GlobalAveragePooling2D (a ReduceMean over axes 1, 2), or a
+    Transpose there and back; a final Sigmoid."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.kind = kind
+        self.c1, self.c2 = nn.Conv2d(1, 6, 3, padding=1), nn.Conv2d(6, 6, 3, padding=1)
+        self.fc1 = nn.Linear(6 * 64 if kind in ("reshape", "flatten") else 6, 12)
+        self.fc2 = nn.Linear(12, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.c1(x))
+        if self.kind == "there_and_back":
+            y = torch.relu(self.c2(y.permute(0, 2, 3, 1).permute(0, 3, 1, 2))).mean((2, 3))
+        elif self.kind == "reshape":
+            y = y.permute(0, 2, 3, 1).reshape(y.shape[0], -1)
+        elif self.kind == "flatten":
+            y = torch.flatten(y.permute(0, 2, 3, 1), 1)
+        else:  # "gap"
+            y = y.permute(0, 2, 3, 1).mean((1, 2))
+        return torch.sigmoid(self.fc2(torch.relu(self.fc1(y))))
+
+
+@pytest.mark.parametrize("kind", ["there_and_back", "reshape", "flatten", "gap"])
+def test_channels_last_views_are_exact(kind: str, tmp_path: Path) -> None:
+    path = export(_ChannelsLast(kind), tmp_path / "m.onnx")
+    g = load_onnx(path)
+    assert [type(op).__name__ for _, op in g.topo()][-2:] == ["Identity", "Output"]  # Sigmoid
+    check(path)
+    # exported with a fixed batch of 1: x.reshape(x.shape[0], -1) becomes reshape(1, 384)
+    torch.onnx.export(_ChannelsLast(kind).eval(), (torch.zeros(1, *models.IN_SHAPE),),
+                      str(tmp_path / "b1.onnx"), opset_version=17, dynamo=False)
+    check(tmp_path / "b1.onnx")
+
+
+def test_channels_last_refusals(tmp_path: Path) -> None:
+    class Bad(nn.Module):
+        def __init__(self, kind: str) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.kind, self.c = kind, nn.Conv2d(1, 4, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if self.kind == "input":  # a Keras model's input layout
+                x = x.permute(0, 3, 1, 2)
+            y = torch.relu(self.c(x))
+            if self.kind == "add":  # a channels-last view used by an Add: refused, not misread
+                y = y.permute(0, 2, 3, 1) + 1.0
+            if self.kind == "sigmoid":  # SiLU: a Sigmoid inside the network
+                y = y * torch.sigmoid(y)
+            return y.flatten(1)
+
+    shapes = {"input": (8, 8, 1)}
+    words = {"input": "channels-last input 'input' (N, H, W, C)",
+             "add": "channels-last (N, H, W, C) view",
+             "sigmoid": "Sigmoid not at the graph output ×1 (first at node"}
+    for kind, word in words.items():
+        path = export(Bad(kind), tmp_path / f"{kind}.onnx", in_shape=shapes.get(kind, (1, 8, 8)))
+        with pytest.raises(CompileError) as info:
+            load_onnx(path)
+        line = info.value.one_line()
+        assert word in line and "\n" not in line, (kind, line)

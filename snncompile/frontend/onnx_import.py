@@ -27,11 +27,13 @@ from onnx import numpy_helper
 
 from snncompile.frontend.op_table import (
     CONVERTERS,
+    OUTPUT_ONLY,
     TWO_ACTIVATIONS,
     Builder,
     OnnxNode,
     Unsupported,
     fold_channel_permutations,
+    fold_feature_permutations,
     fold_spatial_maps,
     sanitize,
     supported_ops,
@@ -260,13 +262,16 @@ def _fold(node: onnx.NodeProto, b: Builder, folder: _Folder) -> None:
 
 def _unsupported_type(op_type: str, proto: onnx.NodeProto, b: Builder) -> str | None:
     """The name a node is counted under among the unsupported op types, or None: its op type,
-    or e.g. "Mul of two activations" for an op supported only with a constant operand."""
+    or e.g. "Mul of two activations" for an op supported only with a constant operand, or
+    "Sigmoid not at the graph output"."""
     if op_type == "Shape":
         return None
     if op_type not in CONVERTERS:
         return op_type
     if op_type in TWO_ACTIVATIONS and not any(i in b.consts for i in proto.input if i):
         return TWO_ACTIVATIONS[op_type]
+    if op_type in OUTPUT_ONLY and proto.output[0] not in b.graph_outputs:
+        return f"{op_type} not at the graph output"
     return None
 
 
@@ -368,7 +373,7 @@ def load_onnx(src: str | Path | onnx.ModelProto) -> Graph:
             poisoned.update(proto.output)
             continue
         if proto.output[0] in b.views or proto.output[0] in b.spatial \
-                or proto.output[0] in b.unchecked:
+                or proto.output[0] in b.unchecked or proto.output[0] in b.nhwc:
             continue  # a 5-D view inside a channel shuffle: no IR tensor of its own
         # cross-check the IR's shape with ONNX shape inference (catches converter bugs)
         want = onnx_shapes.get(proto.output[0])
@@ -387,6 +392,11 @@ def load_onnx(src: str | Path | onnx.ModelProto) -> Graph:
     if diags:
         headline = "unsupported ops" if bad_types else "unsupported ONNX model"
         raise CompileError(headline, diags)
+    left = fold_feature_permutations(b)
+    if left:
+        raise CompileError("unsupported ONNX model", [Diagnostic(
+            f"a channels-last flatten ({origin}) is read by something other than MatMul/Gemm "
+            "(its feature order is not the IR's)") for origin in left])
     fold_channel_permutations(b)
     fold_spatial_maps(b)
     src_ir = b.tensors[out_name]

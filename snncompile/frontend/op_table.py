@@ -38,6 +38,7 @@ from snncompile.ir.nodes import (
     Dense,
     Flatten,
     Identity,
+    Input,
     MaxPool2d,
     Node,
     ReLU,
@@ -97,6 +98,12 @@ class Builder:
         self.spatial: dict[str, tuple[str, np.ndarray, bool]] = {}
         self.spatial_maps: dict[str, np.ndarray] = {}  # IR Dense op made from such a view -> S
         self.unchecked: set[str] = set()  # ONNX tensors whose IR shape is flat on purpose
+        #: channels-last views (N, H, W, C) of an IR (C, H, W) activation, as TensorFlow/Keras
+        #: exports write them (Transpose perm [0, 2, 3, 1]): ONNX tensor -> the ONNX tensor of
+        #: the (N, C, H, W) data
+        self.nhwc: dict[str, str] = {}
+        #: IR Flatten of such a view -> p: the flat channels-last vector is x_flat[p]
+        self.feature_perms: dict[str, np.ndarray] = {}
         #: ONNX tensors (N, C, 1) between two Squeezes (flat in the IR) -> their ONNX shape
         self.squeezed: dict[str, tuple[int, ...]] = {}
 
@@ -124,6 +131,10 @@ class Builder:
             raise Unsupported(f"input {name!r} is a gathered spatial view; only the exported "
                               "adaptive average pool (Transpose -> GatherND -> Transpose -> "
                               "ReduceMean) may use it")
+        if name in self.nhwc:
+            raise Unsupported(f"input {name!r} is a channels-last (N, H, W, C) view; only a "
+                              "Flatten/Reshape to (N, -1) read by MatMul/Gemm, a ReduceMean "
+                              "over H, W, or a Transpose back to (N, C, H, W) may use it")
         return self.tensors[name]
 
     def shape(self, name: str) -> Shape:
@@ -162,7 +173,8 @@ def converts(*op_types: str) -> Callable[[Converter], Converter]:
 def supported_ops() -> list[str]:
     """ONNX op types with a converter; our own fused ops (``ai.snncompile.*``) are listed as
     what they stand for."""
-    ops = sorted(f"{t} (by a constant)" if t in TWO_ACTIVATIONS else t
+    ops = sorted(f"{t} (by a constant)" if t in TWO_ACTIVATIONS else
+                 f"{t} (at the graph output)" if t in OUTPUT_ONLY else t
                  for t in CONVERTERS if "." not in t)
     if len(ops) < len(CONVERTERS):
         ops.append("quantized activations (Floor/Round clip-floor-shift chains, "
@@ -496,9 +508,15 @@ def reduce_mean(node: OnnxNode, b: Builder) -> str:
         if node.attr("keepdims", 1):
             raise Unsupported("keepdims=1 on a gathered spatial view")
         return _spatial_mean(node, b, list(axes or []))
+    spatial = [2, 3]
+    if x in b.nhwc:  # Keras' GlobalAveragePooling2D: the mean over axes 1, 2 of (N, H, W, C)
+        x, spatial = b.nhwc[x], [1, 2]
+        if node.attr("keepdims", 1):
+            raise Unsupported("keepdims=1 on a channels-last view")
     _, h, w = _image(node, b, x)
-    if axes is None or sorted(int(a) % 4 for a in axes) != [2, 3]:
-        raise Unsupported(f"axes={axes}; only the mean over (H, W) = axes [2, 3] is supported")
+    if axes is None or sorted(int(a) % 4 for a in axes) != spatial:
+        raise Unsupported(f"axes={axes}; only the mean over (H, W) = axes {spatial} is "
+                          "supported")
     pooled = b.add(node, AvgPool2d(origin=node.origin, kernel=(h, w), stride=(h, w)),
                    [b.tensor(x)])
     if node.attr("keepdims", 1):
@@ -511,11 +529,31 @@ def reduce_mean(node: OnnxNode, b: Builder) -> str:
 def flatten(node: OnnxNode, b: Builder) -> str:
     """Flatten(axis=1) -> Flatten."""
     x = node.inputs[0]
-    rank = len(b.shape(x)) + 1
+    rank = len(b.shape(b.nhwc.get(x, x))) + 1
     axis = int(node.attr("axis", 1))
     if axis % rank != 1:
         raise Unsupported(f"axis={axis}; only axis=1 (keep the batch axis) is supported")
+    if x in b.nhwc:
+        target = np.array([0, -1])
+        return _flatten_nhwc(node, b, (target, target), False)
     return b.add(node, Flatten(origin=node.origin), [b.tensor(x)])
+
+
+def _flatten_nhwc(node: OnnxNode, b: Builder, targets: tuple[np.ndarray, np.ndarray],
+                  allowzero: bool) -> str:
+    """Flatten of a channels-last view (Keras' Flatten): the IR flattens (C, H, W) and the
+    MatMul/Gemm that reads it gets its columns permuted (``fold_feature_permutations``)."""
+    src = b.nhwc[node.inputs[0]]
+    c, h, w = b.shape(src)
+    const = targets[0] is targets[1] or np.array_equal(*targets)
+    n = (b.fixed_batch if const else None) or b.batch_sizes[0]
+    target = targets[0]
+    if _resolve_reshape((n, h, w, c), target, allowzero) != (n, c * h * w):
+        raise Unsupported(f"reshape of a channels-last (N, {h}, {w}, {c}) view to "
+                          f"{target.tolist()}; only flattening to (N, -1) is supported")
+    flat = b.add(node, Flatten(origin=node.origin), [b.tensor(src)])
+    b.feature_perms[flat] = np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).reshape(-1)
+    return flat
 
 
 def _resolve_reshape(in_full: tuple[int, ...], target: np.ndarray,
@@ -577,6 +615,8 @@ def reshape(node: OnnxNode, b: Builder) -> str:
     allowzero = bool(node.attr("allowzero", 0))
     if x in b.views:
         return _end_of_shuffle(node, b)
+    if x in b.nhwc:
+        return _flatten_nhwc(node, b, b.consts[shape_name], allowzero)
     s = b.shape(x)
     targets = b.consts[shape_name]
     if b.fixed_batch and (targets[0] is targets[1] or np.array_equal(*targets)):
@@ -630,6 +670,13 @@ def transpose(node: OnnxNode, b: Builder) -> str:
     perm = [int(p) for p in node.attr("perm", [])]
     if x in b.spatial:
         return _spatial_transpose(node, b, perm)
+    if x in b.nhwc:
+        if perm != [0, 3, 1, 2]:
+            raise Unsupported(f"perm={perm} on a channels-last view; only [0, 3, 1, 2] back")
+        return b.tensor(b.nhwc[x])
+    if x not in b.views and perm == [0, 2, 3, 1] and len(b.shape(x)) == 3:
+        b.nhwc[node.outputs[0]] = x  # (N, C, H, W) -> (N, H, W, C): Keras' layout
+        return b.tensor(x)
     if x not in b.views and perm == [2, 3, 0, 1] and len(b.shape(x)) == 3:
         _, h, w = b.shape(x)  # (N, C, H, W) -> (H, W, N, C): a gather over positions follows
         b.spatial[node.outputs[0]] = (b.tensor(x), np.arange(h * w).reshape(h, w), False)
@@ -639,6 +686,11 @@ def transpose(node: OnnxNode, b: Builder) -> str:
         if perm == list(range(rank)):
             return b.add(node, Identity(origin=node.origin, onnx_op="Transpose"),
                          [b.tensor(x)])
+        if perm == [0, 3, 1, 2] and isinstance(b.graph.op(b.tensor(x)), Input):
+            raise Unsupported(f"the model reads channels-last input {x!r} (N, H, W, C), as "
+                              "TensorFlow/Keras models do; convert it with channels-first "
+                              f"input (tf2onnx: --inputs-as-nchw {x}) and give (N, C, H, W) "
+                              "data")
         raise Unsupported(f"perm={perm} changes the memory layout of an activation; only "
                           "channel-group transposes inside a channel shuffle are supported")
     src, idx = b.views[x]
@@ -732,6 +784,24 @@ def fold_spatial_maps(b: Builder) -> None:
         g.replace(nxt, weight=w.astype(np.float32), origin=f"{g.op(nxt).origin} + pool map")
 
 
+def fold_feature_permutations(b: Builder) -> list[str]:
+    """A channels-last flatten (x_flat[p]) read only by Dense layers moves into their weights:
+    W·x_flat[p] = W'·x_flat with W'[:, p] = W. Returns the flattens it could not fold."""
+    g, left = b.graph, []
+    for name, perm in b.feature_perms.items():
+        users = g.users(name)
+        if any(b.tensors.get(t) == name for t in b.graph_outputs) or not users \
+                or not all(isinstance(g.op(u), Dense) for u in users):
+            left.append(g.op(name).origin)
+            continue
+        for u in users:
+            op = g.op(u)
+            w = np.empty_like(op.weight)
+            w[:, perm] = op.weight
+            g.replace(u, weight=w, origin=f"{op.origin} (channels-last columns)")
+    return left
+
+
 def fold_channel_permutations(b: Builder) -> None:
     """A channel permutation y[i] = x[p[i]] whose every reader is a full (groups = 1) Conv2d
     moves into their weights: W·y = W'·x with W'[:, p[i]] = W[:, i]. Otherwise it stays a
@@ -776,13 +846,23 @@ def identity(node: OnnxNode, b: Builder) -> str:
                  [b.tensor(node.inputs[0])])
 
 
-@converts("Softmax", "LogSoftmax")
+#: ops supported only right before the graph output (monotone: the argmax is unchanged);
+#: ``load_onnx`` counts such a node elsewhere among the unsupported op types
+OUTPUT_ONLY = ("Softmax", "LogSoftmax", "Sigmoid")
+
+
+@converts(*OUTPUT_ONLY)
 def softmax(node: OnnxNode, b: Builder) -> str:
-    """A final Softmax/LogSoftmax over the classes -> Identity (argmax is unchanged)."""
+    """A final Softmax/LogSoftmax over the classes, or a final Sigmoid -> Identity (argmax
+    is unchanged)."""
     x = node.inputs[0]
     if node.outputs[0] not in b.graph_outputs:
         raise Unsupported("only allowed right before the graph output")
     s = b.shape(x)
+    if node.op_type == "Sigmoid":
+        if len(s) != 1:
+            raise Unsupported(f"on an (N, {', '.join(map(str, s))}) input; only on (N, K)")
+        return b.add(node, Identity(origin=node.origin, onnx_op="Sigmoid"), [b.tensor(x)])
     axis = int(node.attr("axis", -1 if b.opset >= 13 else 1))
     if len(s) != 1 or axis % 2 != 1:
         raise Unsupported(f"axis={axis} on an (N, {', '.join(map(str, s))}) input; only over the "

@@ -349,9 +349,10 @@ class Concat(Node):
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class Identity(Node):
-    """y = x for ONNX Identity and Dropout (inference); y = softmax(x) / log_softmax(x) for a
-    final Softmax / LogSoftmax. The readout is argmax, which none of them changes, so
-    ``remove-identity`` drops them all; until then ANN mode computes them (to match ONNX)."""
+    """y = x for ONNX Identity and Dropout (inference); y = softmax(x) / log_softmax(x) /
+    sigmoid(x) for a final Softmax / LogSoftmax / Sigmoid. The readout is argmax, which none
+    of them changes, so ``remove-identity`` drops them all; until then ANN mode computes them
+    (to match ONNX)."""
 
     onnx_op: str = "Identity"
 

@@ -1,7 +1,8 @@
-"""remove-identity: drop Identity, inference Dropout and a final Softmax/LogSoftmax.
+"""remove-identity: drop Identity, inference Dropout and a final Softmax/LogSoftmax/Sigmoid.
 
-All three leave the argmax readout unchanged: y = x for Identity/Dropout, and softmax is
-monotonic per sample. The frontend only accepts Softmax/LogSoftmax right before the output.
+Each leaves the argmax readout unchanged: y = x for Identity/Dropout, softmax and sigmoid are
+monotonic per sample. The frontend accepts Softmax/LogSoftmax/Sigmoid only right before the
+output.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from snncompile.passes.registry import PassContext, register_pass
 
 @register_pass("remove-identity")
 def remove_identity(graph: Graph, ctx: PassContext) -> Graph:
-    """Drop Identity, Dropout and a final Softmax/LogSoftmax (argmax is unchanged)."""
+    """Drop Identity, Dropout and a final Softmax/LogSoftmax/Sigmoid (argmax is unchanged)."""
     g = graph.copy()
     for name, op in list(g.topo()):
         if isinstance(op, Identity):
