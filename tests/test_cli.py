@@ -189,3 +189,21 @@ def test_bad_options(args: list[str], words: list[str], digits_cnn_onnx: Path,
     res = cli(str(digits_cnn_onnx), "--target", "gpu", "--dataset", "digits", *args,
               "--out", str(tmp_path / "o"))
     assert_bad_input(res, *words)
+
+
+def test_warnings_after_a_run_skip_dependencies_import_notes(monkeypatch, capsys) -> None:
+    """networkx (imported by Lava) warns "pandas not found" as an ImportWarning, which Python
+    hides by default; the CLI shows the other warnings of a successful run, not that one."""
+    import warnings
+
+    from snncompile.tools import cli as cli_module
+
+    def run(a: object) -> int:
+        warnings.warn("pandas not found, skipping conversion test.", ImportWarning)
+        warnings.warn("overflow encountered in cast", RuntimeWarning)
+        return 0
+
+    monkeypatch.setattr(cli_module, "run", run)
+    assert main(["model.onnx", "--target", "ir"]) == 0
+    err = capsys.readouterr().err
+    assert "overflow encountered" in err and "pandas" not in err

@@ -425,6 +425,9 @@ def main(argv: list[str] | None = None) -> int:
     # one error line of a failed one
     with warnings.catch_warnings(record=True) as caught, sigterm_unwinds():
         warnings.simplefilter("default")
+        # but not a dependency's note on its own optional imports (networkx, imported by Lava:
+        # "pandas not found"): Python hides ImportWarning by default, and so do we
+        warnings.simplefilter("ignore", ImportWarning)
         try:
             rc = run(a)
         except CompileError as e:
