@@ -579,7 +579,10 @@ def squeeze(node: OnnxNode, b: Builder) -> str:
     s = b.squeezed.get(x) or b.shape(x)
     rank = len(s) + 1
     if len(node.inputs) > 1 and node.inputs[1]:
-        drop = {int(a) % rank for a in b.const(node.inputs[1], "axes").reshape(-1)}
+        axes = [int(a) for a in b.const(node.inputs[1], "axes").reshape(-1)]
+        if any(not -rank <= a < rank for a in axes):
+            raise Unsupported(f"axes {axes} out of range for a rank-{rank} input")
+        drop = {a % rank for a in axes}
         if 0 in drop:
             raise Unsupported("it removes the batch axis")
         if any(s[a - 1] != 1 for a in drop):
