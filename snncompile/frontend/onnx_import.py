@@ -207,7 +207,8 @@ def _io(model: onnx.ModelProto, where: str) -> tuple[onnx.ValueInfoProto, str]:
                               f"({', '.join(i.name for i in inputs)}); expected exactly one"))
     if len(outputs) != 1:
         bad.append(Diagnostic(f"{where}: the model has {len(outputs)} outputs "
-                              f"({', '.join(o.name for o in outputs)}); expected exactly one"))
+                              f"({', '.join(o.name for o in outputs)}); expected exactly one",
+                              hint="export the model so that it returns only the class scores"))
     if bad:
         raise CompileError("unsupported model signature", bad)
     inp = onnx.ValueInfoProto()
