@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from snncompile._version import __version__ as __version__
 from snncompile.ir import CompileError, Diagnostic, Graph, PassError, load, save, verify
+from snncompile.ir.verify import reads_channels_last
 from snncompile.neurons import NeuronSpec, register_neuron
 from snncompile.options import CompileOptions
 from snncompile.passes import PassContext, PassManager, get_pass, register_pass, registered
@@ -155,7 +156,8 @@ def convert(model: str | Path | Graph, *, target: str = "gpu",
     opts = CompileOptions.from_kwargs(options)
     graph = model if isinstance(model, Graph) else load_onnx(validate.model_file(model))
     if x is not None:
-        validate.samples(x, "calibration", shape=graph.shape(graph.input_name))
+        validate.samples(x, "calibration", shape=graph.shape(graph.input_name),
+                         channels_last=reads_channels_last(graph))
         if y is not None:
             y = validate.labels(y, len(x), validate.classes(graph), "calibration labels")
     tuning = None

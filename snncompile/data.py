@@ -388,6 +388,22 @@ def _import_dataset(spec: str) -> Any:
     return ds
 
 
+def channels_first(src: Source | None, shape: Sequence[int], channels_last: bool) -> Source | None:
+    """``src`` in the layout of a model input of IR ``shape`` (C, H, W): for a model that
+    reads channels-last input (``ir.Input.channels_last``, TensorFlow/Keras), arrays saved as
+    (N, H, W, C) are transposed (a copy); arrays already (N, C, H, W), image folders (read as
+    C, H, W) and everything for any other model stay as they are."""
+    if src is None or not channels_last or src.arrays is None or len(shape) != 3:
+        return src
+    c, h, w = shape
+    x = src.arrays.x
+    if x.shape[1:] != (h, w, c) or x.shape[1:] == tuple(shape):
+        return src
+    arrays = Dataset(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), src.arrays.y,
+                     f"{src.arrays.source} (channels-last, transposed)")
+    return replace(src, arrays=arrays, source=f"{src.source} (channels-last, transposed)")
+
+
 def open_data(spec: str | Path, *, need_labels: bool = False, preprocess: Preprocess | None = None,
               workers: int = 2) -> Source:
     """A ``Source`` from a ``.npz`` file, an image folder or ``module:callable``."""

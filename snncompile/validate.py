@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from snncompile.ir.diagnostics import CompileError, Diagnostic
+from snncompile.ir.verify import layout_hint
 
 #: refuse a run whose estimate exceeds this fraction of the free memory
 MEMORY_FRACTION = 0.8
@@ -149,9 +150,11 @@ def run_memory(samples: int, timesteps: int, neurons: int, batch: int, outputs: 
 
 
 # ------------------------------------------------------------------------------ arrays
-def samples(x: Any, name: str = "x", *, shape: Sequence[int] | None = None) -> np.ndarray:
+def samples(x: Any, name: str = "x", *, shape: Sequence[int] | None = None,
+            channels_last: bool = False) -> np.ndarray:
     """``x`` as a finite float32 array (N, *shape) with N >= 1. Lists, strings, objects,
-    booleans and complex numbers are refused (not silently converted)."""
+    booleans and complex numbers are refused (not silently converted). ``channels_last``: the
+    model's ONNX input is (N, H, W, C) (the refusal of such data says how to transpose it)."""
     if not isinstance(x, np.ndarray) and type(x).__module__.split(".")[0] == "torch" \
             and hasattr(x, "detach"):
         x = x.detach().cpu().numpy()  # a torch tensor (duck-typed: this module is numpy-only)
@@ -164,7 +167,8 @@ def samples(x: Any, name: str = "x", *, shape: Sequence[int] | None = None) -> n
         raise _err("bad data", f"{name} has shape {tuple(x.shape)}: no samples")
     if shape is not None and tuple(x.shape[1:]) != tuple(shape):
         raise _err("data does not fit the model", f"{name} has shape {tuple(x.shape)}, the "
-                   f"model expects (N, {', '.join(map(str, shape))})")
+                   f"model expects (N, {', '.join(map(str, shape))})",
+                   hint=layout_hint(x.shape, tuple(shape), channels_last))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # no overflow warning before the error line
         x32 = x.astype(np.float32, copy=False)

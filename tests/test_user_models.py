@@ -254,7 +254,7 @@ def test_user_spelling_refusals(tmp_path: Path) -> None:
         def __init__(self, kind: str) -> None:
             super().__init__()
             torch.manual_seed(0)
-            self.kind, self.c = kind, nn.Conv2d(1, 4, 3, padding=1)
+            self.kind, self.c = kind, nn.Conv2d(1, 4 if kind != "input_twice" else 1, 3, padding=1)
             self.fc = nn.Linear(4 if kind == "squeeze1" else 4 * 64, 10)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -337,11 +337,12 @@ def test_channels_last_refusals(tmp_path: Path) -> None:
         def __init__(self, kind: str) -> None:
             super().__init__()
             torch.manual_seed(0)
-            self.kind, self.c = kind, nn.Conv2d(1, 4, 3, padding=1)
+            self.kind, self.c = kind, nn.Conv2d(1, 4 if kind != "input_twice" else 1, 3, padding=1)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            if self.kind == "input":  # a Keras model's input layout
-                x = x.permute(0, 3, 1, 2)
+            if self.kind == "input_twice":  # channels-last input also read as it is
+                return torch.relu(self.c(x.permute(0, 3, 1, 2))).mean((2, 3)) \
+                    + x.mean((1, 2))
             y = torch.relu(self.c(x))
             if self.kind == "add":  # a channels-last view used by an Add: refused, not misread
                 y = y.permute(0, 2, 3, 1) + 1.0
@@ -349,8 +350,8 @@ def test_channels_last_refusals(tmp_path: Path) -> None:
                 y = y * torch.sigmoid(y)
             return y.flatten(1)
 
-    shapes = {"input": (8, 8, 1)}
-    words = {"input": "channels-last input 'input' (N, H, W, C)",
+    shapes = {"input_twice": (8, 8, 1)}
+    words = {"input_twice": "uses it other than through one Transpose",
              "add": "channels-last (N, H, W, C) view",
              "sigmoid": "Sigmoid not at the graph output ×1 (first at node"}
     for kind, word in words.items():
@@ -359,3 +360,64 @@ def test_channels_last_refusals(tmp_path: Path) -> None:
             load_onnx(path)
         line = info.value.one_line()
         assert word in line and "\n" not in line, (kind, line)
+
+
+class _KerasInput(nn.Module):
+    """A Keras model through tf2onnx: it reads (N, H, W, C) and transposes it first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.c, self.fc = nn.Conv2d(1, 6, 3, padding=1), nn.Linear(6 * 64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.c(x.permute(0, 3, 1, 2)))
+        return self.fc(y.permute(0, 2, 3, 1).reshape(y.shape[0], -1))
+
+
+def test_channels_last_input(tmp_path: Path) -> None:
+    """The IR takes (N, C, H, W); the CLI reads data files in either layout, --check feeds
+    onnxruntime the model's own; the Python API names the transpose that fits."""
+    import subprocess
+    import sys
+
+    import snncompile
+    from snncompile.data import digits, save_npz
+
+    path = export(_KerasInput(), tmp_path / "keras.onnx", in_shape=(8, 8, 1))
+    g = load_onnx(path)
+    inp = g.op(g.input_name)
+    assert inp.channels_last and g.shape(g.input_name) == (1, 8, 8)
+    te = digits("test").take(64)
+    x_last = np.ascontiguousarray(te.x.transpose(0, 2, 3, 1))
+    assert rel_err(run_ann(g, te.x), run_onnxruntime(path, x_last)) <= 1e-5  # same function
+    save_npz(tmp_path / "last.npz", x_last, te.y)
+    save_npz(tmp_path / "first.npz", te.x, te.y)
+    cli = [sys.executable, "-m", "snncompile", str(path)]
+    for f in ("last.npz", "first.npz"):
+        res = subprocess.run([*cli, "--target", "ir", "--check", "--data", str(tmp_path / f)],
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0 and "argmax agreement 1.0000: OK" in res.stdout, res.stderr
+    res = subprocess.run([*cli, "--target", "gpu", "--calibration", str(tmp_path / "last.npz"),
+                          "--eval", str(tmp_path / "last.npz"), "--timesteps", "8", "--no-tune",
+                          "--out", str(tmp_path / "o")], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    with pytest.raises(CompileError, match=r"x.transpose\(0, 3, 1, 2\)"):
+        snncompile.compile(path, target="gpu", calibration=x_last)
+
+
+def test_an_activation_added_to_itself(tmp_path: Path) -> None:
+    """x + x is one ONNX Add reading one tensor twice (was: "the IR cannot infer its output
+    shape")."""
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.c, self.fc = nn.Conv2d(1, 4, 3, padding=1), nn.Linear(4 * 64, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = torch.relu(self.c(x))
+            return self.fc((y + y).flatten(1))
+
+    check(export(Twice(), tmp_path / "twice.onnx"))

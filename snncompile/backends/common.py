@@ -30,6 +30,7 @@ from snncompile.interp import pad2d
 from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.graph import Graph
 from snncompile.ir.nodes import MaxPool2d
+from snncompile.ir.verify import reads_channels_last
 from snncompile.pooling import tile_max, tiles
 
 Tensor = torch.Tensor
@@ -305,7 +306,8 @@ def run_steps(graph: Graph, x: np.ndarray, timesteps: int | None, default: int, 
 
     steps = validate.integer(default if timesteps is None else timesteps, "timesteps",
                              maximum=2**31 - 1)
-    validate.samples(x, "x", shape=graph.shape(graph.input_name))
+    validate.samples(x, "x", shape=graph.shape(graph.input_name),
+                     channels_last=reads_channels_last(graph))
     need = validate.run_memory(len(x), steps, validate.graph_units(graph), 256,
                                validate.classes(graph) or 1, record,
                                pieces=None if pieces is None else pieces(steps))

@@ -22,6 +22,7 @@ from typing import Any
 
 from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.graph import Graph
+from snncompile.ir.verify import reads_channels_last
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -43,7 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    default="triangle", help="surrogate gradient of the spike")
 
 
-def _training_data(a: argparse.Namespace, seed: int, input_shape: Any = None) -> Any:
+def _training_data(a: argparse.Namespace, seed: int, input_shape: Any = None,
+                   channels_last: bool = False) -> Any:
     from snncompile import data
 
     if a.dataset == "digits":
@@ -52,8 +54,9 @@ def _training_data(a: argparse.Namespace, seed: int, input_shape: Any = None) ->
         pre = data.preprocess_from(getattr(a, "preprocess", "none"), color=a.color,
                                    resize=a.resize, crop=a.crop, mean=a.mean, std=a.std,
                                    input_shape=input_shape)
-        return data.open_data(a.calibration, preprocess=pre, workers=a.workers).spread(
-            a.finetune_samples).materialize()
+        src = data.open_data(a.calibration, preprocess=pre, workers=a.workers).spread(
+            a.finetune_samples)
+        return data.channels_first(src, input_shape, channels_last).materialize()
     elif a.eval is not None:
         raise CompileError("no fine-tuning data", [Diagnostic(
             "--finetune trains on the calibration data; it never trains on --eval",
@@ -85,7 +88,8 @@ def run_finetune(a: argparse.Namespace, opts: Any, snn: Graph, ev: Any, out_tmp:
     steps = opts.timesteps if a.finetune_timesteps is None else \
         validate.integer(a.finetune_timesteps, "finetune_timesteps")
     validate.sample_count(a.finetune_samples, "finetune_samples")
-    ds = _training_data(a, opts.seed, snn.shape(snn.input_name))
+    ds = _training_data(a, opts.seed, snn.shape(snn.input_name),
+                        reads_channels_last(snn))
     main = distributed.is_main()  # under torchrun: rank 0 checkpoints, the others follow it
     ck = out_tmp / "finetune"
     prev = out_final / "finetune"

@@ -349,6 +349,11 @@ def add(node: OnnxNode, b: Builder) -> str:
     """Add of two activations -> Add; + a per-channel constant after Conv/Dense -> its bias,
     elsewhere -> a per-channel affine op (``_channel_affine``)."""
     x, y = node.inputs[:2]
+    if x == y and not b.is_const(x):  # x + x: one edge in the IR graph, so y = 2·x
+        c = b.shape(x)[0]
+        return b.add(node, BatchNorm(origin=node.origin, scale=np.full(c, 2, np.float32),
+                                     bias=np.zeros(c, np.float32), mean=np.zeros(c, np.float32),
+                                     var=np.ones(c, np.float32), eps=0.0), [b.tensor(x)])
     if not b.is_const(x) and not b.is_const(y):
         return b.add(node, Add(origin=node.origin), [b.tensor(x), b.tensor(y)])
     if b.is_const(x) and b.is_const(y):
@@ -689,11 +694,17 @@ def transpose(node: OnnxNode, b: Builder) -> str:
         if perm == list(range(rank)):
             return b.add(node, Identity(origin=node.origin, onnx_op="Transpose"),
                          [b.tensor(x)])
-        if perm == [0, 3, 1, 2] and isinstance(b.graph.op(b.tensor(x)), Input):
-            raise Unsupported(f"the model reads channels-last input {x!r} (N, H, W, C), as "
-                              "TensorFlow/Keras models do; convert it with channels-first "
-                              f"input (tf2onnx: --inputs-as-nchw {x}) and give (N, C, H, W) "
-                              "data")
+        src = b.tensor(x)
+        if perm == [0, 3, 1, 2] and isinstance(inp := b.graph.op(src), Input):
+            if b.uses.get(x, 0) != 1 or inp.channels_last:
+                raise Unsupported(f"the model reads channels-last input {x!r} (N, H, W, C) "
+                                  "and uses it other than through one Transpose; convert it "
+                                  f"with channels-first input (tf2onnx: --inputs-as-nchw {x})")
+            h, w, c = inp.shape
+            # TensorFlow/Keras' layout: the IR takes (N, C, H, W); the Transpose is absorbed
+            b.graph.replace(src, shape=(c, h, w), channels_last=True,
+                            origin=f"{inp.origin} (channels-last, through {node.origin})")
+            return src
         raise Unsupported(f"perm={perm} changes the memory layout of an activation; only "
                           "channel-group transposes inside a channel shuffle are supported")
     src, idx = b.views[x]

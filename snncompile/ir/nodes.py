@@ -164,9 +164,15 @@ class Layer(Node):
 # ------------------------------------------------------------------------------ graph ends
 @dataclass(frozen=True, eq=False, kw_only=True)
 class Input(Node):
-    """The network input, ``shape`` without the batch axis. Direct coding feeds x every step."""
+    """The network input, ``shape`` without the batch axis. Direct coding feeds x every step.
+
+    ``channels_last``: the ONNX model reads (N, H, W, C) and transposes it first (TensorFlow /
+    Keras through tf2onnx); that Transpose is absorbed, so the IR (and the Python API) take
+    (N, C, H, W), and snn-compile's data files may be in either layout (``data.channels_first``).
+    """
 
     shape: Shape
+    channels_last: bool = False
     arity: ClassVar[tuple[int, int | None]] = (0, 0)
 
     def out_shape(self, in_shapes: list[Shape]) -> Shape:

@@ -36,6 +36,8 @@ def format_op(op: object) -> str:
         v = getattr(op, f.name)
         if f.name == "origin" or v is None or (f.name == "bias"):
             continue
+        if f.name == "channels_last" and not v:  # shown only where it matters
+            continue
         if isinstance(op, Layer) and f.name in ("act", "neuron"):
             continue
         parts.append(f"{f.name}={_fmt(v)}")

@@ -128,4 +128,18 @@ def check_input(graph: Graph, x: np.ndarray, what: str = "data") -> None:
     if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != tuple(want):
         raise CompileError("data does not fit the model", [Diagnostic(
             f"{what} has shape {tuple(x.shape)}, "
-            f"the model expects (N, {', '.join(map(str, want))})")])
+            f"the model expects (N, {', '.join(map(str, want))})",
+            hint=layout_hint(x.shape, want, reads_channels_last(graph)))])
+
+
+def reads_channels_last(graph: Graph) -> bool:
+    """Whether the ONNX model behind ``graph`` reads (N, H, W, C) (``Input.channels_last``)."""
+    return bool(getattr(graph.op(graph.input_name), "channels_last", False))
+
+
+def layout_hint(got: tuple[int, ...], want: tuple[int, ...], channels_last: bool) -> str | None:
+    """What to do when channels-last data meets a model whose IR takes (N, C, H, W)."""
+    if channels_last and len(want) == 3 and tuple(got[1:]) == (want[1], want[2], want[0]):
+        return ("the ONNX model reads channels-last (N, H, W, C) input; snn-compile takes "
+                "(N, C, H, W): x.transpose(0, 3, 1, 2)")
+    return None

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from snncompile.ir.diagnostics import CompileError, Diagnostic, RuntimeFault
+from snncompile.ir.verify import reads_channels_last
 from snncompile.options import OPTIONS, TARGETS, CompileOptions, choices_of
 from snncompile.tools.output import (
     Output,
@@ -257,6 +258,10 @@ def run(a: argparse.Namespace) -> int:
 
         graph = load_onnx(model)
     calib, ev, calib_is_eval = _datasets(a, opts, graph.shape(graph.input_name))
+    from snncompile import data
+
+    calib, ev = (data.channels_first(ds, graph.shape(graph.input_name),
+                                     reads_channels_last(graph)) for ds in (calib, ev))
     from snncompile import distributed
     from snncompile.interp import check_input
 
@@ -382,14 +387,18 @@ def _check(model: Path, a: argparse.Namespace) -> int:
     else:
         shape = graph.shape(graph.input_name)
         x = np.random.default_rng(a.seed).random((16, *shape), dtype=np.float32)
+    last = reads_channels_last(graph)
+    src = data.channels_first(data.Source.of(data.Dataset(x, None, "--check data")),
+                              graph.shape(graph.input_name), last)
+    x = src.arrays.x if src is not None and src.arrays is not None else x
     check_input(graph, x)
     import torch
 
     from snncompile.backends.memory import room_bytes
 
     ours = run_ann(graph, x, max_bytes=room_bytes(a.memory_budget, torch.device("cpu")))
-    try:
-        ref = run_onnxruntime(model, x)
+    try:  # onnxruntime reads the model's own layout
+        ref = run_onnxruntime(model, x.transpose(0, 2, 3, 1) if last else x)
     except Exception as e:  # onnxruntime's own error types (Fail, InvalidGraph, ...)
         if isinstance(e, (CompileError, MemoryError)):
             raise
