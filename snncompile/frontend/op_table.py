@@ -798,42 +798,39 @@ def fold_spatial_maps(b: Builder) -> None:
         g.replace(nxt, weight=w.astype(np.float32), origin=f"{g.op(nxt).origin} + pool map")
 
 
+def _fold_permutation(b: Builder, name: str, perm: np.ndarray,
+                      reader_ok: Callable[[Node], bool]) -> bool:
+    """Move y = x[perm] (IR op ``name``) into the weights of every reader, W·y = W'·x with
+    W'[:, perm] = W, when each reader passes ``reader_ok`` and ``name`` is not a graph
+    output; False (nothing changed) otherwise."""
+    g = b.graph
+    users = g.users(name)
+    if any(b.tensors.get(t) == name for t in b.graph_outputs) or not users \
+            or not all(reader_ok(g.op(u)) for u in users):
+        return False
+    for u in users:
+        op = g.op(u)
+        w = np.empty_like(op.weight)
+        w[:, perm] = op.weight
+        g.replace(u, weight=w, origin=f"{g.op(name).origin} + {op.origin}")
+    return True
+
+
 def fold_feature_permutations(b: Builder) -> list[str]:
-    """A channels-last flatten (x_flat[p]) read only by Dense layers moves into their weights:
-    W·x_flat[p] = W'·x_flat with W'[:, p] = W. Returns the flattens it could not fold."""
-    g, left = b.graph, []
-    for name, perm in b.feature_perms.items():
-        users = g.users(name)
-        if any(b.tensors.get(t) == name for t in b.graph_outputs) or not users \
-                or not all(isinstance(g.op(u), Dense) for u in users):
-            left.append(g.op(name).origin)
-            continue
-        for u in users:
-            op = g.op(u)
-            w = np.empty_like(op.weight)
-            w[:, perm] = op.weight
-            g.replace(u, weight=w, origin=f"{op.origin} (channels-last columns)")
-    return left
+    """A channels-last flatten (x_flat[p]) read only by Dense layers moves into their weights.
+    Returns the origins of the flattens it could not fold."""
+    return [b.graph.op(name).origin for name, perm in b.feature_perms.items()
+            if not _fold_permutation(b, name, perm, lambda op: isinstance(op, Dense))]
 
 
 def fold_channel_permutations(b: Builder) -> None:
     """A channel permutation y[i] = x[p[i]] whose every reader is a full (groups = 1) Conv2d
-    moves into their weights: W·y = W'·x with W'[:, p[i]] = W[:, i]. Otherwise it stays a
-    bias-free 1×1 convolution (exact; it costs C² synapses)."""
-    g = b.graph
+    moves into their weights. Otherwise it stays a bias-free 1×1 convolution (exact; it costs
+    C² synapses)."""
     for name, perm in b.permutations.items():
-        users = g.users(name)
-        if any(b.tensors.get(t) == name for t in b.graph_outputs):
-            continue
-        if not users or not all(isinstance(g.op(u), Conv2d) and g.op(u).groups == 1
-                                for u in users):
-            continue
-        for u in users:
-            op = g.op(u)
-            w = np.empty_like(op.weight)
-            w[:, perm] = op.weight
-            g.replace(u, weight=w, origin=f"{g.op(name).origin} + {op.origin}")
-        g.bypass(name)
+        if _fold_permutation(b, name, perm,
+                             lambda op: isinstance(op, Conv2d) and op.groups == 1):
+            b.graph.bypass(name)
 
 
 @converts("Concat")
