@@ -118,6 +118,25 @@ def test_maxpool_not_after_a_spiking_layer_is_a_compile_error():
     assert "AvgPool" in e.value.diagnostics[0].hint
 
 
+def test_input_shift_before_a_wide_padded_conv_says_what_to_do():
+    """(x − mean) / std written in a CIFAR-sized model: the shift stays an affine op before
+    the padded conv (not exact to fold), so x -> conv is a dense matrix above the limit; the
+    refusal names the normalisation, not the op types."""
+    from snncompile.ir import BatchNorm
+
+    rng = np.random.default_rng(0)
+    c = 3
+    shift = BatchNorm(scale=np.full(c, 4.0, np.float32), bias=np.full(c, -2.0, np.float32),
+                      mean=np.zeros(c, np.float32), var=np.ones(c, np.float32), eps=0.0)
+    graph = build.chain((c, 32, 32), ("norm", shift), ("conv", build.conv(rng, c, 12)),
+                        ("pool", build.AvgPool2d(kernel=(4, 4), stride=(4, 4))),
+                        ("flat", build.Flatten()), ("fc", build.dense(rng, 12 * 64, 10, act=None)))
+    x = rng.random((8, c, 32, 32), dtype=np.float32)
+    snn, _, _ = snncompile.convert(graph, target="loihi", calibration=x, no_tune=True)
+    with pytest.raises(CompileError, match="normalise the data instead"):
+        build_plan(snn)
+
+
 def test_wide_dense_layer_is_split_across_cores(rng):
     """A neuron with more inputs than a core's (estimated) axons: its synapse is split into
     blocks of source units, each on its own core(s); the blocks add up to the whole matrix."""

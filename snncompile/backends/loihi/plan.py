@@ -43,6 +43,7 @@ from snncompile.ir.graph import Graph
 from snncompile.ir.nodes import (
     Add,
     AvgPool2d,
+    BatchNorm,
     Conv2d,
     CurrentMaxPool2d,
     Dense,
@@ -351,9 +352,15 @@ def _linearize(graph: Graph, root: str, dst: str, src: str, srcs: list[str]) -> 
     n_out = int(np.prod(graph.shape(dst)))
     if n_in * n_out > DENSE_LIMIT:
         op = graph.op(dst)
+        hint = "use Conv or AvgPool(kernel=stride) before Conv"
+        if isinstance(graph.op(src), Input) and any(
+                isinstance(graph.op(u), BatchNorm) for u in graph.users(src)):
+            # (x − mean) / std written in the model: its shift cannot pass a padded conv
+            hint = ("the model shifts its input per channel (e.g. (x − mean) / std) before a "
+                    "padded Conv; normalise the data instead and export the model without it")
         raise CompileError("synapse too large for a dense matrix", [Diagnostic(
             f"{src} -> {dst}: {n_out}x{n_in} weights > {DENSE_LIMIT}", node=dst,
-            origin=op.origin or None, hint="use Conv or AvgPool(kernel=stride) before Conv")])
+            origin=op.origin or None, hint=hint)])
     zero = {s: torch.zeros((1, *graph.shape(s)), dtype=torch.float64) for s in srcs}
     top = root == dst
     base = _evaluate(graph, root, zero, top=top).reshape(1, -1)
