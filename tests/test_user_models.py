@@ -263,6 +263,10 @@ def test_user_spelling_refusals(tmp_path: Path) -> None:
                 y = y * torch.relu(self.c(x) - 1)
             elif self.kind == "zero":
                 y = y / torch.tensor([1.0, 0.0, 1.0, 1.0]).reshape(1, 4, 1, 1)
+            elif self.kind == "tiny":  # 1 / 1e-45 is beyond float32
+                y = y / torch.tensor([1.0, 1e-45, 1.0, 1.0]).reshape(1, 4, 1, 1)
+            elif self.kind == "last_axis":  # (4,) broadcasts over W, not over the channels
+                y = y * torch.linspace(1, 2, 8)
             elif self.kind == "pixel":
                 y = y * torch.linspace(0, 1, 64).reshape(1, 1, 8, 8)
             if self.kind == "squeeze1":
@@ -271,6 +275,7 @@ def test_user_spelling_refusals(tmp_path: Path) -> None:
 
     words = {"product": "Mul of two activations ×1 (first at node",
              "zero": "division by zero", "pixel": "not one value per channel",
+             "tiny": "overflows float32", "last_axis": "not one value per channel",
              "squeeze1": "removes the batch axis of this batch-1 export"}
     for kind, word in words.items():
         path = tmp_path / f"{kind}.onnx"
@@ -421,3 +426,83 @@ def test_an_activation_added_to_itself(tmp_path: Path) -> None:
             return self.fc((y + y).flatten(1))
 
     check(export(Twice(), tmp_path / "twice.onnx"))
+
+
+def _tf2onnx_like(tmp_path: Path) -> tuple[Path, nn.Module]:
+    """A Keras CNN as tf2onnx writes it, built node by node: tensor names with ':0', input
+    (unk__6, 8, 8, 1), Conv with auto_pad SAME_UPPER, MaxPool, a Transpose back to NHWC and a
+    Reshape to (-1, F) before MatMul + Add, a final Softmax; and the same network in torch."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1 = rng.normal(0, 0.5, (6, 1, 3, 3)).astype(np.float32)
+    b1 = rng.normal(0, 0.1, 6).astype(np.float32)
+    w2 = rng.normal(0, 0.2, (6 * 16, 10)).astype(np.float32)  # Keras Dense: (in, out)
+    b2 = rng.normal(0, 0.1, 10).astype(np.float32)
+    inits = [numpy_helper.from_array(a, n) for a, n in (
+        (w1, "sequential/conv2d/Conv2D/ReadVariableOp:0"),
+        (b1, "sequential/conv2d/BiasAdd/ReadVariableOp:0"),
+        (w2, "sequential/dense/MatMul/ReadVariableOp:0"),
+        (b2, "sequential/dense/BiasAdd/ReadVariableOp:0"),
+        (np.array([-1, 6 * 16], np.int64), "const_fold_opt__12"))]
+    nodes = [
+        helper.make_node("Transpose", ["input_1:0"], ["t0:0"], perm=[0, 3, 1, 2],
+                         name="sequential/conv2d/Conv2D__6"),
+        helper.make_node("Conv", ["t0:0", inits[0].name, inits[1].name], ["c:0"],
+                         auto_pad="SAME_UPPER", kernel_shape=[3, 3], strides=[1, 1],
+                         dilations=[1, 1], name="sequential/conv2d/BiasAdd"),
+        helper.make_node("Relu", ["c:0"], ["r:0"], name="sequential/conv2d/Relu"),
+        helper.make_node("MaxPool", ["r:0"], ["p:0"], kernel_shape=[2, 2], strides=[2, 2],
+                         name="sequential/max_pooling2d/MaxPool"),
+        helper.make_node("Transpose", ["p:0"], ["t1:0"], perm=[0, 2, 3, 1],
+                         name="sequential/max_pooling2d/MaxPool__14"),
+        helper.make_node("Reshape", ["t1:0", "const_fold_opt__12"], ["f:0"],
+                         name="sequential/flatten/Reshape"),
+        helper.make_node("MatMul", ["f:0", inits[2].name], ["m:0"],
+                         name="sequential/dense/MatMul"),
+        helper.make_node("Add", ["m:0", inits[3].name], ["a:0"],
+                         name="sequential/dense/BiasAdd"),
+        helper.make_node("Softmax", ["a:0"], ["dense"], axis=-1, name="sequential/dense/Softmax"),
+    ]
+    g = helper.make_graph(
+        nodes, "tf2onnx",
+        [helper.make_tensor_value_info("input_1:0", TensorProto.FLOAT, ["unk__6", 8, 8, 1])],
+        [helper.make_tensor_value_info("dense", TensorProto.FLOAT, ["unk__7", 10])], inits)
+    path = tmp_path / "keras.onnx"
+    path.write_bytes(helper.make_model(
+        g, opset_imports=[helper.make_opsetid("", 13)], producer_name="tf2onnx",
+        ir_version=8).SerializeToString())
+
+    class Same(nn.Module):  # the network in torch, channels-first, for the accuracy check
+        def __init__(self) -> None:
+            super().__init__()
+            self.c, self.fc = nn.Conv2d(1, 6, 3, padding=1), nn.Linear(6 * 16, 10)
+            with torch.no_grad():
+                self.c.weight.copy_(torch.from_numpy(w1))
+                self.c.bias.copy_(torch.from_numpy(b1))
+                self.fc.weight.copy_(torch.from_numpy(w2.T))
+                self.fc.bias.copy_(torch.from_numpy(b2))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = nn.functional.max_pool2d(torch.relu(self.c(x)), 2)
+            return self.fc(y.permute(0, 2, 3, 1).flatten(1))
+
+    return path, Same().eval()
+
+
+def test_a_keras_model_as_tf2onnx_writes_it(tmp_path: Path) -> None:
+    import snncompile
+    from snncompile.data import digits
+
+    path, same = _tf2onnx_like(tmp_path)
+    g = load_onnx(path)
+    assert g.op(g.input_name).channels_last and g.shape(g.input_name) == (1, 8, 8)
+    te = digits("test")
+    x_last = np.ascontiguousarray(te.x.transpose(0, 2, 3, 1))
+    assert rel_err(run_ann(g, te.x), run_onnxruntime(path, x_last)) <= 1e-5
+    with torch.no_grad():
+        ann = same(torch.from_numpy(te.x)).argmax(1).numpy()
+    net = snncompile.compile(path, target="gpu", calibration=digits("train").x[:256],
+                             timesteps=32)
+    snn = net.run(te.x, 32, progress=False).output.argmax(1)
+    assert np.mean(snn == ann) >= 0.9  # the converted SNN follows the (untrained) ANN

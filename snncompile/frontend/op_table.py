@@ -415,8 +415,10 @@ def _channel_affine(node: OnnxNode, b: Builder, x: str, const: str, *,
         a, c = -ones, per
     else:  # x + const, x − const
         a, c = ones, (-per if node.op_type == "Sub" else per)
-    if not np.all(np.isfinite(a)):
-        raise Unsupported("the scale a·x overflows float32")
+    with np.errstate(over="ignore"):
+        finite = np.isfinite(np.concatenate([a, c]).astype(np.float32)).all()
+    if not finite:
+        raise Unsupported("the scale or shift overflows float32")
     op = BatchNorm(origin=node.origin, scale=_f32(a), bias=_f32(c), mean=_f32(zeros),
                    var=_f32(ones), eps=0.0)
     return b.add(node, op, [b.tensor(x)])
