@@ -118,23 +118,50 @@ def test_maxpool_not_after_a_spiking_layer_is_a_compile_error():
     assert "AvgPool" in e.value.diagnostics[0].hint
 
 
-def test_input_shift_before_a_wide_padded_conv_says_what_to_do():
-    """(x − mean) / std written in a CIFAR-sized model: the shift stays an affine op before
-    the padded conv (not exact to fold), so x -> conv is a dense matrix above the limit; the
-    refusal names the normalisation, not the op types."""
+def _normalised(c: int, size: int, c_out: int) -> snncompile.Graph:
+    """(x − mean) / std written in the model (a BatchNorm after the Input: its shift cannot
+    fold into the padded conv after it), then conv, pool, dense."""
     from snncompile.ir import BatchNorm
 
     rng = np.random.default_rng(0)
-    c = 3
-    shift = BatchNorm(scale=np.full(c, 4.0, np.float32), bias=np.full(c, -2.0, np.float32),
-                      mean=np.zeros(c, np.float32), var=np.ones(c, np.float32), eps=0.0)
-    graph = build.chain((c, 32, 32), ("norm", shift), ("conv", build.conv(rng, c, 12)),
-                        ("pool", build.AvgPool2d(kernel=(4, 4), stride=(4, 4))),
-                        ("flat", build.Flatten()), ("fc", build.dense(rng, 12 * 64, 10, act=None)))
-    x = rng.random((8, c, 32, 32), dtype=np.float32)
-    snn, _, _ = snncompile.convert(graph, target="loihi", calibration=x, no_tune=True)
-    with pytest.raises(CompileError, match="normalise the data instead"):
-        build_plan(snn)
+    shift = BatchNorm(scale=np.linspace(2.0, 4.0, c).astype(np.float32),
+                      bias=np.full(c, -1.5, np.float32), mean=np.zeros(c, np.float32),
+                      var=np.ones(c, np.float32), eps=0.0)
+    k = size // 2
+    return build.chain((c, size, size), ("norm", shift), ("conv", build.conv(rng, c, c_out)),
+                       ("pool", build.AvgPool2d(kernel=(k, k), stride=(k, k))),
+                       ("flat", build.Flatten()), ("fc", build.dense(rng, c_out * 4, 10, act=None)))
+
+
+def test_input_normalisation_runs_on_the_host():
+    """A CIFAR-sized input normalisation: the host sends a·x + c and the first layer keeps a
+    conv synapse (x -> conv as a dense matrix would be 3072 × 12288 weights)."""
+    x = np.random.default_rng(1).random((8, 3, 32, 32), dtype=np.float32)
+    snn, _, _ = snncompile.convert(_normalised(3, 32, 12), target="loihi", calibration=x,
+                                   no_tune=True)
+    plan = build_plan(snn)
+    (first,) = [s for s in plan.syns if s.src == plan.input_name]
+    assert first.kind == "conv" and plan.input_affine is not None
+    a, c = plan.input_affine
+    np.testing.assert_allclose(plan.input_value(x)[:, 1], a[1] * x[:, 1] + c[1], atol=1e-6)
+    from snncompile.backends.loihi.netx import export_netx
+
+    with pytest.raises(CompileError, match="a netx file has no place for it"):
+        export_netx(plan, "never-written.h5", 4, check_only=True)
+
+
+@pytest.mark.lava
+@pytest.mark.timeout(120)
+def test_lava_input_normalisation_is_spike_exact(digits_test):
+    x = digits_test.x[:2]
+    snn, _, _ = snncompile.convert(_normalised(1, 8, 4), target="loihi", dataset="digits",
+                                   calibration_samples=64, no_tune=True)
+    net, lava = _lava(snn, "fixed", x)
+    assert net.plan.input_affine is not None
+    ref = loihi_reference(snn, snncompile.CompileOptions()).run(x, T, record=True,
+                                                                progress=False)
+    _assert_spike_exact(lava, ref, net.plan.spiking())
+    assert sum(t.sum() for t in lava.spike_trains.values()) > 50
 
 
 def test_wide_dense_layer_is_split_across_cores(rng):

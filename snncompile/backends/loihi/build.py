@@ -205,7 +205,7 @@ class LavaBuilder:
             xq, self.input_clipped = self.plan.input_int(x)
             xs = xq.astype(np.int32)
         else:
-            xs = np.asarray(x, np.float64)
+            xs = self.plan.input_value(x)
         n = len(xs)
         total = n * steps + self.plan.depth
         data = np.zeros((*lava_shape(shape), total), dtype=xs.dtype)

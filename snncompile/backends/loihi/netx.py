@@ -48,6 +48,11 @@ SPIKE_EXP = -ACT_SHIFT  # Network(spike_exp=-6): SDNN vth and bias in weight LSB
 
 def _problems(plan: LoihiPlan) -> list[Diagnostic]:
     bad: list[Diagnostic] = []
+    if plan.input_affine is not None:  # a netx reader feeds round(x·2^k) as it is
+        bad.append(Diagnostic(
+            "the model transforms its input per channel ((x − mean) / std) before its first "
+            "layer; a netx file has no place for it", node=plan.input_name,
+            hint="normalise the data instead and export the model without it"))
     order = list(plan.pops)
     for i, name in enumerate(order[1:], 1):
         p = plan.pops[name]

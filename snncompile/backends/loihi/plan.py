@@ -10,7 +10,8 @@ Dense / Add, BatchNorm), so the current that population B receives is
     I_B(t) = Σ_A M_{A→B} · p_A(t) + b_B
 
 where p_A is what population A sends: its spikes s_A ∈ {0, 1} (θ_A is folded into the weights,
-W_eff = W · θ_A per input channel) or, for the Input, the analog value x. Each M_{A→B} becomes
+W_eff = W · θ_A per input channel) or, for the Input, the analog value x (a·x + c when the
+model normalises its own input: ``_host_input_affine``). Each M_{A→B} becomes
 one synapse: a convolution when the path is ``A → Conv`` or ``A → AvgPool(k=s) → Conv``
 (the pool is folded into a conv of kernel k·K, stride k·S, padding k·P, exact), a 1×1
 identity conv for a residual shortcut, and otherwise a dense matrix obtained by pushing unit
@@ -171,6 +172,9 @@ class LoihiPlan:
     input_name: str
     readout_name: str
     input_frac_bits: int = 0
+    #: (a, c) per input channel: y = a·x + c, the BatchNorms right after the Input (a model's
+    #: own (x − mean) / std), applied by the host before the input payload is quantized
+    input_affine: tuple[np.ndarray, np.ndarray] | None = None
     counts: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: dense synapses split by ``split_wide_synapses``: one record per original synapse
     splits: list[dict[str, Any]] = field(default_factory=list)
@@ -200,9 +204,19 @@ class LoihiPlan:
     def synapses_into(self, name: str) -> list[Synapse]:
         return [s for s in self.syns if s.dst == name]
 
+    def input_value(self, x: np.ndarray) -> np.ndarray:
+        """What the Input population sends, in float64: x, or a·x + c (``input_affine``)."""
+        v = np.asarray(x, np.float64)
+        if self.input_affine is not None:
+            a, c = self.input_affine
+            shape = (1, -1) + (1,) * (v.ndim - 2)
+            v = v * a.reshape(shape) + c.reshape(shape)
+        return v
+
     def input_int(self, x: np.ndarray) -> tuple[np.ndarray, int]:
-        """Fixed-point input payload round(x·2^k) (int64), and how many values were clipped."""
-        q = np.rint(np.asarray(x, np.float64) * 2.0 ** self.input_frac_bits)
+        """Fixed-point input payload round(v·2^k) (int64) of v = ``input_value(x)``, and how
+        many values were clipped."""
+        q = np.rint(self.input_value(x) * 2.0 ** self.input_frac_bits)
         clipped = int(np.count_nonzero(np.abs(q) > INPUT_MAX))
         return np.clip(q, -INPUT_MAX, INPUT_MAX).astype(np.int64), clipped
 
@@ -399,11 +413,36 @@ def _connections(graph: Graph, syn: Synapse) -> int:
     return int(y.sum().item())
 
 
+def _host_input_affine(graph: Graph) -> tuple[Graph, tuple[np.ndarray, np.ndarray] | None]:
+    """The BatchNorms (per-channel affine maps) that the Input alone feeds, one after the
+    other: the input preprocessing a model does itself, ``(x − mean) / std``. They move to the
+    host, which sends a·x + c instead of x (``LoihiPlan.input_value``), so the first layer
+    keeps a convolution synapse (a shift cannot pass its zero padding, and x -> conv would
+    otherwise be a dense matrix). Returns (the graph without them, (a, c)) or (graph, None)."""
+    from snncompile.passes.fold_batchnorm import affine
+
+    name, chain = graph.input_name, []
+    while len(users := graph.users(name)) == 1 and isinstance(graph.op(users[0]), BatchNorm):
+        name = users[0]
+        chain.append(name)
+    if not chain:
+        return graph, None
+    c_in = graph.shape(graph.input_name)[0]
+    a, c = np.ones(c_in), np.zeros(c_in)
+    g = graph.copy()
+    for name in chain:
+        a_k, c_k = affine(graph.op(name))
+        a, c = a * a_k, c * a_k + c_k
+        g.bypass(name)
+    return g, (a, c)
+
+
 def build_plan(graph: Graph, grid_exp: int | None = None) -> LoihiPlan:
     """Spiking IR -> ``LoihiPlan`` (float and fixed-point parameters, synapses, depths).
 
     ``grid_exp``: sigma-delta payload unit exponent for every sigma-delta population
     (``NETX_GRID_EXP`` when exporting netx; default: chosen per layer, ``_choose_grid``)."""
+    graph, affine = _host_input_affine(graph)
     problems: list[Diagnostic] = []
     pops: dict[str, Population] = {}
     syns: list[Synapse] = []
@@ -521,7 +560,8 @@ def build_plan(graph: Graph, grid_exp: int | None = None) -> LoihiPlan:
                 s.delay = p.depth - pops[s.src].depth - 1
     for s in syns:
         s.connections = _connections(graph, s)
-    plan = LoihiPlan(pops=pops, syns=syns, input_name=inp, readout_name=readout)
+    plan = LoihiPlan(pops=pops, syns=syns, input_name=inp, readout_name=readout,
+                     input_affine=affine)
     fix(plan, grid_exp)
     split_wide_synapses(plan, graph)
     return plan
