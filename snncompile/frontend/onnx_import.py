@@ -171,6 +171,19 @@ def _check(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
                            [Diagnostic(f"{where}: {_first_line(e)}")]) from None
 
 
+def _upgraded(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """``model`` at opset 13 by onnx's version converter (Squeeze/Unsqueeze/ReduceSum axes as
+    inputs, Clip bounds as inputs, Softmax over the last axis, ...), with shapes inferred
+    again; the model as it is where the converter cannot (its ops then say what is missing)."""
+    from onnx import version_converter
+
+    try:
+        up = version_converter.convert_version(model, 13)
+        return onnx.shape_inference.infer_shapes(up, strict_mode=True), 13
+    except Exception:  # the converter raises RuntimeError/ValueError/its own errors
+        return model, _opset(model)
+
+
 def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for a in node.attribute:
@@ -297,6 +310,8 @@ def load_onnx(src: str | Path | onnx.ModelProto) -> Graph:
     if opset < MIN_OPSET:
         raise CompileError("unsupported ONNX opset", [Diagnostic(
             f"{where}: opset {opset}; re-export with opset_version >= 13")])
+    if opset < 13:  # older exporters (torch's default was 9, then 11): the attribute forms
+        model, opset = _upgraded(model)
     arrays: dict[str, np.ndarray] = {}
     for init in raw.graph.initializer:  # every initializer decodes (type matches bytes)
         try:
@@ -305,6 +320,9 @@ def load_onnx(src: str | Path | onnx.ModelProto) -> Graph:
             raise CompileError("invalid ONNX model", [Diagnostic(
                 f"{where}: initializer {init.name!r}: {_first_line(e)}")]) from None
     del raw  # (ours when read from a file: one copy of the weights less)
+    for init in model.graph.initializer:  # small constants the version converter added
+        if init.name not in arrays:
+            arrays[init.name] = numpy_helper.to_array(init)
     # QCFS clip-floor-shift chains and Q/DQ pairs -> one ai.snncompile.QuantReLU node each
     quant_notes: list[Diagnostic] = []  # why a Floor/Round/QuantizeLinear did not fold
     model = fold_quantized_activations(model, quant_notes)

@@ -848,6 +848,21 @@ def concat(node: OnnxNode, b: Builder) -> str:
     return b.add(node, Concat(origin=node.origin, axis=0), ins)
 
 
+@converts("Pad")
+def pad(node: OnnxNode, b: Builder) -> str:
+    """A Pad of nothing (all pads 0; torch's opset-9 export puts one before every AvgPool)
+    -> Identity."""
+    x = node.inputs[0]
+    mode = node.attr("mode", "constant")
+    pads = node.attr("pads")
+    if len(node.inputs) > 1 and node.inputs[1]:
+        pads = b.const(node.inputs[1], "pads").reshape(-1).tolist()
+    if pads is None or any(int(v) for v in pads):
+        raise Unsupported(f"pads={pads} (mode {mode}); only a Pad of nothing is supported: "
+                          "give the padding to the Conv/pool after it")
+    return b.add(node, Identity(origin=node.origin, onnx_op="Pad"), [b.tensor(x)])
+
+
 @converts("Identity", "Dropout")
 def identity(node: OnnxNode, b: Builder) -> str:
     """Identity and inference Dropout -> Identity (y = x)."""
