@@ -507,3 +507,48 @@ def test_a_keras_model_as_tf2onnx_writes_it(tmp_path: Path) -> None:
                              timesteps=32)
     snn = net.run(te.x, 32, progress=False).output.argmax(1)
     assert np.mean(snn == ann) >= 0.9  # the converted SNN follows the (untrained) ANN
+
+
+class _Padded(nn.Module):
+    """Explicit padding: TensorFlow's asymmetric "same" before a strided conv, F.pad before an
+    average pool, and AvgPool2d(padding=1), which torch's opset 9 writes as Pad + AveragePool."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.kind = kind
+        self.c1, self.c2 = nn.Conv2d(1, 4, 3, stride=2), nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.c1(nn.functional.pad(x, (0, 1, 0, 1))))  # 8 -> 9 -> 4
+        y = torch.relu(self.c2(y))
+        if self.kind == "avgpool_pad":
+            y = nn.functional.avg_pool2d(y, 3, stride=1, padding=1)
+        elif self.kind == "pad_avgpool":
+            y = nn.functional.avg_pool2d(nn.functional.pad(y, (1, 0, 1, 0)), 2, stride=1)
+        elif self.kind == "maxpool":
+            y = nn.functional.max_pool2d(nn.functional.pad(y, (1, 0, 1, 0)), 2, stride=1)
+        elif self.kind == "reflect":
+            y = nn.functional.avg_pool2d(nn.functional.pad(y, (1, 0, 1, 0), mode="reflect"), 2,
+                                         stride=1)
+        return self.fc(y.flatten(1))
+
+
+@pytest.mark.parametrize("kind, opset", [("pad_avgpool", 17), ("avgpool_pad", 9),
+                                         ("avgpool_pad", 17)])
+def test_explicit_padding_moves_into_the_conv_or_pool(kind: str, opset: int,
+                                                      tmp_path: Path) -> None:
+    path = export(_Padded(kind), tmp_path / "m.onnx", opset=opset)
+    onnx_ops = {n.op_type for n in __import__("onnx").load(str(path)).graph.node}
+    assert "Pad" in onnx_ops or opset == 17 and kind == "avgpool_pad"
+    g = load_onnx(path)
+    assert [op.padding for _, op in g.topo() if isinstance(op, Conv2d)][0] == (0, 0, 1, 1)
+    check(path)
+
+
+@pytest.mark.parametrize("kind, word", [("maxpool", "only a Conv or an AveragePool may read it"),
+                                        ("reflect", "mode reflect")])
+def test_explicit_padding_refusals(kind: str, word: str, tmp_path: Path) -> None:
+    with pytest.raises(CompileError, match=word):
+        load_onnx(export(_Padded(kind), tmp_path / "m.onnx"))

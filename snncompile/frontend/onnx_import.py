@@ -392,7 +392,8 @@ def load_onnx(src: str | Path | onnx.ModelProto) -> Graph:
             poisoned.update(proto.output)
             continue
         if proto.output[0] in b.views or proto.output[0] in b.spatial \
-                or proto.output[0] in b.unchecked or proto.output[0] in b.nhwc:
+                or proto.output[0] in b.unchecked or proto.output[0] in b.nhwc \
+                or proto.output[0] in b.padded:
             continue  # a 5-D view inside a channel shuffle: no IR tensor of its own
         # cross-check the IR's shape with ONNX shape inference (catches converter bugs)
         want = onnx_shapes.get(proto.output[0])

@@ -104,6 +104,10 @@ class Builder:
         self.nhwc: dict[str, str] = {}
         #: IR Flatten of such a view -> p: the flat channels-last vector is x_flat[p]
         self.feature_perms: dict[str, np.ndarray] = {}
+        #: zero-padded views (an explicit Pad: TensorFlow's asymmetric "same", torch's F.pad,
+        #: opset 9's AvgPool): ONNX tensor -> (the ONNX tensor padded, (top, left, bottom,
+        #: right)); the Conv / AveragePool reading it takes the padding over
+        self.padded: dict[str, tuple[str, tuple[int, int, int, int]]] = {}
         #: ONNX tensors (N, C, 1) between two Squeezes (flat in the IR) -> their ONNX shape
         self.squeezed: dict[str, tuple[int, ...]] = {}
 
@@ -131,6 +135,9 @@ class Builder:
             raise Unsupported(f"input {name!r} is a gathered spatial view; only the exported "
                               "adaptive average pool (Transpose -> GatherND -> Transpose -> "
                               "ReduceMean) may use it")
+        if name in self.padded:
+            raise Unsupported(f"input {name!r} is zero-padded by a Pad; only a Conv or an "
+                              "AveragePool may read it (it takes the padding over)")
         if name in self.nhwc:
             raise Unsupported(f"input {name!r} is a channels-last (N, H, W, C) view; only a "
                               "Flatten/Reshape to (N, -1) read by MatMul/Gemm, a ReduceMean "
@@ -283,7 +290,7 @@ def _f32(a: np.ndarray) -> np.ndarray:
 @converts("Conv")
 def conv(node: OnnxNode, b: Builder) -> str:
     """Conv (2-D; groups 1, depthwise or grouped) -> Conv2d."""
-    x = node.inputs[0]
+    x, extra = b.padded.get(node.inputs[0], (node.inputs[0], (0, 0, 0, 0)))
     c, h, w = _image(node, b, x)
     weight = b.const(node.inputs[1], "weight")
     if weight.ndim != 4:
@@ -292,7 +299,7 @@ def conv(node: OnnxNode, b: Builder) -> str:
     k = tuple(weight.shape[2:])
     stride = _ints(node.attr("strides"), 2, 1, "strides")
     dil = _ints(node.attr("dilations"), 2, 1, "dilations")
-    pads = _pads(node, (h, w), k, stride, dil)
+    pads = _plus(_pads(node, _padded_hw((h, w), extra), k, stride, dil), extra)
     op = Conv2d(origin=node.origin, weight=_f32(weight),
                 bias=None if bias is None else _f32(bias), stride=stride,  # type: ignore[arg-type]
                 padding=pads, dilation=dil, groups=int(node.attr("group", 1)))  # type: ignore[arg-type]
@@ -482,18 +489,32 @@ def maxpool(node: OnnxNode, b: Builder) -> str:
 @converts("AveragePool")
 def avgpool(node: OnnxNode, b: Builder) -> str:
     """AveragePool (2-D, no dilation) -> AvgPool2d."""
-    x = node.inputs[0]
+    x, extra = b.padded.get(node.inputs[0], (node.inputs[0], (0, 0, 0, 0)))
     _, h, w = _image(node, b, x)
     k = _ints(node.attr("kernel_shape"), 2, 1, "kernel_shape")
     s = _ints(node.attr("strides"), 2, 1, "strides")
     d = _ints(node.attr("dilations"), 2, 1, "dilations")
     if d != (1, 1):
         raise Unsupported(f"dilations={list(d)}")
-    p = _pads(node, (h, w), k, s, d)
-    _no_ceil(node, (h, w), k, s, p, d)
+    hw = _padded_hw((h, w), extra)
+    p = _pads(node, hw, k, s, d)
+    _no_ceil(node, hw, k, s, p, d)
+    include = bool(node.attr("count_include_pad", 0))
+    if any(extra):  # the Pad's zeros are values the mean counts
+        if any(p) and not include:
+            raise Unsupported("count_include_pad=0 with its own pads after a Pad")
+        p, include = _plus(p, extra), True
     op = AvgPool2d(origin=node.origin, kernel=k, stride=s, padding=p,  # type: ignore[arg-type]
-                   count_include_pad=bool(node.attr("count_include_pad", 0)))
+                   count_include_pad=include)
     return b.add(node, op, [b.tensor(x)])
+
+
+def _padded_hw(hw: tuple[int, int], extra: tuple[int, int, int, int]) -> tuple[int, int]:
+    return hw[0] + extra[0] + extra[2], hw[1] + extra[1] + extra[3]
+
+
+def _plus(p: tuple[int, ...], q: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    return tuple(int(a) + b for a, b in zip(p, q))  # type: ignore[return-value]
 
 
 @converts("GlobalAveragePool")
@@ -850,17 +871,31 @@ def concat(node: OnnxNode, b: Builder) -> str:
 
 @converts("Pad")
 def pad(node: OnnxNode, b: Builder) -> str:
-    """A Pad of nothing (all pads 0; torch's opset-9 export puts one before every AvgPool)
-    -> Identity."""
+    """A Pad of nothing (torch's opset-9 export puts one before every AvgPool) -> Identity;
+    zero padding of H and W (TensorFlow's asymmetric "same", ``F.pad``) -> a padded view that
+    the Conv / AveragePool after it takes over as its own padding (exact)."""
     x = node.inputs[0]
     mode = node.attr("mode", "constant")
+    if isinstance(mode, bytes):
+        mode = mode.decode()
     pads = node.attr("pads")
     if len(node.inputs) > 1 and node.inputs[1]:
         pads = b.const(node.inputs[1], "pads").reshape(-1).tolist()
-    if pads is None or any(int(v) for v in pads):
-        raise Unsupported(f"pads={pads} (mode {mode}); only a Pad of nothing is supported: "
-                          "give the padding to the Conv/pool after it")
-    return b.add(node, Identity(origin=node.origin, onnx_op="Pad"), [b.tensor(x)])
+    value = float(node.attr("value", 0.0))
+    if len(node.inputs) > 2 and node.inputs[2]:
+        value = float(b.const(node.inputs[2], "constant_value").reshape(-1)[0])
+    if len(node.inputs) > 3 and node.inputs[3]:
+        raise Unsupported("the axes input")
+    pads = [int(v) for v in (pads or [])]
+    if not any(pads):
+        return b.add(node, Identity(origin=node.origin, onnx_op="Pad"), [b.tensor(x)])
+    rank = len(b.shape(x)) + 1
+    if mode != "constant" or value != 0.0 or rank != 4 or len(pads) != 8 \
+            or any(pads[i] for i in (0, 1, 4, 5)) or min(pads) < 0:
+        raise Unsupported(f"pads={pads}, mode {mode}, value {value}; only zero padding of H "
+                          "and W (N, C, H, W) is supported")
+    b.padded[node.outputs[0]] = (x, (pads[2], pads[3], pads[6], pads[7]))
+    return b.tensor(x)
 
 
 @converts("Identity", "Dropout")
