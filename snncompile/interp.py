@@ -155,9 +155,14 @@ def batch_for(graph: Graph, max_bytes: int | None, batch_size: int, itemsize: in
     after its last reader), estimated per sample as the two widest values plus the input."""
     if max_bytes is None:
         return batch_size
+    return max(1, min(batch_size, int(max_bytes) // max(sample_bytes(graph, itemsize), 1)))
+
+
+def sample_bytes(graph: Graph, itemsize: int = 4) -> int:
+    """Bytes one sample's forward pass holds (``batch_for``): the two widest values plus the
+    input."""
     units = sorted((int(np.prod(graph.shape(n))) for n, _ in graph.topo()), reverse=True)
-    per_sample = (sum(units[:2]) + int(np.prod(graph.shape(graph.input_name)))) * itemsize
-    return max(1, min(batch_size, int(max_bytes) // max(per_sample, 1)))
+    return (sum(units[:2]) + int(np.prod(graph.shape(graph.input_name)))) * itemsize
 
 
 @torch.no_grad()

@@ -314,6 +314,31 @@ def test_check_fixed_batch_and_runtime_refusal(tmp_path, capsys):
         assert len(err.strip().splitlines()) == 1 and "onnxruntime" in err
 
 
+def test_hostile_padding_is_refused_before_it_allocates(tmp_path, capsys):
+    """A Pad of 10^6 rows before a conv: --check refused its 16 TB forward pass with one line
+    (it was a torch allocation traceback); the gpu target refuses the simulation."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    big = 10**6
+    inits = [numpy_helper.from_array(np.ones((2, 1, 3, 3), np.float32), "w"),
+             numpy_helper.from_array(np.ones((10, 2), np.float32), "fcw"),
+             numpy_helper.from_array(np.array([0, 0, big, big, 0, 0, big, big], np.int64), "p")]
+    g = helper.make_graph([
+        helper.make_node("Pad", ["x", "p"], ["xp"]), helper.make_node("Conv", ["xp", "w"], ["c"]),
+        helper.make_node("Relu", ["c"], ["r"]), helper.make_node("GlobalAveragePool", ["r"], ["a"]),
+        helper.make_node("Flatten", ["a"], ["f"]),
+        helper.make_node("Gemm", ["f", "fcw"], ["y"], transB=1)],
+        "hostile", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], inits)
+    path = tmp_path / "pad.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    for extra in (["--target", "ir", "--check"], ["--target", "gpu", "--dataset", "digits"]):
+        assert main([str(path), *extra, "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "too large" in err, err
+        assert not (tmp_path / "o").exists()
+
+
 def test_pass_module_raising_on_import_and_pass_returning_none(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "boom_i13.py").write_text("raise RuntimeError('kaboom')\n")

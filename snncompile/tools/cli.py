@@ -392,6 +392,12 @@ def _check(model: Path, a: argparse.Namespace) -> int:
                               graph.shape(graph.input_name), last)
     x = src.arrays.x if src is not None and src.arrays is not None else x
     check_input(graph, x)
+    from snncompile import validate
+    from snncompile.interp import sample_bytes
+
+    # one sample must fit the free memory (a hostile Pad or a huge layer: not a torch traceback)
+    validate.check_memory(sample_bytes(graph), "the ANN forward pass of one sample",
+                          hint="a smaller model")
     import torch
 
     from snncompile.backends.memory import room_bytes
