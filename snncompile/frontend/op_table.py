@@ -128,20 +128,20 @@ class Builder:
         """The IR op producing activation tensor ``name``."""
         if name in self.consts:
             raise Unsupported(f"input {name!r} is a constant; expected an activation tensor")
-        if name in self.views:
-            raise Unsupported(f"input {name!r} is a 5-D channel-group view; only a channel "
-                              "shuffle (Reshape -> Transpose -> Reshape) may use it")
-        if name in self.spatial:
-            raise Unsupported(f"input {name!r} is a gathered spatial view; only the exported "
-                              "adaptive average pool (Transpose -> GatherND -> Transpose -> "
-                              "ReduceMean) may use it")
-        if name in self.padded:
-            raise Unsupported(f"input {name!r} is zero-padded by a Pad; only a Conv or an "
-                              "AveragePool may read it (it takes the padding over)")
-        if name in self.nhwc:
-            raise Unsupported(f"input {name!r} is a channels-last (N, H, W, C) view; only a "
-                              "Flatten/Reshape to (N, -1) read by MatMul/Gemm, a ReduceMean "
-                              "over H, W, or a Transpose back to (N, C, H, W) may use it")
+        # views of an activation that have no IR tensor of their own, and who may read them
+        for views, what in (
+                (self.views, "a 5-D channel-group view; only a channel shuffle (Reshape -> "
+                             "Transpose -> Reshape) may use it"),
+                (self.spatial, "a gathered spatial view; only the exported adaptive average "
+                               "pool (Transpose -> GatherND -> Transpose -> ReduceMean) may "
+                               "use it"),
+                (self.padded, "zero-padded by a Pad; only a Conv or an AveragePool may read "
+                              "it (it takes the padding over)"),
+                (self.nhwc, "a channels-last (N, H, W, C) view; only a Flatten/Reshape to "
+                            "(N, -1) read by MatMul/Gemm, a ReduceMean over H, W, or a "
+                            "Transpose back to (N, C, H, W) may use it")):
+            if name in views:
+                raise Unsupported(f"input {name!r} is {what}")
         return self.tensors[name]
 
     def shape(self, name: str) -> Shape:
