@@ -388,19 +388,27 @@ def _import_dataset(spec: str) -> Any:
     return ds
 
 
-def channels_first(src: Source | None, shape: Sequence[int], channels_last: bool) -> Source | None:
-    """``src`` in the layout of a model input of IR ``shape`` (C, H, W): for a model that
-    reads channels-last input (``ir.Input.channels_last``, TensorFlow/Keras), arrays saved as
-    (N, H, W, C) are transposed (a copy); arrays already (N, C, H, W), image folders (read as
-    C, H, W) and everything for any other model stay as they are."""
-    if src is None or not channels_last or src.arrays is None or len(shape) != 3:
-        return src
+def channels_first_array(x: np.ndarray, shape: Sequence[int], channels_last: bool) -> np.ndarray:
+    """``x`` in the layout of a model input of IR ``shape`` (C, H, W): for a model that reads
+    channels-last input (``ir.Input.channels_last``, TensorFlow/Keras), an array saved as
+    (N, H, W, C) is transposed (a copy); anything else is returned as it is."""
+    if not channels_last or len(shape) != 3:
+        return x
     c, h, w = shape
-    x = src.arrays.x
     if x.shape[1:] != (h, w, c) or x.shape[1:] == tuple(shape):
+        return x
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def channels_first(src: Source | None, shape: Sequence[int], channels_last: bool) -> Source | None:
+    """``src`` with its in-memory arrays in the model's layout (``channels_first_array``);
+    image folders (read as C, H, W) stay as they are."""
+    if src is None or src.arrays is None:
         return src
-    arrays = Dataset(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), src.arrays.y,
-                     f"{src.arrays.source} (channels-last, transposed)")
+    x = channels_first_array(src.arrays.x, shape, channels_last)
+    if x is src.arrays.x:
+        return src
+    arrays = Dataset(x, src.arrays.y, f"{src.arrays.source} (channels-last, transposed)")
     return replace(src, arrays=arrays, source=f"{src.source} (channels-last, transposed)")
 
 

@@ -358,9 +358,7 @@ def add(node: OnnxNode, b: Builder) -> str:
     x, y = node.inputs[:2]
     if x == y and not b.is_const(x):  # x + x: one edge in the IR graph, so y = 2·x
         c = b.shape(x)[0]
-        return b.add(node, BatchNorm(origin=node.origin, scale=np.full(c, 2, np.float32),
-                                     bias=np.zeros(c, np.float32), mean=np.zeros(c, np.float32),
-                                     var=np.ones(c, np.float32), eps=0.0), [b.tensor(x)])
+        return _affine(node, b, x, np.full(c, 2.0), np.zeros(c))
     if not b.is_const(x) and not b.is_const(y):
         return b.add(node, Add(origin=node.origin), [b.tensor(x), b.tensor(y)])
     if b.is_const(x) and b.is_const(y):
@@ -426,8 +424,13 @@ def _channel_affine(node: OnnxNode, b: Builder, x: str, const: str, *,
         finite = np.isfinite(np.concatenate([a, c]).astype(np.float32)).all()
     if not finite:
         raise Unsupported("the scale or shift overflows float32")
-    op = BatchNorm(origin=node.origin, scale=_f32(a), bias=_f32(c), mean=_f32(zeros),
-                   var=_f32(ones), eps=0.0)
+    return _affine(node, b, x, a, c)
+
+
+def _affine(node: OnnxNode, b: Builder, x: str, a: np.ndarray, c: np.ndarray) -> str:
+    """y = a·x + c per channel as the IR's BatchNorm (mean 0, var 1, eps 0)."""
+    op = BatchNorm(origin=node.origin, scale=_f32(a), bias=_f32(c), mean=_f32(np.zeros_like(a)),
+                   var=_f32(np.ones_like(a)), eps=0.0)
     return b.add(node, op, [b.tensor(x)])
 
 

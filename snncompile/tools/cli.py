@@ -388,9 +388,7 @@ def _check(model: Path, a: argparse.Namespace) -> int:
         shape = graph.shape(graph.input_name)
         x = np.random.default_rng(a.seed).random((16, *shape), dtype=np.float32)
     last = reads_channels_last(graph)
-    src = data.channels_first(data.Source.of(data.Dataset(x, None, "--check data")),
-                              graph.shape(graph.input_name), last)
-    x = src.arrays.x if src is not None and src.arrays is not None else x
+    x = data.channels_first_array(x, graph.shape(graph.input_name), last)
     check_input(graph, x)
     from snncompile import validate
     from snncompile.interp import sample_bytes
