@@ -3,11 +3,12 @@
     /work/sj-venv/bin/python benchmarks/sj2_runner.py JOB.json
 
 JOB.json: {"data": "d.npz" (cal_x, test_x, test_y), "timesteps": T, "threads": n, "batch": B,
-"models": {name: "state_dict.pt"}, "out": "result.json"}. For every model and recipe: convert
-with ``ann2snn.FXConverter(recipe)`` and evaluate as SpikingJelly's own example
-(``examples/cnn_mnist.py``) does: ``reset_net``, then per step ``out += snn(x)``; the prediction
-at t is the argmax of the accumulated output. Recipes: RateCodingRecipe with mode "max",
-"99.9%", 1/2, 1/3 (the example's mode sweep), RateCodingRecipe(99.9%, channel_wise,
+"models": {name: "state_dict.pt"}, "out": "result.json"}, and for networks of
+``snncompile/zoo.py`` "zoo_file": its path, "zoo": {name: [builder, kwargs]}. For every model
+and recipe: convert with ``ann2snn.FXConverter(recipe)`` and evaluate as SpikingJelly's own
+example (``examples/cnn_mnist.py``) does: ``reset_net``, then per step ``out += snn(x)``; the
+prediction at t is the argmax of the accumulated output. Recipes: RateCodingRecipe with mode
+"max", "99.9%", 1/2, 1/3 (the example's mode sweep), RateCodingRecipe(99.9%, channel_wise,
 pre_spike_maxpool, half_threshold) (its strongest rate-coding options), and
 LocalThresholdBalancingRecipe (Bu et al., CVPR 2025). Calibration batches of 100, as in the
 example. Torch only: this file imports nothing from snncompile.
@@ -197,6 +198,20 @@ def speed(job: dict) -> None:
     Path(job["out"]).write_text(json.dumps(out, indent=1) + "\n")
 
 
+def _architecture(job: dict, name: str) -> torch.nn.Module:
+    """``bench_models.ARCH[name]``, or a builder of ``snncompile/zoo.py`` (``job["zoo"][name]``
+    = [function, kwargs]), loaded from its file: zoo.py imports torch only."""
+    if name not in job.get("zoo", {}):
+        return bench_models.ARCH[name]()
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("snncompile_zoo", job["zoo_file"])
+    zoo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(zoo)
+    fn, kwargs = job["zoo"][name]
+    return getattr(zoo, fn)(**kwargs)
+
+
 def main() -> None:
     job = json.loads(Path(sys.argv[1]).read_text())
     if job.get("kind") == "speed":
@@ -214,7 +229,7 @@ def main() -> None:
     out: dict = {"spikingjelly": version("spikingjelly"), "torch": torch.__version__,
                  "models": {}}
     for name, sd_path in job["models"].items():
-        model = bench_models.ARCH[name]()
+        model = _architecture(job, name)
         model.load_state_dict(torch.load(sd_path))
         model.eval()
         rows = {}

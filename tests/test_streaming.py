@@ -19,6 +19,7 @@ from snncompile.backends.common import SimResult
 from snncompile.passes.statistics import (
     CHANNELWISE_BITS,
     LAYERWISE_BITS,
+    TopTail,
     exact_percentile,
     percentile,
 )
@@ -57,6 +58,29 @@ def test_streamed_percentile_equals_np_percentile(rng: np.random.Generator, bits
                 assert got == ref, (trial, q, got, ref)
             else:
                 assert got == pytest.approx(ref, rel=1e-6, abs=1e-30), (trial, q, got, ref)
+
+
+def test_top_tail_percentile_equals_exact_percentile(rng: np.random.Generator) -> None:
+    """The one-pass top-k estimator (known sample count) gives ``exact_percentile`` bit for bit
+    per group, for any batch split, ties, signed values and every percentile."""
+    for trial in range(16):
+        n = int(rng.integers(1, 3000))
+        a = np.stack([_samples(rng, (trial + g) % 4, n) for g in range(3)])
+        for q in (99.0, 99.9, 99.99, 90.0, 50.0, 0.0):
+            est = TopTail(3, q, n)
+            cuts = np.sort(rng.integers(0, n + 1, 3))
+            for part in np.split(a[:, rng.permutation(n)], cuts, axis=1):
+                est.add(0, torch.from_numpy(np.ascontiguousarray(part)))
+            est.finish(0)
+            assert est.result().tolist() == [exact_percentile(a[g], q) for g in range(3)], \
+                (trial, q)
+
+
+def test_top_tail_refuses_a_short_stream() -> None:
+    est = TopTail(1, 99.9, 10)
+    est.add(0, torch.zeros(1, 9))
+    with pytest.raises(ValueError, match="expected 10 values"):
+        est.finish(0)
 
 
 def test_streamed_percentile_per_channel(rng: np.random.Generator) -> None:

@@ -20,7 +20,10 @@ select over the bits of the float32 values instead of sorting them:
   channel 2·2,048 counts).
 
 Memory is the histograms (independent of the number of samples and of positions); the cost is
-one ANN forward pass over the calibration data per level. The result is the float32 order
+one ANN forward pass over the calibration data per level. Where the sample count is known up
+front (an in-memory calibration set on one process) and the percentile is high, ``TopTail``
+finds the same two order statistics in one pass from a running top-k (16 M activations per
+layer of a CIFAR ResNet-20 on 1024 images: 77 s → see ``TopTail``). The result is the float32 order
 statistics themselves, interpolated with numpy 1.x's formula in float32 (``lerp``), so it
 equals ``np.percentile`` of numpy 1.x on the concatenated activations **exactly** (error 0;
 tested), and ``exact_percentile`` (the in-memory path) on every numpy version; numpy 2's
@@ -185,6 +188,73 @@ class Quantiles:
         return out
 
 
+class TopTail:
+    """Per-group exact percentile from the top of the distribution, in one pass.
+
+    For n values the q-th percentile needs the order statistics a_(lo), a_(hi) (module
+    docstring); both lie among the ``n − lo`` largest values. When n is known before the data
+    arrives (an in-memory calibration set on one process), keeping a running ``torch.topk`` of
+    that many values per group — the top K of a union is the top K of the parts' top Ks — gives
+    a_(lo) and a_(hi) exactly, the same float32 values the radix select finds, interpolated
+    by the same ``lerp``: bit-identical thresholds, one ANN pass instead of two or three, and no
+    histograms. Memory: (n − lo) values per group, about n·(1 − q/100) (p99.9 of 16 M
+    activations: 16,800 values); ``tail_size`` says how many, so the caller can fall back to
+    ``Quantiles`` when the tail would be large (low percentiles)."""
+
+    levels = 1
+
+    def __init__(self, groups: int, q: float, n: int) -> None:
+        self.groups, self.q, self.n = groups, float(q), int(n)
+        self.seen = 0
+        self.lo, self.hi, self.gamma = virtual_index(max(self.n, 1), self.q)
+        self.k = self.n - self.lo
+        self.top: Tensor | None = None
+
+    @staticmethod
+    def tail_size(n: int, q: float) -> int:
+        return n - virtual_index(max(n, 1), q)[0]
+
+    def add(self, level: int, values: Tensor) -> None:
+        """values: (groups, m) float32 of one batch."""
+        v = values.to(torch.float32)
+        self.seen += v.shape[1]
+        if self.top is not None:
+            v = torch.cat([self.top, v], 1)
+        k = min(self.k, v.shape[1])
+        self.top = torch.topk(v, k, dim=1, sorted=False).values if k < v.shape[1] else v
+
+    def finish(self, level: int) -> None:
+        if self.seen != self.n:
+            raise ValueError(f"TopTail expected {self.n} values per group, saw {self.seen}")
+
+    def result(self) -> np.ndarray:
+        """(groups,) float64: the percentile; 0 for groups when no value was seen."""
+        out = np.zeros(self.groups, np.float64)
+        if self.top is None or self.n == 0:
+            return out
+        tail = torch.sort(self.top, dim=1).values.numpy()  # ascending: a_(n-K) .. a_(n-1)
+        base = self.n - tail.shape[1]
+        for c in range(self.groups):
+            out[c] = lerp(tail[c, self.lo - base], tail[c, self.hi - base], self.gamma)
+        return out
+
+
+#: the largest top tail (values per group × groups) ``layer_statistics`` keeps in one pass
+MAX_TAIL_VALUES = 1 << 25
+
+
+def _estimator(graph: Graph, name: str, q: float, cw: bool, n: int | None) -> Any:
+    """The cheapest exact estimator for one layer: ``TopTail`` (one pass) when the number of
+    values is known and its tail is small, else the radix select ``Quantiles``."""
+    c = graph.shape(name)[0]
+    groups = c if cw else 1
+    if n is not None and q < 100.0:
+        per = n * int(np.prod(graph.shape(name))) // groups
+        if TopTail.tail_size(per, q) * groups <= MAX_TAIL_VALUES:
+            return TopTail(groups, q, per)
+    return Quantiles(groups, q, CHANNELWISE_BITS if cw else LAYERWISE_BITS)
+
+
 def percentile(batches: Callable[[], Iterable[np.ndarray | Tensor]], q: float, *,
                groups: int = 1, bits: Sequence[int] = LAYERWISE_BITS) -> np.ndarray:
     """The q-th percentile (q = 100: max) of the values ``batches()`` yields as (groups, m)
@@ -220,10 +290,11 @@ def layer_statistics(graph: Graph, layers: Sequence[str], data: Any, q: float,
     channelwise) by layer name. Streams ``data`` in batches, one pass per radix level (all
     layers together), with the ranks' counts all-reduced (module docstring)."""
     ests, cws = {}, {}
+    # samples known up front on one process: the one-pass top-tail estimator where it is small
+    n = len(data) if distributed.world() == 1 and not hasattr(data, "batches") else None
     for name in layers:
         lq, cw = (per_layer or {}).get(name, (q, channelwise))
-        c = graph.shape(name)[0]
-        ests[name] = Quantiles(c if cw else 1, lq, CHANNELWISE_BITS if cw else LAYERWISE_BITS)
+        ests[name] = _estimator(graph, name, lq, cw, n)
         cws[name] = cw
     levels = max((e.levels for e in ests.values()), default=0)
     checked = False
