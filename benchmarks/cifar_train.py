@@ -202,9 +202,9 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=DEFAULT_WORK)
     ap.add_argument("--nets", nargs="+", default=["resnet20a", "vgg11", "resnet20a_qcfs4"],
                     choices=["resnet20a", "vgg11", "resnet20a_qcfs4"])
-    ap.add_argument("--resnet-epochs", type=int, default=20)
-    ap.add_argument("--vgg-epochs", type=int, default=12)
-    ap.add_argument("--qcfs-epochs", type=int, default=4)
+    ap.add_argument("--resnet-epochs", type=int, default=8)
+    ap.add_argument("--vgg-epochs", type=int, default=8)
+    ap.add_argument("--qcfs-epochs", type=int, default=2)
     ap.add_argument("--vgg-width", type=float, default=VGG_WIDTH)
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)

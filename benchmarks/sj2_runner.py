@@ -4,14 +4,15 @@
 
 JOB.json: {"data": "d.npz" (cal_x, test_x, test_y), "timesteps": T, "threads": n, "batch": B,
 "models": {name: "state_dict.pt"}, "out": "result.json"}, and for networks of
-``snncompile/zoo.py`` "zoo_file": its path, "zoo": {name: [builder, kwargs]}. For every model
-and recipe: convert with ``ann2snn.FXConverter(recipe)`` and evaluate as SpikingJelly's own
-example (``examples/cnn_mnist.py``) does: ``reset_net``, then per step ``out += snn(x)``; the
-prediction at t is the argmax of the accumulated output. Recipes: RateCodingRecipe with mode
-"max", "99.9%", 1/2, 1/3 (the example's mode sweep), RateCodingRecipe(99.9%, channel_wise,
-pre_spike_maxpool, half_threshold) (its strongest rate-coding options), and
-LocalThresholdBalancingRecipe (Bu et al., CVPR 2025). Calibration batches of 100, as in the
-example. Torch only: this file imports nothing from snncompile.
+``snncompile/zoo.py`` "zoo_file": its path, "zoo": {name: [builder, kwargs]}; "pickled": {name:
+"model.pt"} loads a whole pickled module instead; "recipes": [key, ...] runs only those. For
+every model and recipe: convert with ``ann2snn.FXConverter(recipe)`` and evaluate as
+SpikingJelly's own example (``examples/cnn_mnist.py``) does: ``reset_net``, then per step ``out
++= snn(x)``; the prediction at t is the argmax of the accumulated output. Recipes:
+RateCodingRecipe with mode "max", "99.9%", 1/2, 1/3 (the example's mode sweep),
+RateCodingRecipe(99.9%, channel_wise, pre_spike_maxpool, half_threshold) (its strongest rate-
+coding options), and LocalThresholdBalancingRecipe (Bu et al., CVPR 2025). Calibration batches
+of 100, as in the example. Torch only: this file imports nothing from snncompile.
 
 A job with ``"kind": "speed"`` times SpikingJelly's simulation instead (``speed``, used by
 ``benchmarks/scale.py``): {"kind": "speed", "model": "resnet18" | "vgg11_bn"
@@ -201,6 +202,8 @@ def speed(job: dict) -> None:
 def _architecture(job: dict, name: str) -> torch.nn.Module:
     """``bench_models.ARCH[name]``, or a builder of ``snncompile/zoo.py`` (``job["zoo"][name]``
     = [function, kwargs]), loaded from its file: zoo.py imports torch only."""
+    if name in job.get("pickled", ()):  # a whole nn.Module of standard layers (torch.save)
+        return torch.load(job["pickled"][name], weights_only=False)
     if name not in job.get("zoo", {}):
         return bench_models.ARCH[name]()
     import importlib.util
@@ -233,7 +236,7 @@ def main() -> None:
         model.load_state_dict(torch.load(sd_path))
         model.eval()
         rows = {}
-        for key in RECIPES:
+        for key in job.get("recipes", RECIPES):
             try:
                 t0 = time.perf_counter()
                 snn = ann2snn.FXConverter(recipe=make_recipe(key, loader), device="cpu").convert(

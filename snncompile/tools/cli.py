@@ -309,7 +309,8 @@ def run(a: argparse.Namespace) -> int:
                               seed=opts.seed, base_options=opts,
                               per_channel=a.target != "loihi",
                               neurons=neuron_choices(opts, a.target,
-                                                     explicit="neuron" in getattr(a, "given", ())))
+                                                     explicit="neuron" in getattr(a, "given", ())),
+                              eval_samples=len(ev) if ev is not None else None)
                 print(tuning.summary())
                 print(f"  replay without tuning: --pipeline '{tuning.pipeline}'")
             tuning = distributed.broadcast(tuning)

@@ -30,14 +30,19 @@ Method:
    replaces the simpler A only when the mean of ``d_i = loss_A,i − loss_B,i`` over the
    confirmation samples (5.) exceeds ``Z_CONFIRM`` = 1 standard error of the d_i, so a change
    that the held-out data cannot tell from noise is not taken.
-4. Search, each candidate simulated on the first ``FEW`` = 128 held-out samples: every global
-   setting (each statistic × granularity, α = 0.5), then global α ∈ {0, 0.25, 0.75}, then the
-   neuron model (``neurons``: plain IF, or Fast-SNN's signed IF, whose negative spikes take
-   back the spikes a neuron sent too early — measured on the benchmark ResNets it adds up to
-   2.6 points at T = 4 and 0.6 at T = 8, while it costs the MaxPool net 1 point at T = 8: a
-   choice per network and T), then the bias calibration of Li et al. (``bias-calibration``)
-   on top; then coordinate-wise, one layer at a time in topological order, each alternative
-   statistic, then each α.
+4. Search, each candidate simulated on the first ``few`` held-out samples (``FEW`` = 128, or
+   budget/12 down to ``MIN_FEW`` = 32 where the budget is small), most promising stage first,
+   so that a small budget cuts the least useful stages: the neuron model (``neurons``: plain
+   IF; Fast-SNN's signed IF, whose negative spikes take back the spikes a neuron sent too
+   early — on the digits ResNets up to 2.6 points at T = 4, 0.6 at T = 8, while it costs the
+   MaxPool net 1 point at T = 8; group neurons of ``gn_members`` members up to T =
+   ``GN_MAX_T`` = 16, see "Neurons" below), then every global threshold setting (each
+   statistic × granularity, α = 0.5) and global α ∈ {0, 0.25, 0.75}, then the bias
+   calibration of Li et al. (``bias-calibration``) on top; then coordinate-wise, one layer at
+   a time in topological order, each alternative statistic, then each α. Racing: a candidate
+   is first simulated on half of the search samples and dropped there when it is worse than
+   the incumbent by more than ``Z_RACE`` = 2 paired standard errors (the incumbent's recorded
+   per-sample losses are reused, not simulated again), so a clearly bad candidate costs half.
 5. Confirm on the held-out samples the search did not use (all held-out samples when fewer
    than ``MIN_FRESH`` = 64 are left): the fixed default, the best global setting and the
    coordinate-wise result, with the paired test in the order default < global < per-layer.
@@ -50,17 +55,28 @@ Method:
 
 Budget (deterministic): ``budget`` counts *simulated samples*, each simulated for T steps — the
 unit of an evaluation, so a budget of N costs about as much as evaluating N samples at the same
-T. A candidate simulated on n samples costs n, a ``bias-calibration`` build costs the 2·128
-samples its own layer-by-layer simulation runs. The bias-calibration try and the confirmation
-are reserved up front; the search stops before the first candidate that would overrun the
-rest, and the result says so (``cut_by_budget``); a budget smaller than one confirmation still
-confirms the default once. Nothing depends on the clock: the same model, calibration data, T,
-seed and budget give the same pipeline on any machine and under any load (``fit_cap`` bounds
-the fit samples' recordings by a fixed 2 GiB, or by an explicit ``--memory-budget``; only a
-machine with less than 4 GiB free shrinks it further; MNIST-sized models never come near it).
-The default,
-``DEFAULT_BUDGET`` = 8192 samples, costs less than evaluating an MNIST-sized test set (10,000
-samples) at the same T. Simulation uses the GPU simulator (``snncompile.backends.gpu``) in float
+T. A candidate simulated on n samples costs n, a ``bias-calibration`` build the 2·``few``
+samples (at most 2·128) its own layer-by-layer simulation runs. Without an explicit budget the
+default (``default_budget``) scales with what a candidate costs: at most a third of the
+evaluation's samples (``EVAL_SHARE``: tuning is then at most a quarter of tuning +
+evaluation), at most ``COMPUTE_BUDGET`` = 1.3·10¹² multiply-accumulates (samples × T × the
+network's MACs per step: 8192 samples of an MNIST-sized CNN at T = 32, about 1,000 of a CIFAR
+ResNet-20), at most ``DEFAULT_BUDGET`` = 8192 and at least ``MIN_BUDGET`` = 384 samples; the
+confirmation uses at most a quarter of the budget. The bias-calibration try and the
+confirmation are reserved up front; the search stops before the first candidate that would
+overrun the rest, and the result says so (``cut_by_budget``); a budget smaller than one
+confirmation still confirms the default once. Nothing depends on the clock: the same model,
+calibration data, T, seed, evaluation size and budget give the same pipeline on any machine
+and under any load (``fit_cap`` bounds the fit samples' recordings by a fixed 2 GiB, or by an
+explicit ``--memory-budget``; only a machine with less than 4 GiB free shrinks it further).
+
+Neurons: group neurons (``gn``, M = ``gn_members`` = 4 members, each firing at θ/M, up to M
+spikes a step) carry M times the resolution per step, which is what conversion lacks at low T;
+they cost about M times the spikes of IF at the same T (the spikes of IF at M·T) and M
+neurons per unit on Loihi. They are a candidate up to ``GN_MAX_T`` = 16: measured on the CIFAR
+benchmark (``benchmarks/cifar.py``), above it IF or signed IF are within a point of the ANN
+and group neurons would multiply the spikes for a fraction of a point.
+Simulation uses the GPU simulator (``snncompile.backends.gpu``) in float
 mode on ``base_options.device``. Sources of the passes it chooses from: their docstrings
 (Rueckauer et al. 2017; Li et al., ICML 2021; Fast-SNN, Hu et al., TPAMI 2023).
 """
@@ -92,11 +108,22 @@ from snncompile.passes.threshold_search import mse_thresholds
 THRESHOLD_CHOICES = ("p99.9/layer", "p99.9/channel", "p99.99/channel", "max/channel",
                      "p99/channel", "mse/channel", "mse/layer", "max/layer")
 ALPHA_CHOICES = (0.5, 0.25, 0.75, 0.0)
-DEFAULT_BUDGET = 8192  # simulated samples (each T steps): less than a 10,000-sample evaluation
-FEW = 128  # held-out samples per search candidate
+DEFAULT_BUDGET = 8192  # simulated samples (each T steps): the most any tuning spends
+#: the default budget is at most this share of the evaluation's simulated samples, so tuning is
+#: at most a quarter of tuning + evaluation (the issue: ≤ 25 % of the job)
+EVAL_SHARE = 1 / 3
+#: without an evaluation set: at most this many multiply-accumulates, summed over the
+#: simulated samples × T × the network's MACs per step (8192 samples of an MNIST-sized CNN of
+#: 5 M MACs at T = 32; about 1,000 samples of a CIFAR ResNet-20 at T = 32)
+COMPUTE_BUDGET = 1.3e12
+MIN_BUDGET = 384  # the fewest samples a default budget allows: default, a few tries, confirm
+FEW = 128  # held-out samples per search candidate (fewer where the budget is small)
+MIN_FEW = 32
 MIN_FRESH = 64  # held-out samples the search did not see, needed to confirm on them alone
-BC_COST = 2 * 128  # samples a bias-calibration build simulates (each calibrated layer twice)
+BC_SAMPLES = 128  # samples a bias-calibration build simulates, each calibrated layer twice
+GN_MAX_T = 16  # group neurons are a candidate up to this T (module docstring, "Neurons")
 Z_SEARCH = 0.0  # a search step must lower the mean loss (on the FEW search samples)
+Z_RACE = 2.0  # a candidate this many paired standard errors worse on half the samples stops
 Z_CONFIRM = 1.0  # the final, more specific setting by > Z_CONFIRM paired standard errors
 #: the front-end passes as spec strings
 FRONT = tuple(pass_spec(p) for p in FRONT_PASSES)
@@ -112,6 +139,36 @@ def front_passes(opts: CompileOptions) -> list[str]:
     """The front passes and the max-pool rewrite of ``--maxpool`` (``pipelines.pool_passes``)
     as spec strings: what runs before the tuned conversion passes."""
     return [*FRONT, *(pass_spec(p) for p in pool_passes(opts))]
+
+
+def step_macs(graph: Graph) -> int:
+    """Multiply-accumulates of one sample's forward pass (Conv2d and Dense weights × output
+    positions, one per element for the other ops): what one simulated step costs."""
+    from snncompile.ir.nodes import Conv2d, Dense
+
+    total = 0
+    for name, op in graph.topo():
+        out = int(np.prod(graph.shape(name)))
+        if isinstance(op, Conv2d):
+            total += out * int(np.prod(op.weight.shape[1:]))
+        elif isinstance(op, Dense):
+            total += int(op.weight.size)
+        else:
+            total += out
+    return total
+
+
+def default_budget(graph: Graph, timesteps: int, eval_samples: int | None) -> int:
+    """Simulated samples the tuning may spend when the user gave no ``tune_budget``: at most
+    ``EVAL_SHARE`` of the evaluation's samples (when known), at most ``COMPUTE_BUDGET``
+    multiply-accumulates (samples × T × ``step_macs``), at most ``DEFAULT_BUDGET``, at least
+    ``MIN_BUDGET``. The cost of tuning therefore grows with what a candidate costs and stays
+    a fixed share of the evaluation; it depends on the model, T and the data sizes only, never
+    on the clock."""
+    cap = COMPUTE_BUDGET / max(1, timesteps * step_macs(graph))
+    if eval_samples:
+        cap = min(cap, EVAL_SHARE * eval_samples)
+    return int(max(MIN_BUDGET, min(DEFAULT_BUDGET, cap)))
 
 
 def kl_to_ann(v: np.ndarray, logits: np.ndarray) -> np.ndarray:
@@ -229,7 +286,7 @@ def neuron_choices(opts: CompileOptions, target: str, explicit: bool = False) ->
         importlib.import_module(f"snncompile.backends.{target}.neurons")
     except ImportError:
         return (opts.neuron,)
-    return tuple(n for n in ("if", SIGNED) if n in neurons.implemented(target))
+    return tuple(n for n in ("if", SIGNED, "gn") if n in neurons.implemented(target))
 
 
 FIT_BYTES = 2 << 30  # the fit samples' recorded activations without --memory-budget
@@ -297,7 +354,7 @@ class _Tuner:
             self._theta[key] = th.astype(np.float32)
         return self._theta[key]
 
-    def build(self, cfg: Config) -> Graph:
+    def build(self, cfg: Config, bc_samples: int = BC_SAMPLES) -> Graph:
         g = self.graph.copy()
         for name in self.spiking:
             op = g.op(name)
@@ -311,22 +368,23 @@ class _Tuner:
                 alpha = float(op.act.shift) if op.act.levels is not None else cfg_alpha(cfg)
             g.replace(name, neuron=Neuron(model="if", threshold=th, alpha=float(alpha)))
         if BC in cfg:  # it simulates IF neurons: before the neuron model changes
-            g = BiasCalibration(timesteps=self.steps).run(
+            g = BiasCalibration(timesteps=self.steps, samples=bc_samples).run(
                 g, PassContext(calibration=self.x_fit, seed=self.seed))
         if NEURON in cfg:
-            g = SelectNeurons(model=cfg[NEURON][0]).run(g, PassContext())
+            g = neuron_pass(cfg).run(g, PassContext())
         if self.rest:
             ctx = PassContext(calibration=self.x_fit, seed=self.seed)
             g = PassManager.from_specs(self.rest, verify=False).run(g, ctx)
         return g
 
     @torch.no_grad()
-    def score(self, cfg: Config, n: int, start: int = 0) -> tuple[np.ndarray, float]:
-        """Per-sample losses log(1 + KL) and the accuracy on the first ``n`` held-out
-        samples."""
+    def score(self, cfg: Config, n: int, start: int = 0,
+              bc_samples: int = BC_SAMPLES) -> tuple[np.ndarray, float]:
+        """Per-sample losses log(1 + KL) and the accuracy on the ``n`` held-out samples from
+        ``start``."""
         from snncompile.backends.gpu.compile import SpikingNetwork
 
-        net = SpikingNetwork(self.build(cfg)).to(self.device)
+        net = SpikingNetwork(self.build(cfg, bc_samples)).to(self.device)
         outs = []
         end = start + n
         for i in range(start, end, 128):
@@ -342,11 +400,19 @@ def cfg_alpha(cfg: Config) -> float:
     return Counter(alphas).most_common(1)[0][0] if alphas else 0.5
 
 
-def to_specs(cfg: Config, steps: int, opts: CompileOptions, rest: list[str]) -> list[str]:
+def neuron_pass(cfg: Config) -> SelectNeurons:
+    """The select-neurons pass of a configuration's neuron model (gn: with its members)."""
+    model, members = cfg[NEURON]
+    return SelectNeurons(model=model, members=int(members)) if model == "gn" else \
+        SelectNeurons(model=model)
+
+
+def to_specs(cfg: Config, steps: int, opts: CompileOptions, rest: list[str],
+             bc_samples: int = BC_SAMPLES) -> list[str]:
     """A configuration -> replayable conversion pass specs."""
     default = conversion_passes(opts)
     bc = BC in cfg
-    model = cfg[NEURON][0] if NEURON in cfg else None
+    neuron = neuron_pass(cfg) if NEURON in cfg else None
     cfg = layers_of(cfg)
     if not cfg:
         return default
@@ -370,145 +436,223 @@ def to_specs(cfg: Config, steps: int, opts: CompileOptions, rest: list[str]) -> 
         specs.append(f"threshold-search{{timesteps={steps},layers="
                      + ";".join(f"{n}:{g}" for n, g in mse.items()) + "}")
     if bc:
-        specs.append(f"bias-calibration{{timesteps={steps}}}")
-    if model is not None:
-        specs.append(pass_spec(SelectNeurons(model=model)))
+        specs.append(pass_spec(BiasCalibration(timesteps=steps, samples=bc_samples)))
+    if neuron is not None:
+        specs.append(pass_spec(neuron))
     return [*specs, *rest]
+
+
+class _Search:
+    """The budgeted search of ``tune`` (module docstring, 3.-5.), one method per stage.
+
+    ``run`` simulates one candidate and books its cost; ``consider`` races a candidate against
+    the incumbent: it is simulated on the first half of the search samples and dropped there
+    when it is clearly worse (its mean loss above the incumbent's by more than
+    ``Z_RACE`` paired standard errors, the incumbent's per-sample losses reused from its own
+    run), else on the second half too and compared on all of them."""
+
+    def __init__(self, tu: _Tuner, budget: int, opts: CompileOptions) -> None:
+        self.tu, self.budget, self.opts = tu, budget, opts
+        n_val = len(tu.val_idx)
+        self.few = min(n_val, max(MIN_FEW, min(FEW, budget // 12)))
+        # the confirmation uses held-out samples the search did not see (unbiased), when
+        # there are enough of them
+        self.c0 = self.few if n_val - self.few >= MIN_FRESH else 0
+        self.n_conf = min(n_val - self.c0, max(MIN_FRESH, budget // 4))
+        self.bc_samples = min(BC_SAMPLES, max(MIN_FEW, self.few))
+        self.bc_cost = 2 * self.bc_samples
+        self.scores: list[dict[str, Any]] = []
+        self.spent = 0
+        self.cut = False
+        # reserved up front: the bias-calibration try and the confirmation (default, global,
+        # per-layer, the last two possibly with a bias calibration)
+        self.reserve = {"bc": self.few + self.bc_cost,
+                        "confirm": 3 * self.n_conf + 2 * self.bc_cost}
+        self.best_cfg: Config = {}
+        self.best: np.ndarray | None = None
+
+    def run(self, cfg: Config, n: int, stage: str, what: str, reserved: bool = False,
+            start: int = 0, more: bool = False) -> np.ndarray | None:
+        """Simulate ``cfg`` on ``n`` held-out samples from ``start`` and book its cost (None:
+        the budget does not allow it). ``more``: the samples continue the last scored
+        candidate's, whose entry in ``scores`` then covers both."""
+        cost = n + (self.bc_cost if BC in cfg else 0)
+        if reserved:
+            self.reserve["bc"] = 0
+        ahead = self.reserve["bc"] + (self.reserve["confirm"] if stage != "confirm" else 0)
+        if self.spent + cost + ahead > self.budget:
+            if stage != "confirm" or self.scores:  # never return without one simulation
+                self.cut = True
+                return None
+        self.spent += cost
+        loss, acc = self.tu.score(cfg, n, start, self.bc_samples)
+        if more:
+            last = self.scores[-1]
+            m = last["samples"]
+            last.update(samples=m + n, loss=(last["loss"] * m + float(loss.sum())) / (m + n),
+                        accuracy=(last["accuracy"] * m + acc * n) / (m + n))
+            last.pop("raced_out", None)
+        else:
+            self.scores.append({"stage": stage, "candidate": what, "samples": n,
+                                "loss": float(loss.mean()), "accuracy": acc})
+        return loss
+
+    def consider(self, cfg: Config, stage: str, what: str) -> None:
+        if self.cut or cfg == self.best_cfg:
+            return
+        half = self.few // 2
+        if self.best is None or half < MIN_FEW // 2:
+            loss = self.run(cfg, self.few, stage, what)
+        else:
+            first = self.run(cfg, half, stage, what)
+            if first is None:
+                return
+            if worse(self.best[:half], first, Z_RACE):
+                self.scores[-1]["raced_out"] = True
+                return
+            rest = self.run(cfg, self.few - half, stage, what, start=half, more=True)
+            loss = None if rest is None else np.concatenate([first, rest])
+        if loss is not None and (self.best is None or better(self.best, loss, Z_SEARCH)):
+            self.best_cfg, self.best = cfg, loss
+
+    def neurons(self, models: tuple[str, ...], steps: int, gate: bool) -> None:
+        """Another neuron model for the whole network: Fast-SNN's signed IF, and group neurons
+        up to ``GN_MAX_T``; not where a spiking max-pool gate stays (it ranks units by spike
+        counts, which a negative spike would lower)."""
+        if self.opts.neuron != "if" or gate:
+            return
+        base = dict(self.best_cfg)
+        for model in models:
+            if model == "gn" and steps <= GN_MAX_T:
+                members = float(self.opts.gn_members)
+                self.consider({**base, NEURON: (model, members)}, "global",
+                              f"neuron {model}, {int(members)} members")
+            elif model not in ("if", "gn"):
+                self.consider({**base, NEURON: (model, 0.0)}, "global", f"neuron {model}")
+
+    def thresholds(self, choices: list[str]) -> None:
+        """Every global threshold statistic × granularity, then the global α."""
+        extra = {k: v for k, v in self.best_cfg.items() if k == NEURON}
+        for choice in choices:
+            self.consider({**{n: (choice, 0.5) for n in self.tu.tunable}, **extra}, "global",
+                          f"{choice}, alpha=0.5")
+        choice = next(iter(layers_of(self.best_cfg).values()))[0]
+        extra = {k: v for k, v in self.best_cfg.items() if k == NEURON}
+        for alpha in ALPHA_CHOICES[1:]:
+            self.consider({**{n: (choice, alpha) for n in self.tu.tunable}, **extra}, "global",
+                          f"{choice}, alpha={alpha}")
+
+    def bias_calibration(self, global_loss: np.ndarray | None) -> bool:
+        """Li et al.'s bias calibration on top of the global setting (its cost was reserved:
+        it is tried before the per-layer search uses up the budget)."""
+        loss = self.run({**self.best_cfg, BC: ("on", 0.0)}, self.few, "global",
+                        "bias-calibration", reserved=True)
+        return loss is not None and global_loss is not None and better(global_loss, loss,
+                                                                        Z_SEARCH)
+
+    def layers(self, choices: list[str]) -> None:
+        """Coordinate-wise, one layer at a time in topological order: each alternative
+        statistic, then each α (without the bias calibration: cheaper)."""
+        for name in self.tu.tunable:
+            for choice in choices:
+                if choice != self.best_cfg[name][0]:
+                    self.consider({**self.best_cfg, name: (choice, self.best_cfg[name][1])},
+                                  "layer", f"{name}: {choice}")
+        for name in self.tu.tunable:
+            for alpha in ALPHA_CHOICES:
+                if alpha != self.best_cfg[name][1]:
+                    self.consider({**self.best_cfg, name: (self.best_cfg[name][0], alpha)},
+                                  "layer", f"{name}: alpha={alpha}")
+
+    def confirm(self, finals: dict[str, Config]) -> tuple[str, dict[str, np.ndarray],
+                                                          dict[str, float]]:
+        """Each final candidate on the confirmation samples; a more specific setting replaces
+        a simpler one only when the paired test says so (``Z_CONFIRM``)."""
+        confirmed: dict[str, np.ndarray] = {}
+        accuracy: dict[str, float] = {}
+        seen: list[Config] = []
+        for label, cfg in finals.items():
+            if cfg in seen:
+                continue
+            seen.append(cfg)
+            loss = self.run(cfg, self.n_conf, "confirm", label, start=self.c0)
+            if loss is not None:
+                confirmed[label], accuracy[label] = loss, self.scores[-1]["accuracy"]
+        winner = "default" if "default" in confirmed else next(iter(confirmed), "default")
+        for label in ("global", "per-layer"):
+            if label in confirmed and winner in confirmed and better(
+                    confirmed[winner], confirmed[label], Z_CONFIRM):
+                winner = label
+        return winner, confirmed, accuracy
+
+
+def worse(incumbent: np.ndarray, candidate: np.ndarray, z: float) -> bool:
+    """Paired test: is ``candidate`` worse than ``incumbent`` by more than ``z`` standard
+    errors of the per-sample differences?"""
+    return better(candidate, incumbent, z)
 
 
 def tune(ann_graph: Graph, calibration_x: np.ndarray, calibration_y: np.ndarray | None,
          timesteps: int, *, budget: int | None = None, seed: int = 0,
          base_options: CompileOptions | None = None, per_channel: bool = True,
-         neurons: tuple[str, ...] = ("if",)) -> TuneResult:
+         neurons: tuple[str, ...] = ("if",), eval_samples: int | None = None) -> TuneResult:
     """Choose the conversion passes for ``timesteps`` (see the module docstring).
 
-    ``budget``: simulated samples (each ``timesteps`` steps), default ``DEFAULT_BUDGET``.
-    ``per_channel=False`` keeps one threshold per layer (``--target loihi``: Loihi's LIF
-    process and the netx export take one threshold per population). ``neurons``: the neuron
-    models to choose between (``neuron_choices``); the default keeps ``base_options.neuron``."""
+    ``budget``: simulated samples (each ``timesteps`` steps), default ``default_budget`` (a
+    share of ``eval_samples``, the size of the evaluation that follows, and of a fixed
+    compute allowance). ``per_channel=False`` keeps one threshold per layer (``--target
+    loihi``: Loihi's LIF process and the netx export take one threshold per population).
+    ``neurons``: the neuron models to choose between (``neuron_choices``); the default keeps
+    ``base_options.neuron``."""
     t0 = time.perf_counter()
     opts = base_options or CompileOptions(timesteps=timesteps)
-    budget = DEFAULT_BUDGET if budget is None else int(budget)
     default_specs = conversion_passes(opts)
     front = front_passes(opts)
     x = np.asarray(calibration_x, np.float32)
 
-    def skipped(why: str) -> TuneResult:
+    def skipped(why: str, budget: int) -> TuneResult:
         return TuneResult(passes=default_specs, pipeline=",".join([*front, *default_specs]),
                           chosen={}, winner=f"default ({why})", budget=budget,
                           seconds=time.perf_counter() - t0, timesteps=timesteps,
                           front_specs=front)
 
     if len(x) < 24:
-        return skipped("fewer than 24 calibration samples")
+        return skipped("fewer than 24 calibration samples", budget or DEFAULT_BUDGET)
     tu = _Tuner(ann_graph, x, calibration_y, timesteps, opts, seed)
+    if budget is None:
+        budget = default_budget(tu.graph, timesteps, eval_samples)
+    budget = int(budget)
     if not tu.tunable:
-        return skipped("no layer to tune: thresholds fixed by Clip or quantized activations")
-    n_val = len(tu.val_idx)
-    few = min(FEW, n_val)
-    # the confirmation uses the held-out samples the search did not see (unbiased), when
-    # there are enough of them
-    c0 = few if n_val - few >= MIN_FRESH else 0
-    n_conf = n_val - c0
-    scores: list[dict[str, Any]] = []
-    spent = 0
-    cut = False
-    # reserved up front: the bias-calibration try and the confirmation (default, global,
-    # per-layer on the confirmation samples, the last two possibly with a bias calibration)
-    reserve = {"bc": few + BC_COST, "confirm": 3 * n_conf + 2 * BC_COST}
-
-    def run(cfg: Config, n: int, stage: str, what: str, reserved: bool = False,
-            start: int = 0) -> np.ndarray | None:
-        nonlocal cut, spent
-        cost = n + (BC_COST if BC in cfg else 0)
-        if reserved:
-            reserve["bc"] = 0
-        ahead = reserve["bc"] + (reserve["confirm"] if stage != "confirm" else 0)
-        if spent + cost + ahead > budget:
-            if stage != "confirm" or scores:  # never return without one simulation
-                cut = True
-                return None
-        spent += cost
-        loss, acc = tu.score(cfg, n, start)
-        scores.append({"stage": stage, "candidate": what, "samples": n,
-                       "loss": float(loss.mean()), "accuracy": acc})
-        return loss
-
-    default_choice = f"{opts.norm}/" + ("channel" if opts.channelwise else "layer")
-    default_alpha = float(opts.alpha)
-    default_cfg: Config = {n: (default_choice, default_alpha) for n in tu.tunable}
-    best_cfg, best = default_cfg, run(default_cfg, few, "global", "default")
-
-    def consider(cfg: Config, stage: str, what: str) -> None:
-        nonlocal best_cfg, best
-        if cut or cfg == best_cfg:
-            return
-        loss = run(cfg, few, stage, what)
-        if loss is not None and (best is None or better(best, loss, Z_SEARCH)):
-            best_cfg, best = cfg, loss
-
-    choices = [c for c in THRESHOLD_CHOICES if per_channel or c.endswith("/layer")]
-    for choice in choices:
-        consider({n: (choice, 0.5) for n in tu.tunable}, "global", f"{choice}, alpha=0.5")
-    choice = next(iter(best_cfg.values()))[0]
-    for alpha in ALPHA_CHOICES[1:]:
-        consider({n: (choice, alpha) for n in tu.tunable}, "global", f"{choice}, alpha={alpha}")
-    # another neuron model for the whole network; not where a spiking max-pool gate stays
-    # (it ranks units by spike counts, which a negative spike would lower)
+        return skipped("no layer to tune: thresholds fixed by Clip or quantized activations",
+                       budget)
+    se = _Search(tu, budget, opts)
+    default_cfg: Config = {n: (f"{opts.norm}/" + ("channel" if opts.channelwise else "layer"),
+                               float(opts.alpha)) for n in tu.tunable}
+    se.best_cfg, se.best = default_cfg, se.run(default_cfg, se.few, "global", "default")
     gate = any(isinstance(op, MaxPool2d) for _, op in tu.graph.topo())
-    if opts.neuron == "if" and not gate:
-        base_cfg = dict(best_cfg)
-        for model in neurons:
-            if model != "if":
-                consider({**base_cfg, NEURON: (model, 0.0)}, "global", f"neuron {model}")
-    global_cfg, global_loss = dict(best_cfg), best
-    # the bias calibration of Li et al. on top of the best global setting (its cost is reserved:
-    # it is tried before the per-layer search uses up the budget)
-    bc_cfg = {**global_cfg, BC: ("on", 0.0)}
-    loss = run(bc_cfg, few, "global", "bias-calibration", reserved=True)
-    use_bc = (loss is not None and global_loss is not None
-              and better(global_loss, loss, Z_SEARCH))
-    for name in tu.tunable:  # coordinate-wise, without the bias calibration (cheaper)
-        for choice in choices:
-            if choice != best_cfg[name][0]:
-                consider({**best_cfg, name: (choice, best_cfg[name][1])}, "layer",
-                         f"{name}: {choice}")
-    for name in tu.tunable:
-        for alpha in ALPHA_CHOICES:
-            if alpha != best_cfg[name][1]:
-                consider({**best_cfg, name: (best_cfg[name][0], alpha)}, "layer",
-                         f"{name}: alpha={alpha}")
+    se.neurons(neurons, timesteps, gate)
+    choices = [c for c in THRESHOLD_CHOICES if per_channel or c.endswith("/layer")]
+    se.thresholds(choices)
+    global_cfg, global_loss = dict(se.best_cfg), se.best
+    use_bc = se.bias_calibration(global_loss)
+    se.layers(choices)
+    best_cfg = se.best_cfg
     if use_bc:
-        global_cfg, best_cfg = bc_cfg, {**best_cfg, BC: ("on", 0.0)}
-    # confirm on the held-out samples the search did not see; a more specific setting must
-    # pass the paired test
+        global_cfg, best_cfg = {**global_cfg, BC: ("on", 0.0)}, {**best_cfg, BC: ("on", 0.0)}
     finals = {"default": default_cfg, "global": global_cfg, "per-layer": best_cfg}
-    confirmed: dict[str, np.ndarray] = {}
-    accuracy: dict[str, float] = {}
-    seen: list[Config] = []
-    for label, cfg in finals.items():
-        if cfg in seen:
-            continue
-        seen.append(cfg)
-        loss = run(cfg, n_conf, "confirm", label, start=c0)
-        if loss is not None:
-            confirmed[label], accuracy[label] = loss, scores[-1]["accuracy"]
-    winner = "default" if "default" in confirmed else next(iter(confirmed), "default")
-    for label in ("global", "per-layer"):
-        if label in confirmed and winner in confirmed and better(
-                confirmed[winner], confirmed[label], Z_CONFIRM):
-            winner = label
+    winner, confirmed, accuracy = se.confirm(finals)
     cfg = finals[winner]
-    passes = default_specs if winner == "default" else to_specs(cfg, timesteps, opts, tu.rest)
+    passes = default_specs if winner == "default" else to_specs(
+        cfg, timesteps, opts, tu.rest, se.bc_samples)
     return TuneResult(
         passes=passes, pipeline=",".join([*front, *passes]),
         chosen={**{n: {"threshold": c, "alpha": a} for n, (c, a) in layers_of(cfg).items()},
                 **({"bias-calibration": {"timesteps": timesteps}} if BC in cfg else {}),
                 **({"neuron": cfg[NEURON][0]} if NEURON in cfg else {})},
-        scores=scores, default_score=accuracy.get("default"),
+        scores=se.scores, default_score=accuracy.get("default"),
         tuned_score=accuracy.get(winner),
         default_loss=float(confirmed["default"].mean()) if "default" in confirmed else None,
         tuned_loss=float(confirmed[winner].mean()) if winner in confirmed else None,
-        winner=winner, seconds=time.perf_counter() - t0, budget=budget, spent=spent,
-        held_out=n_val, fit=len(tu.fit_idx), cut_by_budget=cut, timesteps=timesteps,
-        front_specs=front)
+        winner=winner, seconds=time.perf_counter() - t0, budget=budget, spent=se.spent,
+        held_out=len(tu.val_idx), fit=len(tu.fit_idx), cut_by_budget=se.cut,
+        timesteps=timesteps, front_specs=front)
