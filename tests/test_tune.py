@@ -329,3 +329,62 @@ def test_no_signed_if_where_a_max_pool_gate_stays(vgg_onnx: Path, digits_train) 
                  base_options=CompileOptions(timesteps=8, maxpool=pool))
         tried.append(any(s["candidate"] == "neuron signed-if" for s in r.scores))
     assert tried == [False, True]
+
+
+# ------------------------------------------------------------------ cost and scale (issue 19)
+def test_default_budget_scales_with_what_a_candidate_costs(digits_cnn_onnx: Path) -> None:
+    """The default budget is a share of the evaluation and of a fixed compute allowance:
+    a network with more MACs per step, or a larger T, gets fewer simulated samples."""
+    from snncompile.ir.nodes import Conv2d
+    from snncompile.tune import (
+        COMPUTE_BUDGET,
+        DEFAULT_BUDGET,
+        EVAL_SHARE,
+        MIN_BUDGET,
+        default_budget,
+        step_macs,
+    )
+
+    g = _front(digits_cnn_onnx)
+    macs = step_macs(g)
+    conv = next(op for _, op in g.topo() if isinstance(op, Conv2d))
+    assert macs > conv.weight.size  # weights × output positions, plus the elementwise ops
+    assert default_budget(g, 32, None) == min(DEFAULT_BUDGET, int(COMPUTE_BUDGET / (32 * macs)))
+    assert default_budget(g, 32, 3000) == int(EVAL_SHARE * 3000)  # tuning ≤ 25 % of the job
+    assert default_budget(g, 32, 10) == MIN_BUDGET
+    big = 10**9 // macs  # a network 1e9 / macs times as costly per step
+    assert default_budget(g, 64, None) >= default_budget(g, 32 * big, None) == MIN_BUDGET
+
+
+def test_racing_drops_clearly_worse_candidates_after_half(digits_cnn_onnx: Path,
+                                                          digits_train) -> None:
+    """A candidate clearly worse than the incumbent on the first half of the search samples
+    costs half a candidate; every other one is scored on all of them."""
+    calib = digits_train.take(512)
+    r = tune(snncompile.load_onnx(digits_cnn_onnx), calib.x, calib.y, 2)
+    search = [s for s in r.scores if s["stage"] != "confirm"]
+    raced = [s for s in search if s.get("raced_out")]
+    assert raced and all(s["samples"] == 64 for s in raced)
+    assert all(s["samples"] == 128 for s in search if not s.get("raced_out"))
+    # what was simulated, plus 2 × 128 per bias-calibration build
+    assert (r.spent - sum(s["samples"] for s in r.scores)) % 256 == 0 and r.spent <= r.budget
+
+
+def test_quantized_network_still_gets_its_neuron_model_tuned() -> None:
+    """QCFS activations fix every threshold (θ = λ), but the neuron model is still a choice:
+    at T = 1 group neurons (4 members: 4 levels a step, as many as L = 4) reproduce the
+    quantized ANN far better than IF, and the pipeline replays."""
+    from snncompile.data import digits
+    from snncompile.options import CompileOptions
+    from snncompile.tune import neuron_choices
+
+    q4 = Path(__file__).resolve().parents[1] / "examples" / "digits_cnn_q4.onnx"
+    tr = digits("train")
+    ann = snncompile.load_onnx(q4)
+    r = tune(ann, tr.x[:512], tr.y[:512], 1, neurons=neuron_choices(CompileOptions(), "gpu"))
+    assert r.chosen.get("neuron") == "gn" and r.tuned_loss < r.default_loss
+    assert "select-neurons{model=gn,members=4}" in r.pipeline
+    g = PassManager.from_specs(split_pipeline(r.pipeline)).run(
+        ann, PassContext(calibration=tr.x[:512]))
+    assert {op.neuron.model for _, op in g.topo()
+            if getattr(op, "neuron", None) is not None} == {"gn"}

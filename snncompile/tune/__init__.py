@@ -414,8 +414,9 @@ def to_specs(cfg: Config, steps: int, opts: CompileOptions, rest: list[str],
     bc = BC in cfg
     neuron = neuron_pass(cfg) if NEURON in cfg else None
     cfg = layers_of(cfg)
-    if not cfg:
-        return default
+    if not cfg:  # no tunable layer (quantized activations): only the neuron model, BC
+        extra = [pass_spec(BiasCalibration(timesteps=steps, samples=bc_samples))] if bc else []
+        return [*default[:2], *extra, *([pass_spec(neuron)] if neuron else []), *rest]
     pct = [c for c, _ in cfg.values() if not c.startswith("mse")]
     base = Counter(pct).most_common(1)[0][0] if pct else f"{opts.norm}/" + (
         "channel" if opts.channelwise else "layer")
@@ -531,7 +532,10 @@ class _Search:
                 self.consider({**base, NEURON: (model, 0.0)}, "global", f"neuron {model}")
 
     def thresholds(self, choices: list[str]) -> None:
-        """Every global threshold statistic × granularity, then the global α."""
+        """Every global threshold statistic × granularity, then the global α (nothing where
+        every layer's threshold is fixed by its quantized activation)."""
+        if not self.tu.tunable:
+            return
         extra = {k: v for k, v in self.best_cfg.items() if k == NEURON}
         for choice in choices:
             self.consider({**{n: (choice, 0.5) for n in self.tu.tunable}, **extra}, "global",
@@ -622,14 +626,14 @@ def tune(ann_graph: Graph, calibration_x: np.ndarray, calibration_y: np.ndarray 
     if budget is None:
         budget = default_budget(tu.graph, timesteps, eval_samples)
     budget = int(budget)
-    if not tu.tunable:
+    gate = any(isinstance(op, MaxPool2d) for _, op in tu.graph.topo())
+    if not tu.tunable and (gate or opts.neuron != "if" or set(neurons) <= {"if"}):
         return skipped("no layer to tune: thresholds fixed by Clip or quantized activations",
                        budget)
     se = _Search(tu, budget, opts)
     default_cfg: Config = {n: (f"{opts.norm}/" + ("channel" if opts.channelwise else "layer"),
                                float(opts.alpha)) for n in tu.tunable}
     se.best_cfg, se.best = default_cfg, se.run(default_cfg, se.few, "global", "default")
-    gate = any(isinstance(op, MaxPool2d) for _, op in tu.graph.topo())
     se.neurons(neurons, timesteps, gate)
     choices = [c for c in THRESHOLD_CHOICES if per_channel or c.endswith("/layer")]
     se.thresholds(choices)
