@@ -31,7 +31,7 @@ Method:
    confirmation samples (5.) exceeds ``Z_CONFIRM`` = 1 standard error of the d_i, so a change
    that the held-out data cannot tell from noise is not taken.
 4. Search, each candidate simulated on the first ``few`` held-out samples (``FEW`` = 128, or
-   budget/12 down to ``MIN_FEW`` = 32 where the budget is small), most promising stage first,
+   budget/16 down to ``MIN_FEW`` = 32 where the budget is small), most promising stage first,
    so that a small budget cuts the least useful stages: the neuron model (``neurons``: plain
    IF; Fast-SNN's signed IF, whose negative spikes take back the spikes a neuron sent too
    early — on the digits ResNets up to 2.6 points at T = 4, 0.6 at T = 8, while it costs the
@@ -61,8 +61,8 @@ default (``default_budget``) scales with what a candidate costs: at most a third
 evaluation's samples (``EVAL_SHARE``: tuning is then at most a quarter of tuning +
 evaluation), at most ``COMPUTE_BUDGET`` = 1.3·10¹² multiply-accumulates (samples × T × the
 network's MACs per step: 8192 samples of an MNIST-sized CNN at T = 32, about 1,000 of a CIFAR
-ResNet-20), at most ``DEFAULT_BUDGET`` = 8192 and at least ``MIN_BUDGET`` = 384 samples; the
-confirmation uses at most a quarter of the budget. The bias-calibration try and the
+ResNet-20), at most ``DEFAULT_BUDGET`` = 8192 and at least ``MIN_BUDGET`` = 384 samples; each
+confirmation uses at most an eighth of the budget. The bias-calibration try and the
 confirmation are reserved up front; the search stops before the first candidate that would
 overrun the rest, and the result says so (``cut_by_budget``); a budget smaller than one
 confirmation still confirms the default once. Nothing depends on the clock: the same model,
@@ -455,22 +455,29 @@ class _Search:
     def __init__(self, tu: _Tuner, budget: int, opts: CompileOptions) -> None:
         self.tu, self.budget, self.opts = tu, budget, opts
         n_val = len(tu.val_idx)
-        self.few = min(n_val, max(MIN_FEW, min(FEW, budget // 12)))
+        self.few = min(n_val, max(MIN_FEW, min(FEW, budget // 16)))
         # the confirmation uses held-out samples the search did not see (unbiased), when
         # there are enough of them
         self.c0 = self.few if n_val - self.few >= MIN_FRESH else 0
-        self.n_conf = min(n_val - self.c0, max(MIN_FRESH, budget // 4))
-        self.bc_samples = min(BC_SAMPLES, max(MIN_FEW, self.few))
+        self.n_conf = min(n_val - self.c0, max(MIN_FEW, budget // 8))
+        self.bc_samples = min(BC_SAMPLES, self.few)
         self.bc_cost = 2 * self.bc_samples
         self.scores: list[dict[str, Any]] = []
         self.spent = 0
         self.cut = False
-        # reserved up front: the bias-calibration try and the confirmation (default, global,
-        # per-layer, the last two possibly with a bias calibration)
-        self.reserve = {"bc": self.few + self.bc_cost,
-                        "confirm": 3 * self.n_conf + 2 * self.bc_cost}
+        # reserved up front: the bias-calibration try and the confirmation of the default and
+        # the global setting; the per-layer stage and a chosen bias calibration reserve their
+        # own confirmation cost when they start (``afford``)
+        self.reserve = {"bc": self.few + self.bc_cost, "confirm": 2 * self.n_conf}
         self.best_cfg: Config = {}
         self.best: np.ndarray | None = None
+
+    def afford(self, extra: int) -> bool:
+        """Reserve ``extra`` samples for the confirmation if the budget still allows it."""
+        if self.spent + extra + sum(self.reserve.values()) > self.budget:
+            return False
+        self.reserve["confirm"] += extra
+        return True
 
     def run(self, cfg: Config, n: int, stage: str, what: str, reserved: bool = False,
             start: int = 0, more: bool = False) -> np.ndarray | None:
@@ -556,7 +563,10 @@ class _Search:
 
     def layers(self, choices: list[str]) -> None:
         """Coordinate-wise, one layer at a time in topological order: each alternative
-        statistic, then each α (without the bias calibration: cheaper)."""
+        statistic, then each α (without the bias calibration: cheaper); only where the budget
+        leaves room for the confirmation of its result as well."""
+        if not self.tu.tunable or not self.afford(self.n_conf):
+            return
         for name in self.tu.tunable:
             for choice in choices:
                 if choice != self.best_cfg[name][0]:
@@ -638,7 +648,7 @@ def tune(ann_graph: Graph, calibration_x: np.ndarray, calibration_y: np.ndarray 
     choices = [c for c in THRESHOLD_CHOICES if per_channel or c.endswith("/layer")]
     se.thresholds(choices)
     global_cfg, global_loss = dict(se.best_cfg), se.best
-    use_bc = se.bias_calibration(global_loss)
+    use_bc = se.bias_calibration(global_loss) and se.afford(2 * se.bc_cost)
     se.layers(choices)
     best_cfg = se.best_cfg
     if use_bc:
