@@ -33,6 +33,7 @@ from snncompile.frontend.op_table import (
     OnnxNode,
     Unsupported,
     fold_channel_permutations,
+    fold_channel_selections,
     fold_feature_permutations,
     fold_spatial_maps,
     sanitize,
@@ -393,8 +394,8 @@ def load_onnx(src: str | Path | onnx.ModelProto) -> Graph:
             continue
         if proto.output[0] in b.views or proto.output[0] in b.spatial \
                 or proto.output[0] in b.unchecked or proto.output[0] in b.nhwc \
-                or proto.output[0] in b.padded:
-            continue  # a 5-D view inside a channel shuffle: no IR tensor of its own
+                or proto.output[0] in b.padded or proto.output[0] in b.selected:
+            continue  # a view (e.g. 5-D inside a channel shuffle): no IR tensor of its own
         # cross-check the IR's shape with ONNX shape inference (catches converter bugs)
         want = onnx_shapes.get(proto.output[0])
         got = b.graph.shape(b.tensors[proto.output[0]])
@@ -409,6 +410,11 @@ def load_onnx(src: str | Path | onnx.ModelProto) -> Graph:
         diags.insert(0, unsupported_ops_diagnostic(bad_types))
         diags[1:1] = [d for d in quant_notes if d.origin and d.origin.endswith(
             tuple(f"({t})" for t in bad_types))]
+    if not diags and out_name in b.selected:  # the model ends in a selection
+        try:
+            b.tensor(out_name)
+        except Unsupported as e:
+            diags.append(Diagnostic(f"unsupported graph output {out_name!r}: {e}"))
     if diags:
         headline = "unsupported ops" if bad_types else "unsupported ONNX model"
         raise CompileError(headline, diags)
@@ -418,6 +424,7 @@ def load_onnx(src: str | Path | onnx.ModelProto) -> Graph:
             f"a channels-last flatten ({origin}) is read by something other than MatMul/Gemm "
             "(its feature order is not the IR's)") for origin in left])
     fold_channel_permutations(b)
+    fold_channel_selections(b)
     fold_spatial_maps(b)
     src_ir = b.tensors[out_name]
     b.graph.add(b.graph.unique(sanitize(out_name) or "output"),

@@ -11,7 +11,12 @@ The mappings are exact (no approximation):
   the odd pixel at the end (SAME_UPPER) or the beginning (SAME_LOWER).
 - Gemm: Y = α·A·op(B) + β·C  ->  Dense(W = α·op(B)ᵀ, b = β·C);  MatMul: Y = A·B -> W = Bᵀ; an Add
   of a per-channel constant right after a bias-free MatMul / Gemm / Conv becomes its bias.
-- Clip(0, m) = min(max(x, 0), m) -> ReLU with Activation(hi=m); Relu -> Activation().
+- Clip(0, m) = min(max(x, 0), m) -> ReLU with Activation(hi=m); Relu -> Activation(); a Clip
+  with min absent or < 0 of a value ≥ 0 is the same clip; Relu -> Clip(max=m) is one ReLU.
+- Slice (steps > 0), Split and Gather (constant 1-D indices) along C, H or W, and a zero Pad
+  of C (with or without H, W): a selection y[c, h, w] = x[c_idx[c], h_idx[h], w_idx[w]] (0
+  where an index is −1), lowered to a fixed 0/1 convolution (``selections``).
+- Cast to float -> Identity.
 - GlobalAveragePool and ReduceMean over (H, W) = AvgPool2d with kernel (H, W).
 - Flatten(axis=1), Reshape to (N, C·H·W) and Squeeze of (N, C, 1, 1) -> Flatten (C-order, as
   both ONNX and torch).
@@ -20,6 +25,7 @@ The mappings are exact (no approximation):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from snncompile.frontend.selections import Selection, fold_into, lower
 from snncompile.ir.graph import Graph
 from snncompile.ir.nodes import (
     Activation,
@@ -39,6 +46,7 @@ from snncompile.ir.nodes import (
     Flatten,
     Identity,
     Input,
+    Layer,
     MaxPool2d,
     Node,
     ReLU,
@@ -110,6 +118,11 @@ class Builder:
         self.padded: dict[str, tuple[str, tuple[int, int, int, int]]] = {}
         #: ONNX tensors (N, C, 1) between two Squeezes (flat in the IR) -> their ONNX shape
         self.squeezed: dict[str, tuple[int, ...]] = {}
+        #: selections (Slice, Split, Gather, a channel Pad; ``selections``) not yet read by
+        #: anything else: ONNX tensor -> the selection; ``tensor`` lowers one when it is read
+        self.selected: dict[str, Selection] = {}
+        #: IR 1×1 convs (Dense) made from a channel (feature) selection -> its index vector
+        self.channel_selections: dict[str, np.ndarray] = {}
 
     # ------------------------------------------------------------------ queries
     def is_const(self, name: str) -> bool:
@@ -128,6 +141,8 @@ class Builder:
         """The IR op producing activation tensor ``name``."""
         if name in self.consts:
             raise Unsupported(f"input {name!r} is a constant; expected an activation tensor")
+        if name in self.selected:
+            return self._lower_selection(name)
         # views of an activation that have no IR tensor of their own, and who may read them
         for views, what in (
                 (self.views, "a 5-D channel-group view; only a channel shuffle (Reshape -> "
@@ -143,6 +158,38 @@ class Builder:
             if name in views:
                 raise Unsupported(f"input {name!r} is {what}")
         return self.tensors[name]
+
+    def selection(self, name: str) -> Selection:
+        """Activation ``name`` as a selection (an identity one unless it is a view; a padded
+        view as its zero padding)."""
+        if name in self.selected:
+            return self.selected[name]
+        if name in self.padded:
+            x, (top, left, bottom, right) = self.padded[name]
+            sel = self.selection(x)
+            return sel.pad(1, top, bottom, f"{name} (Pad)").pad(2, left, right, f"{name} (Pad)")
+        src = self.tensor(name)
+        return Selection.identity(src, tuple(self.shape(name)))
+
+    def _lower_selection(self, name: str) -> str:
+        """The IR op of selection ``name``, made (``selections.lower``) when first read."""
+        sel = self.selected[name]
+        if sel.is_identity:
+            del self.selected[name]
+            self.tensors[name] = sel.src
+            return sel.src
+        try:
+            op = lower(sel)
+        except ValueError as e:
+            raise Unsupported(f"the selection {name!r} ({' + '.join(sel.nodes)}) is no strided "
+                              f"window of H or W: {e}") from None
+        del self.selected[name]
+        ir = self.graph.add(self.graph.unique(sanitize(sel.nodes[-1].split(" (")[0]) or "select"),
+                            op, [sel.src])
+        if all(sel.untouched(a) for a in range(1, len(sel.idx))):
+            self.channel_selections[ir] = sel.idx[0]
+        self.tensors[name] = ir
+        return ir
 
     def shape(self, name: str) -> Shape:
         """IR shape (no batch axis) of activation tensor ``name``."""
@@ -460,19 +507,46 @@ def relu(node: OnnxNode, b: Builder) -> str:
 
 @converts("Clip")
 def clip(node: OnnxNode, b: Builder) -> str:
-    """Clip(min=0, max=m) (ReLU6, hardtanh(0, m)) -> ReLU with an upper bound."""
+    """Clip(min=0, max=m) (ReLU6, hardtanh(0, m)) -> ReLU with an upper bound; on a value that
+    is never negative (``_non_negative``: after a Relu, ``torch.clamp(relu(x), max=m)``) a
+    missing or negative min is the same clip. Right after a Relu that nothing else reads, the
+    bound moves into that ReLU: min(max(x, 0), m) is one clipped ReLU."""
     def bound(i: int, attr: str) -> float | None:
         if len(node.inputs) > i and node.inputs[i]:
             return float(b.const(node.inputs[i], attr).reshape(()))
         return None if node.attr(attr) is None else float(node.attr(attr))
 
+    x = node.inputs[0]
     lo, hi = bound(1, "min"), bound(2, "max")
-    if lo != 0.0:
-        raise Unsupported(f"min={lo}; only Clip(min=0, max=m) maps to a spiking ReLU")
+    src = b.tensor(x)
+    if lo != 0.0 and not ((lo is None or lo < 0) and _non_negative(b.graph, src)):
+        raise Unsupported(f"min={lo}; only Clip(min=0, max=m), or a clip with min absent "
+                          "or < 0 of a value that is never negative (after a Relu), maps to a "
+                          "spiking ReLU")
     if hi is not None and not (math.isfinite(hi) and hi > 0):
         raise Unsupported(f"max={hi}; needs a finite max > 0")
-    act = Activation(hi=None if hi is None or math.isinf(hi) else hi)
-    return b.add(node, ReLU(origin=node.origin, act=act), [b.tensor(node.inputs[0])])
+    hi = None if hi is None or math.isinf(hi) else hi
+    op = b.graph.op(src)
+    if isinstance(op, ReLU) and op.act is not None and op.act.levels is None \
+            and b.uses.get(x, 0) == 1 and x not in b.graph_outputs:
+        top = op.act.hi if hi is None else hi if op.act.hi is None else min(hi, op.act.hi)
+        b.graph.replace(src, act=dataclasses.replace(op.act, hi=top),
+                        origin=f"{op.origin} + {node.origin}")
+        return src
+    return b.add(node, ReLU(origin=node.origin, act=Activation(hi=hi)), [src])
+
+
+def _non_negative(g: Graph, name: str) -> bool:
+    """Whether IR op ``name``'s output is ≥ 0 for every input: an activation (ReLU-like), or
+    a pool, flatten, concat or non-negative linear map of such values."""
+    op = g.op(name)
+    if isinstance(op, Layer) and op.act is not None:
+        return True
+    if isinstance(op, (MaxPool2d, AvgPool2d, Flatten, Identity, Concat)) or (
+            isinstance(op, (Conv2d, Dense)) and np.all(op.weight >= 0)
+            and (op.bias is None or np.all(op.bias >= 0))):
+        return all(_non_negative(g, i) for i in g.inputs(name))
+    return False
 
 
 @converts("MaxPool")
@@ -876,8 +950,31 @@ def concat(node: OnnxNode, b: Builder) -> str:
 def pad(node: OnnxNode, b: Builder) -> str:
     """A Pad of nothing (torch's opset-9 export puts one before every AvgPool) -> Identity;
     zero padding of H and W (TensorFlow's asymmetric "same", ``F.pad``) -> a padded view that
-    the Conv / AveragePool after it takes over as its own padding (exact)."""
+    the Conv / AveragePool after it takes over as its own padding (exact); zero padding of the
+    channels (He et al.'s option-A shortcut), with or without H and W, or of a selection ->
+    a selection (``selections``)."""
     x = node.inputs[0]
+    mode, pads, value = _pad_args(node, b)
+    if not any(pads):
+        return b.add(node, Identity(origin=node.origin, onnx_op="Pad"), [b.tensor(x)])
+    sel = b.selection(x)
+    rank = len(sel.shape) + 1
+    if mode != "constant" or value != 0.0 or len(pads) != 2 * rank or pads[0] or pads[rank]:
+        raise Unsupported(f"pads={pads}, mode {mode}, value {value}; only zero padding of the "
+                          "channels, H and W is supported")
+    if rank == 4 and sel.is_identity and not pads[1] and not pads[5] and min(pads) >= 0:
+        b.padded[node.outputs[0]] = (x, (pads[2], pads[3], pads[6], pads[7]))
+        return b.tensor(x)
+    for axis in range(1, rank):
+        sel = sel.pad(axis - 1, pads[axis], pads[axis + rank], node.origin)
+    if min(sel.shape) < 1:
+        raise Unsupported(f"pads={pads} remove every entry of an axis")
+    b.selected[node.outputs[0]] = sel
+    return sel.src
+
+
+def _pad_args(node: OnnxNode, b: Builder) -> tuple[str, list[int], float]:
+    """Pad's mode, pads (begin of each axis, then end) and constant value."""
     mode = node.attr("mode", "constant")
     if isinstance(mode, bytes):
         mode = mode.decode()
@@ -889,16 +986,148 @@ def pad(node: OnnxNode, b: Builder) -> str:
         value = float(b.const(node.inputs[2], "constant_value").reshape(-1)[0])
     if len(node.inputs) > 3 and node.inputs[3]:
         raise Unsupported("the axes input")
-    pads = [int(v) for v in (pads or [])]
-    if not any(pads):
-        return b.add(node, Identity(origin=node.origin, onnx_op="Pad"), [b.tensor(x)])
-    rank = len(b.shape(x)) + 1
-    if mode != "constant" or value != 0.0 or rank != 4 or len(pads) != 8 \
-            or any(pads[i] for i in (0, 1, 4, 5)) or min(pads) < 0:
-        raise Unsupported(f"pads={pads}, mode {mode}, value {value}; only zero padding of H "
-                          "and W (N, C, H, W) is supported")
-    b.padded[node.outputs[0]] = (x, (pads[2], pads[3], pads[6], pads[7]))
-    return b.tensor(x)
+    return mode, [int(v) for v in (pads or [])], value
+
+
+#: Slice's "to the end" as exporters write it (INT64_MAX; torch's legacy exporter also writes
+#: INT64_MIN + 1 as the end of a reversal)
+_END = 2**31 - 1
+
+
+def _slice_args(node: OnnxNode, b: Builder) -> list[tuple[int, int, int, int]]:
+    """(start, end, axis, step) per sliced axis (opset ≥ 10 inputs or opset 1's attributes)."""
+    if len(node.inputs) > 1:
+        starts, ends = (b.const(node.inputs[i], w).reshape(-1).tolist()
+                        for i, w in ((1, "starts"), (2, "ends")))
+        axes = b.const(node.inputs[3], "axes").reshape(-1).tolist() \
+            if len(node.inputs) > 3 and node.inputs[3] else list(range(len(starts)))
+        steps = b.const(node.inputs[4], "steps").reshape(-1).tolist() \
+            if len(node.inputs) > 4 and node.inputs[4] else [1] * len(starts)
+    else:
+        starts, ends = list(node.attr("starts", [])), list(node.attr("ends", []))
+        axes = list(node.attr("axes", range(len(starts))))
+        steps = [1] * len(starts)
+    if not len(starts) == len(ends) == len(axes) == len(steps):
+        raise Unsupported(f"starts {starts}, ends {ends}, axes {axes}, steps {steps} differ "
+                          "in length")
+    return [(int(a), int(e), int(x), int(s)) for a, e, x, s in zip(starts, ends, axes, steps)]
+
+
+@converts("Slice")
+def slice_(node: OnnxNode, b: Builder) -> str:
+    """Slice with constant starts/ends/steps > 0 on C, H, W (or the features of (N, F)) -> a
+    selection (``selections``); ONNX's clamping of starts and ends is Python's slicing for
+    steps > 0. The batch axis may only be taken whole."""
+    x = node.inputs[0]
+    sel = b.selection(x)
+    rank = len(sel.shape) + 1
+    for start, end, axis, step in _slice_args(node, b):
+        if not -rank <= axis < rank:
+            raise Unsupported(f"axis {axis} out of range for a rank-{rank} input")
+        axis %= rank
+        if step <= 0:
+            raise Unsupported(f"steps={step} on axis {axis}: a negative step (a reversal) or "
+                              "zero; only steps > 0 are supported")
+        if axis == 0:
+            if start != 0 or step != 1 or end < min(_END, b.fixed_batch or _END):
+                raise Unsupported(f"it slices the batch axis ({start}:{end}:{step})")
+            continue
+        kept = np.arange(sel.shape[axis - 1])[start:end:step]
+        if not len(kept):
+            raise Unsupported(f"{start}:{end}:{step} of axis {axis} is empty")
+        sel = sel.take(axis - 1, kept, node.origin)
+    b.selected[node.outputs[0]] = sel
+    return sel.src
+
+
+@converts("Split")
+def split(node: OnnxNode, b: Builder) -> str:
+    """Split along C, H or W (``torch.chunk``, shufflenet's channel split) -> one selection
+    per output."""
+    x = node.inputs[0]
+    sel = b.selection(x)
+    rank = len(sel.shape) + 1
+    axis = int(node.attr("axis", 0))
+    if not -rank <= axis < rank or axis % rank == 0:
+        raise Unsupported(f"axis={axis}; only C, H or W may be split")
+    axis %= rank
+    n = sel.shape[axis - 1]
+    sizes = node.attr("split")
+    if len(node.inputs) > 1 and node.inputs[1]:
+        sizes = b.const(node.inputs[1], "split").reshape(-1).tolist()
+    if sizes is None:
+        k = len(node.outputs)
+        sizes = [-(-n // k)] * (k - 1) + [n - (k - 1) * -(-n // k)]  # opset 18: last smaller
+    sizes = [int(v) for v in sizes]
+    if len(sizes) != len(node.outputs) or sum(sizes) != n or min(sizes) < 1:
+        raise Unsupported(f"split {sizes} into {len(node.outputs)} outputs of an axis of {n}")
+    start = 0
+    for out, size in zip(node.outputs, sizes):
+        if out:
+            b.selected[out] = sel.take(axis - 1, np.arange(start, start + size), node.origin)
+            b.tensors[out] = sel.src
+        start += size
+    return sel.src
+
+
+@converts("Gather")
+def gather(node: OnnxNode, b: Builder) -> str:
+    """Gather of constant indices (a 1-D list; negative ones count from the end) along C, H or
+    W of an activation -> a selection."""
+    x = node.inputs[0]
+    sel = b.selection(x)
+    rank = len(sel.shape) + 1
+    axis = int(node.attr("axis", 0))
+    if not -rank <= axis < rank or axis % rank == 0:
+        raise Unsupported(f"axis={axis}; only a gather along C, H or W")
+    axis %= rank
+    ind = b.const(node.inputs[1], "indices")
+    n = sel.shape[axis - 1]
+    if ind.ndim != 1 or not len(ind):
+        raise Unsupported(f"indices of shape {ind.shape}; only a 1-D list (a scalar index "
+                          "drops the axis)")
+    ind = ind.astype(np.int64)
+    if np.any((ind < -n) | (ind >= n)):
+        raise Unsupported(f"indices {ind.tolist()} out of range for an axis of {n}")
+    b.selected[node.outputs[0]] = sel.take(axis - 1, ind % n, node.origin)
+    return sel.src
+
+
+#: ONNX TensorProto.FLOAT
+_FLOAT = 1
+
+
+@converts("Cast")
+def cast(node: OnnxNode, b: Builder) -> str:
+    """Cast of a float activation to float (what exporters write around shape arithmetic and
+    ``x.float()``) -> Identity; a selection stays one."""
+    to = int(node.attr("to", 0))
+    if to != _FLOAT:
+        raise Unsupported(f"to={to}; only a cast of an activation to float (1)")
+    x = node.inputs[0]
+    if x in b.selected:
+        b.selected[node.outputs[0]] = b.selected[x]
+        return b.selected[x].src
+    return b.add(node, Identity(origin=node.origin, onnx_op="Cast"), [b.tensor(x)])
+
+
+def fold_channel_selections(b: Builder) -> None:
+    """A channel (feature) selection y = S·x whose every reader is a full (groups = 1) Conv2d
+    (a Dense) moves into their weights, W·S·x = W'·x (``selections.fold_into``); otherwise
+    it stays a 1×1 Conv2d (Dense) with a 0/1 matrix."""
+    g = b.graph
+    for name, idx in b.channel_selections.items():
+        users = g.users(name)
+        kind = Dense if isinstance(g.op(name), Dense) else Conv2d
+        if any(b.tensors.get(t) == name for t in b.graph_outputs) or not users or not all(
+                type(g.op(u)) is kind and getattr(g.op(u), "groups", 1) == 1 for u in users):
+            continue
+        c_in = int(g.shape(g.inputs(name)[0])[0])
+        for u in users:
+            op = g.op(u)
+            g.replace(u, weight=fold_into(op.weight, idx, c_in),
+                      origin=f"{g.op(name).origin} + {op.origin}")
+        g.bypass(name)
 
 
 @converts("Identity", "Dropout")
