@@ -7,7 +7,8 @@ Python API::
 
     snn, _, _ = snncompile.convert("model.onnx", calibration=data.digits("train"))
     tuned = snncompile.finetune_snn(snn, data.digits("train"), method="distill", epochs=5,
-                                    timesteps=4)           # a new IR; ``snn`` is unchanged
+                                    timesteps=4, teacher=snncompile.load_onnx("model.onnx"))
+    # a new IR (or ``snn`` itself when fine-tuning did not help); ``snn`` is unchanged
 
 (``snncompile.finetune.finetune`` is the same function. Calling the package itself,
 ``snncompile.finetune(...)``, still works but is deprecated and goes in the next release.)
@@ -26,6 +27,11 @@ A method spec may carry options, ``distill{layer_loss=rate,tau=2}``, and methods
 simulator's differentiable mode (``finetune.differentiable``: surrogate gradients, backprop
 through T steps, weights, biases and thresholds trainable, the converted neuron model kept);
 the result is written back into the IR (quantized layers re-quantized on their own grid).
+
+The teacher is the ANN the IR was converted from (``teacher=``, the CLI passes the ONNX graph;
+``finetune.teacher``), and ``holdout`` (10 %) of the samples are set aside: the network
+returned is the best of the converted one and each step's result on them
+(``finetune.heldout``), so fine-tuning never returns a network that is worse there.
 """
 
 from __future__ import annotations

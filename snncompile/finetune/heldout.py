@@ -102,8 +102,8 @@ class HeldOutCheck:
                f"(loss {last['loss']:.4f})")
         if not self.improved:
             return txt + ": fine-tuning did not help there; kept the converted network"
-        return txt + ("" if self.kept == list(self.scores)[-1] else
-                      f"; kept the network {self.kept}, which scored best")
+        return txt + ("; kept the fine-tuned network" if self.kept == list(self.scores)[-1]
+                      else f"; kept the network {self.kept}, which scored best")
 
     def report(self) -> dict[str, Any]:
         return {"samples": self.samples, "timesteps": self.timesteps,
