@@ -118,7 +118,7 @@ def run_finetune(a: argparse.Namespace, opts: Any, snn: Graph, ev: Any, out_tmp:
         "method": a.finetune, "epochs": a.finetune_epochs, "lr": a.finetune_lr,
         "timesteps": steps, "samples": len(ds), "labels": ds.y is not None,
         "seconds": time.perf_counter() - t0, "teacher": results[-1].teacher,
-        "kept": "fine-tuned" if check is None or check.improved else "converted",
+        "kept": "fine-tuned" if check is None else check.kept,  # converted | fine-tuned | ..
         "held_out": None if check is None else check.report(),
         "steps": [r.summary() for r in results]}
     if main and check is not None and not cfg.progress:  # train printed it with progress
@@ -129,7 +129,7 @@ def run_finetune(a: argparse.Namespace, opts: Any, snn: Graph, ev: Any, out_tmp:
         info["accuracy_before"], info["accuracy_after"] = before, after
         t = str(steps)
         if main:
-            kept = "" if info["kept"] == "fine-tuned" else " (the converted network, kept)"
+            kept = " (the converted network, kept)" if info["kept"] == "converted" else ""
             print(f"fine-tuning ({a.finetune}, {a.finetune_epochs} epochs at T={steps}, "
                   f"{len(ds)} samples, {info['seconds']:.1f} s): accuracy at T={steps} "
                   f"{before[t]:.4f} -> {after[t]:.4f} ({after[t] - before[t]:+.4f}){kept}")
