@@ -135,8 +135,8 @@ def _kept(r: dict[str, Any]) -> tuple[str, str]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     head = ("| model | method | ANN | " + " | ".join(f"conv T={t}" for t in STEPS) + " | "
-            + " | ".join(f"tuned T={t}" for t in STEPS)
-            + " | ANN − tuned T=4 | kept | held-out (ho) | old T=4 | s |")
+            + " | ".join(f"fine-tuned T={t}" for t in STEPS)
+            + " | ANN − fine-tuned T=4 | kept | held-out | old T=4 | s |")
     out = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         c, f = r["converted"], r["finetuned"]
