@@ -1,34 +1,37 @@
-"""Benchmark of post-conversion fine-tuning (issue 6): accuracy by timestep before/after each
-method, seconds per epoch on the CPU, and peak memory.
+"""Benchmark of post-conversion fine-tuning (issues 6 and 22): accuracy at T = 2, 4, 8 of each
+model before and after fine-tuning, next to its ANN, and what the run kept.
 
-    .venv/bin/python benchmarks/finetune.py                     # both models, every method
-    .venv/bin/python benchmarks/finetune.py --models digits_cnn --epochs 3
-    .venv/bin/python benchmarks/finetune.py --quick             # smoke run (1 epoch, 256 samples)
+    .venv/bin/python benchmarks/finetune.py                       # the MNIST-sized models, distill
+    .venv/bin/python benchmarks/finetune.py --models mnist_maxpool --epochs 3
+    .venv/bin/python benchmarks/finetune.py --methods distill temporal-consistency
+    .venv/bin/python benchmarks/finetune.py --quick               # smoke run (1 epoch, 2 models)
 
-Models: the bundled digits CNN (``examples/digits_cnn.onnx``) and the ResNet-style
-``tests/models.py:resnet_block`` (trained on digits in seconds, exported to ONNX in a temp dir).
-Both are converted with the default pipeline (p99.9 thresholds, α = 0.5) on 512 training
-images; fine-tuning uses the whole digits training split (1257 images, labels) at T = 4
-(``--timesteps``), Adam lr 1e-3, batch 64, seed 0; accuracy is measured on the digits test split
-(540 images) by the gpu simulator at t = 1, 2, 4, 8 (one run to T = 8).
+Models (no MNIST on the benchmark machine): the MNIST-sized (1×28×28) models of
+``tests/mnist_models.py`` — ``mnist_cnn`` (AvgPool), ``mnist_maxpool`` (the same with MaxPool;
+issue 22's regression) and ``mnist_resnet`` — each trained here for ``--ann-epochs`` (8) epochs
+of Adam on scikit-learn's digits upsampled to 28×28 (1257 training images), and, with
+``--models``, the 8×8 ``digits_cnn`` (``examples/digits_cnn.onnx``) and ``tests/models.py``'s
+``resnet_block``. Data: the digits training split calibrates, tunes and fine-tunes; the 540
+test images are scored, by the gpu simulator in one run to T = 8.
 
-Methods: ``converted`` (no training), ``distill`` (LaSNN, attention maps), ``distill{layer_loss=
-rate}`` (rate-matching baseline), ``temporal-consistency`` and ``distill+temporal-consistency``;
-``--epochs`` epochs per method (distill adds one epoch per spiking layer for its layer stages).
-
-Columns: ``s/epoch`` = training seconds / epochs trained (layer stages included) on this
-machine's CPU with 1 torch thread (``--threads``; wall time grows with the machine's load); ``CPU
-s/epoch`` = process CPU time per epoch (less sensitive to load); ``peak MB`` = peak RSS growth
-during the method's training (VmHWM reset through /proc/self/clear_refs); ``saved MB`` = the
-largest set of tensors autograd kept for one chunk's backward pass (what backprop through T
-steps costs).
-Writes benchmarks/results/finetune.{json,png} and prints a markdown table.
+Conversion: what ``snn-compile`` does without flags at ``--timesteps`` T = 4: the tuner's
+pipeline (``snncompile.convert(..., timesteps=4)``; its choice is in the JSON). Fine-tuning:
+``--finetune METHOD`` at T = 4 with the CLI's defaults (5 epochs, Adam lr 1e-3, batch 64, seed
+0), the ANN (the ONNX graph) teaching, 10 % of the training images held out
+(``finetune.heldout``): the network kept is the better of the converted and the fine-tuned one
+there. Columns: the converted SNN at T = 2, 4, 8, the network fine-tuning returned, the ANN,
+``kept`` and the held-out accuracy converted → fine-tuned (``ho``); ``old`` = the same
+fine-tuning as before issue 22 (the converted IR's own ANN mode teaching — the biases
+``bias-calibration`` shifted — no held-out check, all samples), at T = 4 (``--no-old`` skips it);
+``s`` = fine-tuning seconds (1 torch thread; grows with the machine's load, in the JSON).
+Writes benchmarks/results/finetune.json and prints a markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -46,159 +49,139 @@ for p in (str(ROOT), str(ROOT / "tests")):
 
 import snncompile  # noqa: E402
 from snncompile.backends.gpu import compile as gpu_compile  # noqa: E402
-from snncompile.data import digits  # noqa: E402
-from snncompile.finetune import train  # noqa: E402
+from snncompile.data import Dataset, digits  # noqa: E402
+from snncompile.finetune import FinetuneConfig, train  # noqa: E402
 from snncompile.interp import run_ann  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-METHODS = ("converted", "distill", "distill{layer_loss=rate}", "temporal-consistency",
-           "distill+temporal-consistency")
-STEPS = (1, 2, 4, 8)
+MNIST = ("mnist_cnn", "mnist_maxpool", "mnist_resnet")
+OTHER = ("digits_cnn", "resnet_block")
+STEPS = (2, 4, 8)
 
 
-def _rss_kb(field: str) -> int:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+def _model(name: str, tmp: Path, ann_epochs: int) -> tuple[Path, Dataset, Dataset]:
+    """(ONNX path, training split, test split) of ``name``."""
+    if name in MNIST:
+        import mnist_models
 
-
-def _reset_peak() -> None:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-
-
-def _model(name: str, tmp: Path) -> Path:
+        m = mnist_models.trained(getattr(mnist_models, name)(), epochs=ann_epochs)
+        return (mnist_models.export(m, tmp / f"{name}.onnx"), mnist_models.digits28("train"),
+                mnist_models.digits28("test"))
     if name == "digits_cnn":
-        return ROOT / "examples" / "digits_cnn.onnx"
+        return ROOT / "examples" / "digits_cnn.onnx", digits("train"), digits("test")
     import models
 
     m = models.trained(models.resnet_block, epochs=10)
-    return models.export(m, tmp / "resnet.onnx")
+    return models.export(m, tmp / "resnet.onnx"), digits("train"), digits("test")
 
 
-def _accuracy(graph: Any, te: Any) -> dict[str, float]:
+def _accuracy(graph: Any, te: Dataset) -> dict[str, float]:
     net = gpu_compile(graph, snncompile.CompileOptions(timesteps=max(STEPS), device="cpu"))
     acc = net.run(te.x, max(STEPS), progress=False).accuracy_by_timestep(te.y)
     return {str(t): float(acc[t - 1]) for t in STEPS}
 
 
-def bench(model: str, methods: tuple[str, ...], epochs: int, steps: int, samples: int | None,
-          tmp: Path) -> list[dict[str, Any]]:
-    tr, te = digits("train"), digits("test")
-    path = _model(model, tmp)
-    snn, _, _ = snncompile.convert(path, calibration=tr.take(512))
+def _finetune(snn: Any, tr: Dataset, method: str, cfg: FinetuneConfig, ann: Any,
+              te: Dataset) -> dict[str, Any]:
+    t0, c0 = time.perf_counter(), time.process_time()
+    results = train(snn, tr, method, config=cfg, teacher=ann)
+    last = results[-1]
+    return {"accuracy": _accuracy(last.graph, te),
+            "trained_accuracy": (_accuracy(last.trained, te) if last.trained is not last.graph
+                                 else None),
+            "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
+            "epochs_trained": sum(len(r.history) for r in results),
+            "teacher": last.teacher, "held_out": None if last.check is None else
+            last.check.report()}
+
+
+def bench(name: str, methods: list[str], a: argparse.Namespace, tmp: Path) -> list[dict]:
+    path, tr, te = _model(name, tmp, a.ann_epochs)
     ann = snncompile.load_onnx(path)
     ann_acc = float(np.mean(run_ann(ann, te.x).argmax(1) == te.y))
-    data = tr.take(samples)
+    t0 = time.perf_counter()
+    snn, pm, ctx = snncompile.convert(path, calibration=tr, timesteps=a.timesteps)
+    conv_s = time.perf_counter() - t0
+    before = _accuracy(snn, te)
+    data = tr.take(a.samples)
     rows = []
     for method in methods:
-        print(f"[{model}] {method} ...", file=sys.stderr, flush=True)
-        row: dict[str, Any] = {"model": model, "method": method, "ann_accuracy": ann_acc,
-                               "train_timesteps": steps, "epochs": epochs, "samples": len(data)}
-        if method == "converted":
-            row.update(accuracy=_accuracy(snn, te), seconds=0.0, epochs_trained=0,
-                       s_per_epoch=None, cpu_s_per_epoch=None, peak_mb=None, saved_mb=None)
-        else:
-            rss0 = _rss_kb("VmRSS")
-            _reset_peak()
-            t0, c0 = time.perf_counter(), time.process_time()
-            results = train(snn, data, method, epochs=epochs, timesteps=steps, seed=0,
-                            progress=False)
-            secs, cpu = time.perf_counter() - t0, time.process_time() - c0
-            n_ep = sum(len(r.history) for r in results)
-            row.update(accuracy=_accuracy(results[-1].graph, te), seconds=secs,
-                       epochs_trained=n_ep, s_per_epoch=secs / max(n_ep, 1),
-                       cpu_s_per_epoch=cpu / max(n_ep, 1),
-                       peak_mb=max(_rss_kb("VmHWM") - rss0, 0) / 1024,
-                       saved_mb=max(r.peak_memory_bytes for r in results) / 2**20,
-                       final_loss=results[-1].history[-1]["loss"])
+        print(f"[{name}] {method} ...", file=sys.stderr, flush=True)
+        cfg = FinetuneConfig(epochs=a.epochs, timesteps=a.timesteps, seed=0, progress=False)
+        new = _finetune(snn, data, method, cfg, ann, te)
+        row = {"model": name, "method": method, "ann_accuracy": ann_acc,
+               "pipeline": pm.spec(), "convert_seconds": conv_s, "converted": before,
+               "finetuned": new["accuracy"], "finetune": new, "train_timesteps": a.timesteps,
+               "epochs": a.epochs, "samples": len(data), "load_average": os.getloadavg()[0]}
+        if a.old:  # before issue 22: the IR's ANN mode teaches, no held-out check
+            old_cfg = FinetuneConfig(epochs=a.epochs, timesteps=a.timesteps, seed=0,
+                                     progress=False, holdout=0.0, teacher=snn)
+            row["old"] = _finetune(snn, data, method, old_cfg, None, te)
         rows.append(row)
-        a = row["accuracy"]
-        print(f"[{model}] {method}: " + " ".join(f"T{t}={a[str(t)]:.4f}" for t in STEPS)
-              + (f"  {row['s_per_epoch']:.2f} s/epoch" if row["s_per_epoch"] else ""),
-              file=sys.stderr, flush=True)
+        print(f"[{name}] {method}: ANN {ann_acc:.4f} converted T4 {before['4']:.4f} -> "
+              f"{new['accuracy']['4']:.4f} ({new['seconds']:.0f} s, load "
+              f"{row['load_average']:.1f})", file=sys.stderr, flush=True)
     return rows
 
 
+def _kept(r: dict[str, Any]) -> tuple[str, str]:
+    ho = r["finetune"]["held_out"]
+    if ho is None:
+        return "fine-tuned", "–"
+    sc = ho["scores"]
+    last = list(sc)[-1]
+    return ho["kept"], f"{sc['converted']['accuracy']:.3f} → {sc[last]['accuracy']:.3f}"
+
+
 def table(rows: list[dict[str, Any]]) -> str:
-    head = ("| model | method | " + " | ".join(f"T={t}" for t in STEPS)
-            + " | ΔT=4 | s/epoch | CPU s/epoch | peak MB | saved MB |")
+    head = ("| model | method | ANN | " + " | ".join(f"conv T={t}" for t in STEPS) + " | "
+            + " | ".join(f"fine-tuned T={t}" for t in STEPS)
+            + " | ANN − fine-tuned T=4 | kept | held-out | old T=4 | s |")
     out = [head, "|" + "---|" * (head.count("|") - 1)]
-    base = {r["model"]: r["accuracy"]["4"] for r in rows if r["method"] == "converted"}
     for r in rows:
-        a = r["accuracy"]
-        d = a["4"] - base.get(r["model"], a["4"])
-        f = (lambda v, k: "–" if v is None else format(v, k))  # noqa: E731
-        out.append(f"| {r['model']} | {r['method']} | "
-                   + " | ".join(f"{a[str(t)]:.4f}" for t in STEPS)
-                   + f" | {d:+.4f} | {f(r['s_per_epoch'], '.2f')} | "
-                   f"{f(r.get('cpu_s_per_epoch'), '.2f')} | {f(r['peak_mb'], '.0f')} | "
-                   f"{f(r['saved_mb'], '.1f')} |")
-    anns = {r["model"]: r["ann_accuracy"] for r in rows}
-    out.append("")
-    out.append("ANN accuracy: " + ", ".join(f"{m} {a:.4f}" for m, a in anns.items()))
+        c, f = r["converted"], r["finetuned"]
+        kept, ho = _kept(r)
+        old = r.get("old")
+        out.append(
+            f"| {r['model']} | {r['method']} | {r['ann_accuracy']:.4f} | "
+            + " | ".join(f"{c[str(t)]:.4f}" for t in STEPS) + " | "
+            + " | ".join(f"{f[str(t)]:.4f}" for t in STEPS)
+            + f" | {100 * (r['ann_accuracy'] - f['4']):+.2f} pt | {kept} | {ho} | "
+            + ("–" if old is None else f"{old['accuracy']['4']:.4f}")
+            + f" | {r['finetune']['seconds']:.0f} |")
     return "\n".join(out)
-
-
-def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    models = list(dict.fromkeys(r["model"] for r in rows))
-    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4), squeeze=False)
-    for ax, m in zip(axes[0], models):
-        for r in (r for r in rows if r["model"] == m):
-            ax.plot(STEPS, [r["accuracy"][str(t)] for t in STEPS], marker="o", label=r["method"])
-        ax.axhline(next(r["ann_accuracy"] for r in rows if r["model"] == m), color="k", ls="--",
-                   label="ANN")
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(STEPS, [str(t) for t in STEPS])
-        ax.set_xlabel("timestep t")
-        ax.set_ylabel("accuracy (digits test)")
-        ax.set_title(f"{m}: fine-tuned at T=4")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--models", nargs="+", default=["digits_cnn", "resnet_block"],
-                    choices=["digits_cnn", "resnet_block"])
-    ap.add_argument("--methods", nargs="+", default=list(METHODS))
+    ap.add_argument("--models", nargs="+", default=list(MNIST), choices=[*MNIST, *OTHER])
+    ap.add_argument("--methods", nargs="+", default=["distill"])
     ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--ann-epochs", type=int, default=8)
     ap.add_argument("--timesteps", type=int, default=4)
     ap.add_argument("--samples", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-old", dest="old", action="store_false")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", type=Path, default=RESULTS / "finetune.json")
     a = ap.parse_args()
     if a.quick:
-        a.epochs, a.samples = 1, 256
+        a.epochs, a.models = 1, a.models[:2]
     torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for m in a.models:
-            rows += bench(m, tuple(a.methods), a.epochs, a.timesteps, a.samples, Path(tmp))
+            rows += bench(m, a.methods, a, Path(tmp))
     md = table(rows)
     print(md)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     cmd = "python benchmarks/finetune.py " + " ".join(sys.argv[1:])
     a.out.write_text(json.dumps({
         "command": cmd.strip(), "machine": platform.platform(), "cpu_threads": a.threads,
+        "cpu_count": os.cpu_count(), "load_average_at_end": os.getloadavg(),
         "torch": torch.__version__, "rows": rows, "table": md}, indent=1) + "\n")
-    plot(rows, a.out.with_suffix(".png"))
-    print(f"wrote {a.out} and {a.out.with_suffix('.png')}")
+    print(f"wrote {a.out}")
 
 
 if __name__ == "__main__":

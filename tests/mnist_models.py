@@ -4,6 +4,8 @@ and 28×28 digits (scikit-learn's 8×8 digits upsampled bilinearly) to train the
 - ``mnist_cnn``: (Conv3×3-BN-ReLU-AvgPool2) ×2 with 16 and 32 channels -> Linear(1568, 128)
   -> ReLU -> Linear(128, 10). Folding the second AvgPool into the first Linear gives its
   neurons 32·14·14 = 6272 inputs each.
+- ``mnist_maxpool``: ``mnist_cnn`` with MaxPool2 instead of AvgPool2 (the MNIST CNN of issue
+  22, whose fine-tuning regressed: the tuner converts its pools into current max-pools).
 - ``mnist_resnet``: Conv3×3(1->32)-BN-ReLU, AvgPool2 (14×14), two residual blocks
   (Conv-BN-ReLU-Conv-BN + identity, ReLU; 32 channels, so that the issue's Linear(1568, 10)
   fits 32·7·7), AvgPool2 (7×7) -> Linear(1568, 10).
@@ -27,6 +29,14 @@ def mnist_cnn(seed: int = 0) -> nn.Module:
     return nn.Sequential(
         nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.AvgPool2d(2),
         nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.AvgPool2d(2),
+        nn.Flatten(), nn.Linear(1568, 128), nn.ReLU(), nn.Linear(128, 10))
+
+
+def mnist_maxpool(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(1568, 128), nn.ReLU(), nn.Linear(128, 10))
 
 

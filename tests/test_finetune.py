@@ -90,7 +90,9 @@ def test_distill_not_below_converted_at_t4(digits_snn, digits_train, digits_test
     assert after >= before, (before, after)
     for k, v in _arrays(digits_snn).items():
         np.testing.assert_array_equal(v, before_arrays[k], err_msg=k)
-    changed = [k for k, v in _arrays(res.graph).items() if not np.array_equal(v, before_arrays[k])]
+    # what training produced (res.graph is it unless the held-out check kept the converted IR)
+    changed = [k for k, v in _arrays(res.trained).items()
+               if not np.array_equal(v, before_arrays[k])]
     assert any(k.endswith(".weight") for k in changed)
     assert any(k.endswith(".theta") for k in changed)
 
@@ -116,8 +118,8 @@ def test_tuned_ir_round_trips_and_runs_on_gpu(digits_snn, digits_train, digits_t
 def test_quantized_weights_stay_on_their_grid(digits_cnn_onnx, digits_train):
     snn, _, _ = snncompile.convert(digits_cnn_onnx, calibration=digits_train.take(256),
                                    weight_bits=6)
-    tuned = snncompile.finetune_snn(snn, digits_train.take(64), "distill{layer_epochs=0}", epochs=1,
-                                lr=1e-2, timesteps=2, progress=False)
+    tuned = train(snn, digits_train.take(64), "distill{layer_epochs=0}", epochs=1, lr=1e-2,
+                  timesteps=2, progress=False)[-1].trained  # trained, kept or not
     moved = 0
     for name, op in tuned.topo():
         if getattr(op, "quant", None) is None:
@@ -139,8 +141,9 @@ def test_checkpoint_resume_equals_uninterrupted_run(digits_snn, digits_train, tm
     assert (tmp_path / "0-temporal-consistency" / "checkpoint.pt").is_file()
     resumed = train(digits_snn, data, "temporal-consistency", epochs=2, out_dir=tmp_path, **kw)[-1]
     assert resumed.resumed_from is not None and len(resumed.history) == 2
-    for k, v in _arrays(straight.graph).items():
-        np.testing.assert_allclose(_arrays(resumed.graph)[k], v, rtol=1e-6, atol=1e-7, err_msg=k)
+    for k, v in _arrays(straight.trained).items():  # what training produced, kept or not
+        np.testing.assert_allclose(_arrays(resumed.trained)[k], v, rtol=1e-6, atol=1e-7,
+                                   err_msg=k)
     # a different learning rate is a different run: the checkpoint is not used
     other = train(digits_snn, data, "temporal-consistency", epochs=1, out_dir=tmp_path,
                   **{**kw, "lr": 1e-3})[-1]
@@ -155,8 +158,9 @@ def test_chunks_bound_memory_not_the_result(digits_snn, digits_train):
     runs = [train(digits_snn, data, "temporal-consistency", config=FinetuneConfig(
         epochs=1, timesteps=2, batch_size=64, chunk_size=c, progress=False))[-1]
         for c in (64, 16)]
-    for k, v in _arrays(runs[0].graph).items():
-        np.testing.assert_allclose(_arrays(runs[1].graph)[k], v, rtol=1e-4, atol=1e-5, err_msg=k)
+    for k, v in _arrays(runs[0].trained).items():
+        np.testing.assert_allclose(_arrays(runs[1].trained)[k], v, rtol=1e-4, atol=1e-5,
+                                   err_msg=k)
     assert runs[1].peak_memory_bytes < 0.5 * runs[0].peak_memory_bytes
 
 
@@ -263,3 +267,107 @@ def test_checkpoint_with_the_fingerprint_but_wrong_shapes_is_ignored(digits_snn,
     torch.save(state, ck)
     res = train(digits_snn, data, "temporal-consistency", epochs=2, **kw)[-1]
     assert res.resumed_from is None
+
+
+# ------------------------------------------------------------------------------ issue 22
+FRONT = "fold-batchnorm,remove-identity,fuse-activations"
+BIAS_CALIBRATED = FRONT + ",balance-thresholds,initial-potential,bias-calibration{timesteps=4}"
+
+
+def test_teacher_is_the_ann_not_the_bias_calibrated_ir(digits_cnn_onnx, digits_train, tmp_path):
+    """The cause of issue 22's regression: fine-tuning distilled towards the converted IR run
+    as an ANN, whose biases bias-calibration had shifted (ANN(b + e), not the ANN), so
+    distillation undid the calibration. The output stage's first loss (one batch, measured
+    before any step) must be KD + CE against the ANN's logits, not the IR's ANN mode."""
+    from snncompile.finetune.distill import kd_loss
+    from snncompile.interp import run_ann
+
+    x, y = digits_train.x[:24], digits_train.y[:24]  # too few to hold any out: all train
+    calib, ev = tmp_path / "c.npz", tmp_path / "e.npz"
+    save_npz(calib, x, y)
+    save_npz(ev, digits_train.x[-16:], digits_train.y[-16:])
+    out = tmp_path / "out"
+    assert main([str(digits_cnn_onnx), "--calibration", str(calib), "--eval", str(ev),
+                 "--timesteps", str(T),
+                 "--pipeline", BIAS_CALIBRATED, "--finetune", "distill{layer_epochs=0}",
+                 "--finetune-epochs", "1", "--out", str(out)]) == 0
+    ft = json.loads((out / "report.json").read_text())["finetune"]
+    loss = ft["steps"][0]["epochs"][0]["loss"]
+    snn, _, _ = snncompile.convert(digits_cnn_onnx, calibration=x,
+                                   passes=BIAS_CALIBRATED.split(","))
+    ann, _, _ = snncompile.convert(digits_cnn_onnx, passes=FRONT.split(","))
+    with torch.no_grad():
+        v = SpikingNetwork(snn)(torch.from_numpy(x), T)[-1].flatten(1) / T
+    ce = torch.nn.functional.cross_entropy(v, torch.from_numpy(y).long()).item()
+    to_ann = kd_loss(v, torch.from_numpy(run_ann(ann, x)), 4.0).item() + ce
+    to_ir = kd_loss(v, torch.from_numpy(run_ann(snn, x)), 4.0).item() + ce
+    assert abs(to_ann - to_ir) > 0.05 * to_ann  # the two teachers differ: the test can fail
+    assert loss == pytest.approx(to_ann, rel=1e-4), (loss, to_ann, to_ir)
+    assert ft["teacher"] == "the ANN"
+
+
+def test_teacher_keeps_the_irs_units_after_fold_thresholds(digits_cnn_onnx, digits_train):
+    """fold-thresholds divides every layer by its θ: the ANN is in other units than the IR, so
+    the IR's own ANN mode (exact for that reparametrisation) stays the teacher."""
+    from snncompile.finetune.teacher import teacher_for
+
+    snn, _, _ = snncompile.convert(digits_cnn_onnx, calibration=digits_train.take(128),
+                                   no_tune=True, fold_thresholds=True)
+    ann = snncompile.load_onnx(digits_cnn_onnx)
+    teacher, note = teacher_for(ann, snn, digits_train.x[:16])
+    assert teacher is snn and "other units" in note
+    plain, _, _ = snncompile.convert(digits_cnn_onnx, calibration=digits_train.take(128),
+                                     no_tune=True)
+    teacher, note = teacher_for(ann, plain, digits_train.x[:16])
+    assert teacher is not plain and note == "the ANN"
+
+
+def _held_out_accuracy(graph, held, steps):
+    net = gpu_compile(graph, snncompile.CompileOptions(timesteps=steps, device="cpu"))
+    return float(net.run(held.x, steps, progress=False).accuracy_by_timestep(held.y)[-1])
+
+
+def test_finetuning_never_returns_a_worse_network(digits_snn, digits_train):
+    """A learning rate of 3 (Adam) wrecks the network; the held-out check sees it on samples
+    training never saw and returns the converted network, saying so. A sane run is kept."""
+    from snncompile.finetune import FinetuneConfig, heldout
+    from snncompile.finetune.training import as_data
+
+    data = digits_train.take(320)
+    cfg = FinetuneConfig(epochs=1, lr=3.0, timesteps=T, progress=False)
+    res = train(digits_snn, data, "distill{layer_epochs=0}", config=cfg)[-1]
+    fit, held, disjoint = heldout.split(as_data(data), cfg.holdout, cfg.seed)
+    assert disjoint and len(held) == 32 and len(fit) == 288
+    assert not set(map(bytes, held.x)) & set(map(bytes, fit.x))
+    before = _held_out_accuracy(digits_snn, held, T)
+    wrecked = _held_out_accuracy(res.trained, held, T)
+    assert wrecked < before - 0.1, (before, wrecked)  # training really made it worse
+    assert res.graph is digits_snn and res.check.kept == "converted"
+    assert res.check.scores["converted"]["accuracy"] == pytest.approx(before)
+    assert res.check.scores["fine-tuned"]["accuracy"] == pytest.approx(wrecked)
+    assert "kept the converted network" in res.check.summary()
+    assert res.summary()["held_out"]["kept"] == "converted"
+    good = train(digits_snn, data, "distill{layer_epochs=0}", config=FinetuneConfig(
+        epochs=1, lr=1e-3, timesteps=T, progress=False))[-1]
+    sc = good.check.scores
+    assert (sc["fine-tuned"]["accuracy"], -sc["fine-tuned"]["loss"]) >= (
+        sc["converted"]["accuracy"], -sc["converted"]["loss"])
+    assert good.graph is good.trained and good.check.kept == "fine-tuned"
+
+
+def test_cli_says_when_it_kept_the_converted_network(digits_cnn_onnx, digits_train,
+                                                     digits_test, tmp_path, capsys):
+    calib, ev = tmp_path / "c.npz", tmp_path / "e.npz"
+    save_npz(calib, digits_train.x[:320], digits_train.y[:320])
+    save_npz(ev, digits_test.x[:100], digits_test.y[:100])
+    out = tmp_path / "out"
+    assert main([str(digits_cnn_onnx), "--calibration", str(calib), "--eval", str(ev),
+                 "--timesteps", str(T), "--no-tune", "--out", str(out), "--finetune",
+                 "distill{layer_epochs=0}", "--finetune-epochs", "1",
+                 "--finetune-lr", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "kept the converted network" in text and "(the converted network, kept)" in text
+    ft = json.loads((out / "report.json").read_text())["finetune"]
+    assert ft["kept"] == "converted" and ft["held_out"]["samples"] == 32
+    assert ft["held_out"]["disjoint_from_training"] is True
+    assert ft["accuracy_after"] == ft["accuracy_before"]

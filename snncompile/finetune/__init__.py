@@ -7,7 +7,8 @@ Python API::
 
     snn, _, _ = snncompile.convert("model.onnx", calibration=data.digits("train"))
     tuned = snncompile.finetune_snn(snn, data.digits("train"), method="distill", epochs=5,
-                                    timesteps=4)           # a new IR; ``snn`` is unchanged
+                                    timesteps=4, teacher=snncompile.load_onnx("model.onnx"))
+    # a new IR (or ``snn`` itself when fine-tuning did not help); ``snn`` is unchanged
 
 (``snncompile.finetune.finetune`` is the same function. Calling the package itself,
 ``snncompile.finetune(...)``, still works but is deprecated and goes in the next release.)
@@ -26,6 +27,11 @@ A method spec may carry options, ``distill{layer_loss=rate,tau=2}``, and methods
 simulator's differentiable mode (``finetune.differentiable``: surrogate gradients, backprop
 through T steps, weights, biases and thresholds trainable, the converted neuron model kept);
 the result is written back into the IR (quantized layers re-quantized on their own grid).
+
+The teacher is the ANN the IR was converted from (``teacher=``, the CLI passes the ONNX graph;
+``finetune.teacher``), and ``holdout`` (10 %) of the samples are set aside: the network
+returned is the best of the converted one and each step's result on them
+(``finetune.heldout``), so fine-tuning never returns a network that is worse there.
 """
 
 from __future__ import annotations
@@ -139,10 +145,20 @@ def parse_method(spec: str) -> list[tuple[str, dict[str, str]]]:
 def train(ir: Graph, data: Any, method: str = "distill", *, epochs: int = 5, lr: float = 1e-3,
           timesteps: int = 4, seed: int = 0, out_dir: str | Path | None = None,
           progress: bool = True, options: Mapping[str, Any] | None = None,
-          config: FinetuneConfig | None = None) -> list[FinetuneResult]:
+          config: FinetuneConfig | None = None,
+          teacher: Graph | None = None) -> list[FinetuneResult]:
     """Like ``finetune`` but returns every step's ``FinetuneResult`` (history, timings, memory);
     the last one's ``.graph`` is the tuned IR. ``options`` apply to a single method (a spec's
-    ``{...}`` options are merged over them); ``config`` overrides the keyword hyper-parameters."""
+    ``{...}`` options are merged over them); ``config`` overrides the keyword hyper-parameters.
+
+    ``teacher`` (or ``config.teacher``): the ANN ``ir`` was converted from (``load_onnx``'s
+    graph); give it whenever you have it: without it the IR's own ANN mode teaches, which is not
+    the ANN after ``bias-calibration`` (``finetune.teacher``).
+
+    ``config.holdout`` (default 0.1) of the samples are held out from training; the run returns
+    the best of the network it started from and each step's result on them
+    (``finetune.heldout``): the last result's ``graph`` is that network, its ``trained`` what
+    training produced, its ``check`` the scores and the choice."""
     steps = parse_method(method)
     if options and len(steps) > 1:
         raise CompileError("bad fine-tuning option", [Diagnostic(
@@ -151,25 +167,47 @@ def train(ir: Graph, data: Any, method: str = "distill", *, epochs: int = 5, lr:
     base = config or FinetuneConfig(epochs=epochs, lr=lr, timesteps=timesteps, seed=seed,
                                     out_dir=Path(out_dir) if out_dir is not None else None,
                                     progress=progress)
-    if base.teacher is None:
-        base = dataclasses.replace(base, teacher=ir)  # the untouched IR teaches every step
+    from snncompile.finetune import heldout
+    from snncompile.finetune.teacher import teacher_for
+
     td = as_data(data)
+    # the ANN teaches every step (not the IR's ANN mode: bias-calibration shifted its biases)
+    teach, note = teacher_for(teacher if teacher is not None else base.teacher, ir, td.x)
+    base = dataclasses.replace(base, teacher=teach)
+    fit, held, disjoint = heldout.split(td, base.holdout, base.seed)
     results: list[FinetuneResult] = []
     graph = ir
     for i, (name, opts) in enumerate(steps):
         merged = {**(options or {}), **opts}
         sub = base.out_dir / f"{i}-{name}" if base.out_dir is not None else None
         cfg = dataclasses.replace(base, options=merged, out_dir=sub)
-        res = METHODS[name](graph, td, cfg)
+        res = METHODS[name](graph, fit, cfg)
+        res.teacher = note
         results.append(res)
         graph = res.graph
+    results[-1].trained = results[-1].graph
+    if base.holdout > 0:  # never worse than the start on the held-out samples
+        from snncompile.finetune.training import resolve_device
+
+        names = [heldout.CONVERTED] + [
+            f"after step {i + 1} ({r.method})" if len(results) > 1 else "fine-tuned"
+            for i, r in enumerate(results)]
+        kept, check = heldout.check(
+            list(zip(names, [ir] + [r.graph for r in results])), held, base.teacher,
+            base.timesteps, disjoint=disjoint, encoding=base.encoding, seed=base.seed,
+            device=resolve_device(base.device))
+        results[-1].graph, results[-1].check = kept, check
+        if base.progress:
+            print(check.summary(), file=sys.stderr)
     return results
 
 
 def finetune(ir: Graph, data: Any, method: str = "distill", *, epochs: int = 5, lr: float = 1e-3,
              timesteps: int = 4, seed: int = 0, out_dir: str | Path | None = None,
-             progress: bool = True, options: Mapping[str, Any] | None = None) -> Graph:
-    """Train the converted SNN ``ir`` on ``data`` with ``method``; returns a new IR.
+             progress: bool = True, options: Mapping[str, Any] | None = None,
+             teacher: Graph | None = None) -> Graph:
+    """Train the converted SNN ``ir`` on ``data`` with ``method``; returns a new IR, or ``ir``
+    itself when fine-tuning did not help on the held-out samples (``train``).
 
     Args:
         ir: a spiking IR (after conversion); never modified.
@@ -184,9 +222,12 @@ def finetune(ir: Graph, data: Any, method: str = "distill", *, epochs: int = 5, 
             with the same arguments resumes there (and more epochs extend the run).
         progress: a tqdm bar with the running loss, and one line per epoch.
         options: the method's options as typed values (``DistillOptions``/``TemporalOptions``).
+        teacher: the ANN ``ir`` was converted from (``snncompile.load_onnx(path)``); without
+            it the IR's ANN mode teaches, which bias-calibration shifted.
     """
     return train(ir, data, method, epochs=epochs, lr=lr, timesteps=timesteps, seed=seed,
-                 out_dir=out_dir, progress=progress, options=options)[-1].graph
+                 out_dir=out_dir, progress=progress, options=options,
+                 teacher=teacher)[-1].graph
 
 
 class _DeprecatedCallableModule(types.ModuleType):
@@ -196,13 +237,13 @@ class _DeprecatedCallableModule(types.ModuleType):
     def __call__(self, ir: Graph, data: Any, method: str = "distill", *, epochs: int = 5,
                  lr: float = 1e-3, timesteps: int = 4, seed: int = 0,
                  out_dir: str | Path | None = None, progress: bool = True,
-                 options: Mapping[str, Any] | None = None) -> Graph:
+                 options: Mapping[str, Any] | None = None, teacher: Graph | None = None) -> Graph:
         import warnings
 
         warnings.warn("snncompile.finetune(...) is deprecated; use snncompile.finetune_snn(...)",
                       DeprecationWarning, stacklevel=2)
         return finetune(ir, data, method, epochs=epochs, lr=lr, timesteps=timesteps, seed=seed,
-                        out_dir=out_dir, progress=progress, options=options)
+                        out_dir=out_dir, progress=progress, options=options, teacher=teacher)
 
 
 sys.modules[__name__].__class__ = _DeprecatedCallableModule

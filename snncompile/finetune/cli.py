@@ -40,6 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--finetune-batch-size", type=int, default=64)
     g.add_argument("--finetune-samples", type=int, default=None,
                    help="use at most this many calibration samples (default: all)")
+    g.add_argument("--finetune-holdout", type=float, default=0.1, metavar="FRACTION",
+                   help="part of the fine-tuning samples held out to check that fine-tuning "
+                        "helped; the better network is kept (default 0.1; 0: no check)")
     g.add_argument("--finetune-surrogate", choices=("triangle", "rectangle", "sigmoid"),
                    default="triangle", help="surrogate gradient of the spike")
 
@@ -77,8 +80,11 @@ def _accuracy(graph: Graph, ev: Any, opts: Any, steps: int) -> dict[str, float]:
 
 
 def run_finetune(a: argparse.Namespace, opts: Any, snn: Graph, ev: Any, out_tmp: Path,
-                 out_final: Path) -> tuple[Graph, dict[str, Any]]:
-    """Fine-tune ``snn`` as the flags say; checkpoints under ``out_tmp/finetune``."""
+                 out_final: Path, ann: Graph | None = None) -> tuple[Graph, dict[str, Any]]:
+    """Fine-tune ``snn`` as the flags say, ``ann`` (the frontend's graph) teaching;
+    checkpoints under ``out_tmp/finetune``. The network returned is the better of ``snn`` and
+    the fine-tuned one on held-out calibration samples (``finetune.heldout``), and the printed
+    line and the report's entry say which."""
     from snncompile import distributed
     from snncompile.finetune import FinetuneConfig, parse_method, train
 
@@ -99,25 +105,33 @@ def run_finetune(a: argparse.Namespace, opts: Any, snn: Graph, ev: Any, out_tmp:
                          seed=opts.seed, batch_size=a.finetune_batch_size,
                          surrogate=a.finetune_surrogate, encoding=opts.encoding,
                          device=opts.device, out_dir=ck if main else None,
-                         progress=sys.stderr.isatty() and main)
+                         progress=sys.stderr.isatty() and main, teacher=ann,
+                         holdout=a.finetune_holdout)
     t0 = time.perf_counter()
     results = train(snn, ds, a.finetune, config=cfg)
     tuned = results[-1].graph
+    check = results[-1].check
     for r in results:  # name the checkpoint where it will be, not the temporary directory
         if r.resumed_from is not None:
             r.resumed_from = r.resumed_from.replace(str(out_tmp), str(out_final))
     info: dict[str, Any] = {
         "method": a.finetune, "epochs": a.finetune_epochs, "lr": a.finetune_lr,
         "timesteps": steps, "samples": len(ds), "labels": ds.y is not None,
-        "seconds": time.perf_counter() - t0, "steps": [r.summary() for r in results]}
+        "seconds": time.perf_counter() - t0, "teacher": results[-1].teacher,
+        "kept": "fine-tuned" if check is None else check.kept,  # converted | fine-tuned | ..
+        "held_out": None if check is None else check.report(),
+        "steps": [r.summary() for r in results]}
+    if main and check is not None and not cfg.progress:  # train printed it with progress
+        print(check.summary())
     if ev is not None and getattr(ev, "labelled", getattr(ev, "y", None) is not None):
         before = _accuracy(snn, ev, opts, max(steps, opts.timesteps))
         after = _accuracy(tuned, ev, opts, max(steps, opts.timesteps))
         info["accuracy_before"], info["accuracy_after"] = before, after
         t = str(steps)
         if main:
+            kept = " (the converted network, kept)" if info["kept"] == "converted" else ""
             print(f"fine-tuning ({a.finetune}, {a.finetune_epochs} epochs at T={steps}, "
                   f"{len(ds)} samples, {info['seconds']:.1f} s): accuracy at T={steps} "
-                  f"{before[t]:.4f} -> {after[t]:.4f} ({after[t] - before[t]:+.4f})")
+                  f"{before[t]:.4f} -> {after[t]:.4f} ({after[t] - before[t]:+.4f}){kept}")
     return tuned, info
 

@@ -1,9 +1,11 @@
 """``distill``: layer-wise ANN→SNN knowledge distillation (LaSNN, Hong et al. 2023), applied to
 the converted SNN with the ANN as teacher.
 
-Teacher: the ANN in the IR's ANN mode (``execute.run_ann_torch``), by default the IR being tuned
-before any change (its ops and names are those of the SNN), else ``config.teacher``. Student:
-the converted SNN in the simulator's differentiable mode at T = ``config.timesteps``.
+Teacher: ``config.teacher`` run as an ANN (``interp.run_ann_torch``): ``finetune.train`` sets it
+to the ANN the IR was converted from, in the IR's op names (``finetune.teacher``), or to the IR
+itself (its ANN mode) when no ANN was given — which is not the ANN after ``bias-calibration``
+(issue 22). Student: the converted SNN in the simulator's differentiable mode at
+T = ``config.timesteps``.
 
 What is matched, for a spiking layer l with threshold θ_l, spikes s_l(t), T steps:
 

@@ -105,8 +105,11 @@ class FinetuneConfig:
     device: str = "auto"
     out_dir: Path | None = None  # checkpoints; None: no checkpoints
     progress: bool = True
-    teacher: Graph | None = None  # ANN teacher (ANN mode); None: the IR's own ANN mode
+    teacher: Graph | None = None  # the ANN (``finetune.teacher``); None: the IR's ANN mode
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: part of the samples held out to check that fine-tuning helped (``finetune.heldout``);
+    #: 0: no check (the trained network is returned whatever it scores)
+    holdout: float = 0.1
 
     def __post_init__(self) -> None:
         bad = []
@@ -115,6 +118,8 @@ class FinetuneConfig:
             lo = 0 if name == "epochs" else 1
             if not isinstance(v, int) or v < lo:
                 bad.append(Diagnostic(f"finetune {name}={v!r}; must be an integer >= {lo}"))
+        if not (isinstance(self.holdout, (int, float)) and 0 <= self.holdout < 1):
+            bad.append(Diagnostic(f"finetune holdout={self.holdout!r}; must be in [0, 1)"))
         if not (self.lr > 0 and np.isfinite(self.lr)):
             bad.append(Diagnostic(f"finetune lr={self.lr!r}; must be > 0"))
         if self.encoding not in ("direct", "poisson"):
@@ -193,12 +198,21 @@ class FinetuneResult:
     seconds: float
     peak_memory_bytes: int = 0
     resumed_from: str | None = None
+    #: the last step of a run: the held-out check (``finetune.heldout.HeldOutCheck``) that
+    #: chose ``graph``, and ``trained``, what training produced (``graph`` unless it was not kept)
+    check: Any = None
+    trained: Graph | None = None
+    teacher: str = ""  # which network taught (``finetune.teacher.teacher_for``'s note)
 
     def summary(self) -> dict[str, Any]:
-        return {"method": self.method, "seconds": self.seconds,
-                "peak_memory_bytes": self.peak_memory_bytes, "resumed_from": self.resumed_from,
-                "epochs": [{k: v for k, v in h.items() if k != "batch_losses"}
-                           for h in self.history]}
+        out = {"method": self.method, "seconds": self.seconds,
+               "peak_memory_bytes": self.peak_memory_bytes, "resumed_from": self.resumed_from,
+               "teacher": self.teacher,
+               "epochs": [{k: v for k, v in h.items() if k != "batch_losses"}
+                          for h in self.history]}
+        if self.check is not None:
+            out["held_out"] = self.check.report()
+        return out
 
 
 # ------------------------------------------------------------------------------ helpers

@@ -321,7 +321,8 @@ def run(a: argparse.Namespace) -> int:
         if a.finetune:
             from snncompile.finetune.cli import run_finetune
 
-            snn, finetune_info = run_finetune(a, opts, snn, ev, out.tmp, out.final)
+            snn, finetune_info = run_finetune(a, opts, snn, ev, out.tmp, out.final,
+                                              ann=None if is_nir else graph)
         if main:
             save(snn, out.tmp)
         if a.target == "ir":
