@@ -8,7 +8,7 @@ checkpoints are not in ``--work`` yet) and exports them to ONNX as written (opti
 shortcuts: strided ``Slice`` + channel ``Pad``): ResNet-20 (option A), VGG-11 with BatchNorm
 and MaxPool, and the ResNet-20 with QCFS activations (L = 4).
 
-Data: ``--eval-samples`` test images (a seeded, class-balanced draw from the 10,000) and 1024
+Data: ``--eval-samples`` (1000) test images (a seeded, class-balanced draw from the 10,000) and 1024
 calibration images drawn the same way from the 50,000 training images, written as ``.npz``
 files into ``--work`` (normalised as ``--preprocess cifar10`` does; nothing derived from the
 data goes into the repository).
@@ -21,7 +21,7 @@ Rows, per network, each T one command-line run exactly as a user types it::
   samples; its accuracy at T, the tuning's share of the whole job's wall time, the simulation
   time, spikes and synaptic operations per image;
 - ``snn-compile --finetune distill`` (``--finetune``): the same plus distillation fine-tuning
-  for T (``--finetune-epochs 1`` on the calibration images);
+  for T (``--finetune-epochs 2`` on the calibration images), at T ≤ 8;
 - SpikingJelly 2.0 (``--sj-python``: a Python with spikingjelly 2.0.0, see
   ``benchmarks/sj2_runner.py``): the recipes ``SJ_RECIPES`` on the same float networks and
   images, one run to max(T); the row is its best recipe per T, chosen on the test set.
@@ -50,6 +50,7 @@ from benchmarks import cifar_train
 ROOT = Path(__file__).resolve().parents[1]
 NETS = ("resnet20a", "vgg11", "resnet20a_qcfs4")
 TIMESTEPS = (1, 2, 4, 8, 16, 32, 64)
+FINETUNE_MAX_T = 8  # the --finetune rows: where conversion alone leaves most to gain
 SNN_COMPILE = Path(sys.executable).with_name("snn-compile")
 #: SpikingJelly's recipes run here: the three that were its best in some cell of the three-split
 #: digits comparison (benchmarks/results/vs_spikingjelly_3splits.json: 15, 4 and 1 of 20 cells)
@@ -98,9 +99,9 @@ def run_cli(onnx: Path, calib: Path, test: Path, steps: int, out: Path, threads:
 
 
 def snn_rows(net: str, onnx: Path, calib: Path, test: Path, args: argparse.Namespace,
-             extra: list[str], label: str) -> dict[str, Any]:
+             extra: list[str], label: str, timesteps: list[int]) -> dict[str, Any]:
     cells: dict[str, Any] = {}
-    for steps in args.timesteps:
+    for steps in timesteps:
         out = args.work / "runs" / f"{net}-{label.replace(' ', '_')}-T{steps}"
         if out.exists():
             import shutil
@@ -176,7 +177,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=cifar_train.DEFAULT_WORK)
     ap.add_argument("--nets", nargs="+", default=list(NETS), choices=NETS)
     ap.add_argument("--timesteps", type=int, nargs="+", default=list(TIMESTEPS))
-    ap.add_argument("--eval-samples", type=int, default=2000)
+    ap.add_argument("--eval-samples", type=int, default=1000)
     ap.add_argument("--calibration-samples", type=int, default=1024)
     ap.add_argument("--finetune", action="store_true", help="add the --finetune distill rows")
     ap.add_argument("--sj-python", default=None)
@@ -196,14 +197,20 @@ def main() -> None:
         "threads": args.threads, "machine": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(), "device": "cuda" if torch.cuda.is_available() else "cpu",
         "networks": {}}
+    if args.out.exists():  # networks run earlier into the same file stay (one per command)
+        old = json.loads(args.out.read_text())
+        if old.get("eval_samples") == args.eval_samples:
+            results["networks"] = {k: v for k, v in old["networks"].items()
+                                   if k not in args.nets}
     for net in args.nets:
         onnx = args.work / f"{net}.onnx"
         rows = {"snn-compile (defaults)": snn_rows(net, onnx, calib, test, args, [],
-                                                   "defaults")}
+                                                   "defaults", args.timesteps)}
         if args.finetune:
             rows["snn-compile --finetune distill"] = snn_rows(
                 net, onnx, calib, test, args,
-                ["--finetune", "distill", "--finetune-epochs", "1"], "finetune")
+                ["--finetune", "distill", "--finetune-epochs", "2"], "finetune",
+                [t for t in args.timesteps if t <= FINETUNE_MAX_T])
         first = next(v for v in rows["snn-compile (defaults)"].values() if "accuracy" in v)
         results["networks"][net] = {"ann_accuracy": first["ann_accuracy"], "rows": rows}
     if args.sj_python:
@@ -211,7 +218,7 @@ def main() -> None:
                           test, max(args.timesteps), args.work, args.threads)
         for net, recipes in sj["models"].items():
             best = {}
-            for t in args.timesteps:
+            for t in TIMESTEPS:
                 accs = {k: v["accuracy_by_timestep"][t - 1] for k, v in recipes.items()
                         if "accuracy_by_timestep" in v}
                 if accs:
@@ -220,7 +227,7 @@ def main() -> None:
             results["networks"][net]["rows"]["SpikingJelly 2.0 (best recipe per T)"] = best
             results["networks"][net]["spikingjelly"] = recipes
     results["load_average_at_end"] = os.getloadavg()
-    results["table"] = table(results, tuple(args.timesteps))
+    results["table"] = table(results, TIMESTEPS)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(results["table"])

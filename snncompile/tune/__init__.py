@@ -57,18 +57,18 @@ Budget (deterministic): ``budget`` counts *simulated samples*, each simulated fo
 unit of an evaluation, so a budget of N costs about as much as evaluating N samples at the same
 T. A candidate simulated on n samples costs n, a ``bias-calibration`` build the 2·``few``
 samples (at most 2·128) its own layer-by-layer simulation runs. Without an explicit budget the
-default (``default_budget``) scales with what a candidate costs: at most a third of the
-evaluation's samples (``EVAL_SHARE``: tuning is then at most a quarter of tuning +
-evaluation), at most ``COMPUTE_BUDGET`` = 1.3·10¹² multiply-accumulates (samples × T × the
-network's MACs per step: 8192 samples of an MNIST-sized CNN at T = 32, about 1,000 of a CIFAR
-ResNet-20), at most ``DEFAULT_BUDGET`` = 8192 and at least ``MIN_BUDGET`` = 384 samples; each
-confirmation uses at most an eighth of the budget. The bias-calibration try and the
-confirmation are reserved up front; the search stops before the first candidate that would
-overrun the rest, and the result says so (``cut_by_budget``); a budget smaller than one
-confirmation still confirms the default once. Nothing depends on the clock: the same model,
-calibration data, T, seed, evaluation size and budget give the same pipeline on any machine
-and under any load (``fit_cap`` bounds the fit samples' recordings by a fixed 2 GiB, or by an
-explicit ``--memory-budget``; only a machine with less than 4 GiB free shrinks it further).
+default (``default_budget``) scales with what a candidate costs: at most 30 % of the
+evaluation's samples (``EVAL_SHARE``: tuning is then under a quarter of the whole job), at most
+``COMPUTE_BUDGET`` = 1.3·10¹² multiply-accumulates (samples × T × the network's MACs per step:
+8192 samples of an MNIST-sized CNN at T = 32, about 1,000 of a CIFAR ResNet-20), at most
+``DEFAULT_BUDGET`` = 8192 and at least ``MIN_BUDGET`` = 256 samples; each confirmation uses at
+most an eighth of the budget. The bias-calibration try and the confirmation are reserved up
+front; the search stops before the first candidate that would overrun the rest, and the result
+says so (``cut_by_budget``); a budget smaller than one confirmation still confirms the default
+once. Nothing depends on the clock: the same model, calibration data, T, seed, evaluation size
+and budget give the same pipeline on any machine and under any load (``fit_cap`` bounds the fit
+samples' recordings by a fixed 2 GiB, or by an explicit ``--memory-budget``; only a machine
+with less than 4 GiB free shrinks it further).
 
 Neurons: group neurons (``gn``, M = ``gn_members`` = 4 members, each firing at θ/M, up to M
 spikes a step) carry M times the resolution per step, which is what conversion lacks at low T;
@@ -110,13 +110,13 @@ THRESHOLD_CHOICES = ("p99.9/layer", "p99.9/channel", "p99.99/channel", "max/chan
 ALPHA_CHOICES = (0.5, 0.25, 0.75, 0.0)
 DEFAULT_BUDGET = 8192  # simulated samples (each T steps): the most any tuning spends
 #: the default budget is at most this share of the evaluation's simulated samples, so tuning is
-#: at most a quarter of tuning + evaluation (the issue: ≤ 25 % of the job)
-EVAL_SHARE = 1 / 3
+#: under a quarter of tuning + evaluation + conversion (the issue: ≤ 25 % of the job)
+EVAL_SHARE = 0.3
 #: without an evaluation set: at most this many multiply-accumulates, summed over the
 #: simulated samples × T × the network's MACs per step (8192 samples of an MNIST-sized CNN of
 #: 5 M MACs at T = 32; about 1,000 samples of a CIFAR ResNet-20 at T = 32)
 COMPUTE_BUDGET = 1.3e12
-MIN_BUDGET = 384  # the fewest samples a default budget allows: default, a few tries, confirm
+MIN_BUDGET = 256  # the fewest samples a default budget allows: default, a few tries, confirm
 FEW = 128  # held-out samples per search candidate (fewer where the budget is small)
 MIN_FEW = 32
 MIN_FRESH = 64  # held-out samples the search did not see, needed to confirm on them alone
