@@ -54,7 +54,7 @@ from snncompile.finetune import FinetuneConfig, train  # noqa: E402
 from snncompile.interp import run_ann  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-MNIST = ("mnist_cnn", "mnist_maxpool", "mnist_resnet")
+MNIST = ("mnist_maxpool", "mnist_cnn", "mnist_resnet")
 OTHER = ("digits_cnn", "resnet_block")
 STEPS = (2, 4, 8)
 
@@ -171,17 +171,20 @@ def main() -> None:
     torch.manual_seed(0)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for m in a.models:
+        for m in a.models:  # the JSON is rewritten after each model (a long run keeps its rows)
             rows += bench(m, a.methods, a, Path(tmp))
-    md = table(rows)
-    print(md)
+            _write(a, rows)
+    print(table(rows))
+    print(f"wrote {a.out}")
+
+
+def _write(a: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
     a.out.parent.mkdir(parents=True, exist_ok=True)
     cmd = "python benchmarks/finetune.py " + " ".join(sys.argv[1:])
     a.out.write_text(json.dumps({
         "command": cmd.strip(), "machine": platform.platform(), "cpu_threads": a.threads,
         "cpu_count": os.cpu_count(), "load_average_at_end": os.getloadavg(),
-        "torch": torch.__version__, "rows": rows, "table": md}, indent=1) + "\n")
-    print(f"wrote {a.out}")
+        "torch": torch.__version__, "rows": rows, "table": table(rows)}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
