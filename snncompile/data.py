@@ -87,12 +87,13 @@ def load_npz(path: str | Path, *, need_labels: bool = False) -> Dataset:
                 raise CompileError("wrong data file", [Diagnostic(
                     f"{p}: no array 'x' (has: {', '.join(sorted(keys)) or 'nothing'})",
                     hint="expected x (N, C, H, W) float32 and y (N,) int")])
-            x = np.asarray(f["x"])
-            y = np.asarray(f["y"]) if "y" in keys else None
+            x = _member(f, "x", p)
+            y = _member(f, "y", p) if "y" in keys else None
     except CompileError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise CompileError("cannot read data file", [Diagnostic(f"{p}: {e}")]) from None
+        raise CompileError("cannot read data file", [Diagnostic(
+            f"{p}: {validate.one_line(e)}")]) from None
     if x.dtype.kind not in "fiu" or x.ndim < 2:
         raise CompileError("wrong data file", [Diagnostic(
             f"{p}: x has dtype {x.dtype} and shape {x.shape}; expected float (N, C, H, W)")])
@@ -102,6 +103,19 @@ def load_npz(path: str | Path, *, need_labels: bool = False) -> Dataset:
     elif need_labels:
         raise CompileError("wrong data file", [Diagnostic(f"{p}: no labels 'y' for evaluation")])
     return Dataset(x, y, str(p))
+
+
+def _member(f: Any, key: str, p: Path) -> np.ndarray:
+    """Array ``key`` of the open npz ``f``; a member that cannot be read (truncated, a bad
+    CRC, a corrupt deflate stream, a header numpy refuses) is one CompileError naming the
+    file and the member."""
+    from snncompile import validate
+
+    try:
+        return np.asarray(f[key])
+    except Exception as e:  # noqa: BLE001 - zipfile, zlib and numpy raise many types here
+        raise CompileError("cannot read data file", [Diagnostic(
+            f"{p}: member {key}.npy: {validate.one_line(e)}")]) from None
 
 
 def save_npz(path: str | Path, x: np.ndarray, y: np.ndarray | None = None) -> None:
@@ -370,12 +384,15 @@ def _import_dataset(spec: str) -> Any:
         obj = getattr(importlib.import_module(mod_name), attr)
     except (ImportError, AttributeError) as e:
         raise CompileError("cannot import dataset", [Diagnostic(f"{spec}: {e}")]) from None
+    except (Exception, SystemExit) as e:  # the user's module raised (or exited) on import
+        raise CompileError("cannot import dataset", [Diagnostic(
+            f"{spec}: importing {mod_name} raised {type(e).__name__}: {e}")]) from None
     try:
         ds = obj() if isinstance(obj, type) or (callable(obj) and not hasattr(
             obj, "__getitem__")) else obj
     except CompileError:
         raise
-    except Exception as e:  # the user's code failed: say where, in one line
+    except (Exception, SystemExit) as e:  # the user's code failed (or called sys.exit)
         raise CompileError("dataset callable failed", [Diagnostic(
             f"{spec}(): {type(e).__name__}: {e}")]) from None
     import torch.utils.data as tud

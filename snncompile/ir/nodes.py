@@ -41,6 +41,15 @@ def _bad_values(name: str, arr: np.ndarray | None) -> Iterator[str]:
         yield f"{name} has {n_nan} NaN and {n_inf} Inf values"
 
 
+def _geometry(op: Any) -> Iterator[str]:
+    """Window geometry of a conv or pool: kernel, stride and dilation >= 1, padding >= 0 (a
+    stride of 0 would divide by zero, a negative padding crop silently)."""
+    for name, lo in (("kernel", 1), ("stride", 1), ("dilation", 1), ("padding", 0)):
+        v = getattr(op, name, None)
+        if v is not None and any(int(d) < lo for d in v):
+            yield f"{name} {tuple(v)} must be >= {lo}"
+
+
 @dataclass(frozen=True, eq=False, kw_only=True)
 class Activation:
     """ANN activation fused into a layer.
@@ -175,6 +184,11 @@ class Input(Node):
     channels_last: bool = False
     arity: ClassVar[tuple[int, int | None]] = (0, 0)
 
+    def check(self) -> Iterator[str]:
+        yield from super().check()
+        if not self.shape or any(int(d) < 1 for d in self.shape):
+            yield f"input shape {tuple(self.shape)} must have dimensions >= 1"
+
     def out_shape(self, in_shapes: list[Shape]) -> Shape:
         return tuple(self.shape)
 
@@ -217,6 +231,7 @@ class Conv2d(Layer):
 
     def check(self) -> Iterator[str]:
         yield from super().check()
+        yield from _geometry(self)
         if self.weight.ndim != 4:
             yield f"conv weight must be 4-D, got shape {self.weight.shape}"
         elif self.bias is not None and self.bias.shape != (self.weight.shape[0],):
@@ -288,6 +303,10 @@ class AvgPool2d(Node):
     padding: tuple[int, int, int, int] = (0, 0, 0, 0)
     count_include_pad: bool = True
 
+    def check(self) -> Iterator[str]:
+        yield from super().check()
+        yield from _geometry(self)
+
     def out_shape(self, in_shapes: list[Shape]) -> Shape:
         c, h, w = in_shapes[0]
         p = self.padding
@@ -304,6 +323,10 @@ class _Window:
     stride: tuple[int, int]
     padding: tuple[int, int, int, int] = (0, 0, 0, 0)
     dilation: tuple[int, int] = (1, 1)
+
+    def check(self) -> Iterator[str]:
+        yield from super().check()  # type: ignore[misc]
+        yield from _geometry(self)
 
     def out_shape(self, in_shapes: list[Shape]) -> Shape:
         c, h, w = in_shapes[0]

@@ -405,10 +405,10 @@ class GpuNetwork:
     def save(self, directory: str | Path) -> None:
         """Write the spiking IR (ir.json + ir.npz) and gpu.json (how to rebuild this network);
         with ``options.export == "nir"`` also ``network.nir``."""
-        from snncompile.ir.serialize import save
+        from snncompile.ir.serialize import prepare_dir, save
 
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
+        # never overwrites a file it did not write (``prepare_dir``)
+        d = prepare_dir(directory, ("ir.json", "ir.npz", "gpu.json", "network.nir"))
         save(self.graph, d)
         info = {"target": "gpu", "dtype": str(self.dtype),
                 "device": str(self.device), "timesteps": self.options.timesteps,
