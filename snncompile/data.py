@@ -235,6 +235,52 @@ class ImageFolder:
             raise CompileError("cannot read image", [Diagnostic(f"{path}: {e}")]) from None
 
 
+class Checked:
+    """A map-style dataset whose every item is checked as it is read: an item that raises
+    (or calls ``sys.exit``), whose x is not a finite array of the first item's shape, or whose
+    label is not one integer, is one CompileError naming the source and the item index
+    (instead of a traceback out of a pass, or a silently wrong batch). Items are ``x`` or
+    ``(x, y)`` as the wrapped dataset gives them."""
+
+    def __init__(self, ds: Any, source: str) -> None:
+        self.ds, self.source, self.shape = ds, source, None
+        if len(ds):
+            self.shape = np.shape(self._x(self[0], 0))
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def _bad(self, i: int, msg: str) -> CompileError:
+        return CompileError("bad sample", [Diagnostic(f"{self.source} item {i}: {msg}")])
+
+    def _x(self, item: Any, i: int) -> np.ndarray:
+        raw = item[0] if isinstance(item, (tuple, list)) else item
+        try:
+            x = np.asarray(raw, np.float32)
+        except (TypeError, ValueError) as e:
+            raise self._bad(i, f"x is {type(raw).__name__}, not numbers ({e})") from None
+        if self.shape is not None and x.shape != self.shape:
+            raise self._bad(i, f"x has shape {x.shape}; item 0 has {self.shape}")
+        if not np.isfinite(x).all():
+            raise self._bad(i, "x contains NaN or Inf")
+        return x
+
+    def __getitem__(self, i: int) -> Any:
+        try:
+            item = self.ds[i]
+        except CompileError:
+            raise
+        except (Exception, SystemExit) as e:  # the user's dataset failed (or called sys.exit)
+            raise self._bad(i, f"reading it raised {type(e).__name__}: {e}") from None
+        x = self._x(item, i)
+        if not isinstance(item, (tuple, list)):
+            return x
+        y = np.asarray(item[1])
+        if y.ndim != 0 or y.dtype.kind not in "iu":
+            raise self._bad(i, f"label {item[1]!r} is not one integer")
+        return x, int(y)
+
+
 def _collate(items: list[Any]) -> tuple[np.ndarray, np.ndarray | None]:
     if isinstance(items[0], (tuple, list)):
         xs = [np.asarray(it[0], np.float32) for it in items]
@@ -433,13 +479,16 @@ def open_data(spec: str | Path, *, need_labels: bool = False, preprocess: Prepro
               workers: int = 2) -> Source:
     """A ``Source`` from a ``.npz`` file, an image folder or ``module:callable``."""
     text = str(spec)
+    if not text.strip():  # Path("") is the current folder: never read it as an image folder
+        raise CompileError("bad data", [Diagnostic("the data path is empty")])
     p = Path(text)
     if p.is_dir() and p.suffix.lower() != ".npz":  # a folder named *.npz is a wrong .npz
-        src = Source(text, dataset=ImageFolder(p, preprocess or Preprocess()), workers=workers)
+        src = Source(text, dataset=Checked(ImageFolder(p, preprocess or Preprocess()), text),
+                     workers=workers)
     elif p.is_file() or text.endswith(".npz") or ":" not in text:
         return Source.of(load_npz(p, need_labels=need_labels))
     else:
-        src = Source(text, dataset=_import_dataset(text), workers=workers)
+        src = Source(text, dataset=Checked(_import_dataset(text), text), workers=workers)
     if len(src) == 0:
         raise CompileError("empty dataset", [Diagnostic(text)])
     x, y = src.first(1)

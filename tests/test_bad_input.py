@@ -602,3 +602,84 @@ def test_a_pass_may_not_end_the_process(tmp_path, capsys, monkeypatch):
 def test_pass_option_of_the_wrong_type_names_the_pass(spec, words, tmp_path, capsys):
     bad(capsys, [MODEL, "--dataset", "digits", "--no-tune", "--pass", spec, "--out",
                  tmp_path / "o"], *words)
+
+
+# ------------------------------------------------------------------------------ issue 22 campaign
+_STREAMS = '''import sys
+import numpy as np
+
+class Base:
+    bad = None
+    def __len__(self):
+        return 20
+    def __getitem__(self, i):
+        x = np.zeros((1, 8, 8), np.float32)
+        return (self.spoil(x, i) if i == 7 else (x, i % 10))
+
+class NaNLater(Base):
+    def spoil(self, x, i):
+        x[0, 0, 0] = np.nan
+        return x, 1
+
+class WrongShape(Base):
+    def spoil(self, x, i):
+        return np.zeros((3, 4, 4), np.float32), 1
+
+class StringLabel(Base):
+    def spoil(self, x, i):
+        return x, "cat"
+
+class FloatLabel(Base):
+    def spoil(self, x, i):
+        return x, 1.5
+
+class Raises(Base):
+    def spoil(self, x, i):
+        raise ValueError("disk gone")
+
+class Exits(Base):
+    def spoil(self, x, i):
+        sys.exit(5)
+'''
+
+
+@pytest.mark.parametrize("cls, word", [
+    ("NaNLater", "NaN"), ("WrongShape", "(3, 4, 4)"), ("StringLabel", "'cat'"),
+    ("FloatLabel", "1.5"), ("Raises", "disk gone"), ("Exits", "SystemExit"),
+])
+def test_a_streamed_sample_is_checked_as_it_is_read(cls, word, tmp_path, capsys, monkeypatch):
+    """Campaign: item 7 of a module:callable dataset went wrong after item 0 was fine: a
+    PassError traceback (shape, label, raising), a float label truncated silently, a
+    sys.exit blamed on balance-thresholds. Now one line naming the source and the item."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "streams_i22.py").write_text(_STREAMS)
+    bad(capsys, [MODEL, "--eval", f"streams_i22:{cls}", "--no-tune", "--timesteps", "2",
+                 "--workers", "0", "--out", tmp_path / "o"], f"streams_i22:{cls} item 7", word)
+    assert not (tmp_path / "o").exists()
+
+
+def test_empty_data_paths_are_refused(tmp_path, capsys, monkeypatch):
+    """Campaign: ``--eval ""`` (an unset variable) ran as if no data were given, and the API's
+    ``calibration=""`` read the current folder as an image folder."""
+    monkeypatch.chdir(tmp_path)
+    bad(capsys, [MODEL, "--eval", "", "--out", tmp_path / "o"], "--eval is empty")
+    bad(capsys, [MODEL, "--calibration", " ", "--out", tmp_path / "o"], "--calibration is empty")
+    with pytest.raises(CompileError, match="data path is empty"):
+        snncompile.convert(MODEL, calibration="")
+
+
+def test_a_failed_allocation_in_the_simulator_is_one_line():
+    """Campaign: ``--timesteps 100000`` with tuning on was a torch allocator traceback
+    (the tuner simulates without the CLI's memory estimate). The simulator's ``simulate``
+    runs inside ``too_large_on_oom``: an allocation torch cannot make (here a real one of
+    4 EiB) is a CompileError "too large"; other RuntimeErrors pass through."""
+    import torch
+
+    from snncompile.backends.memory import too_large_on_oom
+
+    with pytest.raises(CompileError, match="too large: simulating 1 samples for T=9 needs"):
+        with too_large_on_oom("simulating 1 samples for T=9"):
+            torch.empty(2**62, dtype=torch.uint8)
+    with pytest.raises(RuntimeError, match="shape"):
+        with too_large_on_oom("x"):
+            torch.zeros(2, 3) @ torch.zeros(2, 3)

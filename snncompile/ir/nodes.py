@@ -41,6 +41,14 @@ def _bad_values(name: str, arr: np.ndarray | None) -> Iterator[str]:
         yield f"{name} has {n_nan} NaN and {n_inf} Inf values"
 
 
+def _bad_scalars(obj: Any) -> Iterator[str]:
+    """Every float field of ``obj`` is finite (a NaN α or shift would run, silently wrong)."""
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        if isinstance(v, float) and not math.isfinite(v):
+            yield f"{f.name}={v} must be finite"
+
+
 def _geometry(op: Any) -> Iterator[str]:
     """Window geometry of a conv or pool: kernel, stride and dilation >= 1, padding >= 0 (a
     stride of 0 would divide by zero, a negative padding crop silently)."""
@@ -64,6 +72,7 @@ class Activation:
     shift: float = 0.5
 
     def check(self) -> Iterator[str]:
+        yield from (m for m in _bad_scalars(self) if not m.startswith("hi="))
         if self.hi is not None and not (math.isfinite(self.hi) and self.hi > 0):
             yield f"activation upper bound {self.hi} must be a finite positive number"
         if self.levels is not None and (self.hi is None or self.levels < 1):
@@ -93,6 +102,7 @@ class Neuron:
         _freeze_arrays(self)
 
     def check(self) -> Iterator[str]:
+        yield from _bad_scalars(self)
         yield from _bad_values("threshold", self.threshold)
         if self.threshold.ndim != 1:
             yield f"threshold must be 1-D (per channel), got shape {self.threshold.shape}"
@@ -147,6 +157,7 @@ class Node:
                 if isinstance(v := getattr(self, f.name), np.ndarray)}
 
     def check(self) -> Iterator[str]:
+        yield from _bad_scalars(self)
         for name, arr in self.arrays().items():
             yield from _bad_values(name, arr)
         for f in fields(self):

@@ -182,6 +182,9 @@ def _datasets(a: argparse.Namespace, opts: CompileOptions, input_shape: Any = No
                            [Diagnostic("give --dataset or --calibration/--eval, not both")])
     if a.workers < 0:
         raise CompileError("bad usage", [Diagnostic(f"--workers {a.workers}; must be >= 0")])
+    for flag, given in (("--calibration", a.calibration), ("--eval", a.eval)):
+        if given is not None and not given.strip():  # an unset shell variable: not "no data"
+            raise CompileError("bad usage", [Diagnostic(f"{flag} is empty")])
     from_eval = False
     if a.dataset == "digits":
         calib = data.Source.of(data.digits("train", seed=opts.seed)).take(

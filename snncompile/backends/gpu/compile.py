@@ -165,7 +165,11 @@ class SpikingNetwork(nn.Module):
         then receives each layer's s chunk by chunk, in time order. A network with a neuron
         model whose scan carries no state (``chunkable`` False) runs all T at once.
         """
-        with float32_math(self.tf32):
+        from snncompile.backends.memory import too_large_on_oom
+
+        what = f"simulating {x.shape[-len(self.graph.shape(self.input_name)) - 1]} samples " \
+               f"for T={steps}"
+        with float32_math(self.tf32), too_large_on_oom(what):
             return self._simulate(x, steps, on_spikes, chunk)
 
     def _simulate(self, x: Tensor, steps: int,
