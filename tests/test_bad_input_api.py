@@ -202,7 +202,7 @@ def test_fuzzed_ir_json_loads_or_is_one_compile_error(tmp_path_factory):
     d, doc = _saved(tmp_path_factory.mktemp("fuzz"))
     paths = [p for p in _paths(doc) if p]
 
-    @settings(max_examples=300, deadline=None, database=None,
+    @settings(max_examples=300, deadline=None, database=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
     @given(st.lists(st.tuples(st.sampled_from(paths), st.one_of(_VALUE, st.just(KeyError))),
                     min_size=1, max_size=3))
