@@ -87,12 +87,13 @@ def load_npz(path: str | Path, *, need_labels: bool = False) -> Dataset:
                 raise CompileError("wrong data file", [Diagnostic(
                     f"{p}: no array 'x' (has: {', '.join(sorted(keys)) or 'nothing'})",
                     hint="expected x (N, C, H, W) float32 and y (N,) int")])
-            x = np.asarray(f["x"])
-            y = np.asarray(f["y"]) if "y" in keys else None
+            x = _member(f, "x", p)
+            y = _member(f, "y", p) if "y" in keys else None
     except CompileError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise CompileError("cannot read data file", [Diagnostic(f"{p}: {e}")]) from None
+        raise CompileError("cannot read data file", [Diagnostic(
+            f"{p}: {validate.one_line(e)}")]) from None
     if x.dtype.kind not in "fiu" or x.ndim < 2:
         raise CompileError("wrong data file", [Diagnostic(
             f"{p}: x has dtype {x.dtype} and shape {x.shape}; expected float (N, C, H, W)")])
@@ -102,6 +103,19 @@ def load_npz(path: str | Path, *, need_labels: bool = False) -> Dataset:
     elif need_labels:
         raise CompileError("wrong data file", [Diagnostic(f"{p}: no labels 'y' for evaluation")])
     return Dataset(x, y, str(p))
+
+
+def _member(f: Any, key: str, p: Path) -> np.ndarray:
+    """Array ``key`` of the open npz ``f``; a member that cannot be read (truncated, a bad
+    CRC, a corrupt deflate stream, a header numpy refuses) is one CompileError naming the
+    file and the member."""
+    from snncompile import validate
+
+    try:
+        return np.asarray(f[key])
+    except Exception as e:  # noqa: BLE001 - zipfile, zlib and numpy raise many types here
+        raise CompileError("cannot read data file", [Diagnostic(
+            f"{p}: member {key}.npy: {validate.one_line(e)}")]) from None
 
 
 def save_npz(path: str | Path, x: np.ndarray, y: np.ndarray | None = None) -> None:
@@ -219,6 +233,52 @@ class ImageFolder:
             return self.preprocess(path), label
         except OSError as e:
             raise CompileError("cannot read image", [Diagnostic(f"{path}: {e}")]) from None
+
+
+class Checked:
+    """A map-style dataset whose every item is checked as it is read: an item that raises
+    (or calls ``sys.exit``), whose x is not a finite array of the first item's shape, or whose
+    label is not one integer, is one CompileError naming the source and the item index
+    (instead of a traceback out of a pass, or a silently wrong batch). Items are ``x`` or
+    ``(x, y)`` as the wrapped dataset gives them."""
+
+    def __init__(self, ds: Any, source: str) -> None:
+        self.ds, self.source, self.shape = ds, source, None
+        if len(ds):
+            self.shape = np.shape(self._x(self[0], 0))
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def _bad(self, i: int, msg: str) -> CompileError:
+        return CompileError("bad sample", [Diagnostic(f"{self.source} item {i}: {msg}")])
+
+    def _x(self, item: Any, i: int) -> np.ndarray:
+        raw = item[0] if isinstance(item, (tuple, list)) else item
+        try:
+            x = np.asarray(raw, np.float32)
+        except (TypeError, ValueError) as e:
+            raise self._bad(i, f"x is {type(raw).__name__}, not numbers ({e})") from None
+        if self.shape is not None and x.shape != self.shape:
+            raise self._bad(i, f"x has shape {x.shape}; item 0 has {self.shape}")
+        if not np.isfinite(x).all():
+            raise self._bad(i, "x contains NaN or Inf")
+        return x
+
+    def __getitem__(self, i: int) -> Any:
+        try:
+            item = self.ds[i]
+        except CompileError:
+            raise
+        except (Exception, SystemExit) as e:  # the user's dataset failed (or called sys.exit)
+            raise self._bad(i, f"reading it raised {type(e).__name__}: {e}") from None
+        x = self._x(item, i)
+        if not isinstance(item, (tuple, list)):
+            return x
+        y = np.asarray(item[1])
+        if y.ndim != 0 or y.dtype.kind not in "iu":
+            raise self._bad(i, f"label {item[1]!r} is not one integer")
+        return x, int(y)
 
 
 def _collate(items: list[Any]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -370,12 +430,15 @@ def _import_dataset(spec: str) -> Any:
         obj = getattr(importlib.import_module(mod_name), attr)
     except (ImportError, AttributeError) as e:
         raise CompileError("cannot import dataset", [Diagnostic(f"{spec}: {e}")]) from None
+    except (Exception, SystemExit) as e:  # the user's module raised (or exited) on import
+        raise CompileError("cannot import dataset", [Diagnostic(
+            f"{spec}: importing {mod_name} raised {type(e).__name__}: {e}")]) from None
     try:
         ds = obj() if isinstance(obj, type) or (callable(obj) and not hasattr(
             obj, "__getitem__")) else obj
     except CompileError:
         raise
-    except Exception as e:  # the user's code failed: say where, in one line
+    except (Exception, SystemExit) as e:  # the user's code failed (or called sys.exit)
         raise CompileError("dataset callable failed", [Diagnostic(
             f"{spec}(): {type(e).__name__}: {e}")]) from None
     import torch.utils.data as tud
@@ -416,13 +479,16 @@ def open_data(spec: str | Path, *, need_labels: bool = False, preprocess: Prepro
               workers: int = 2) -> Source:
     """A ``Source`` from a ``.npz`` file, an image folder or ``module:callable``."""
     text = str(spec)
+    if not text.strip():  # Path("") is the current folder: never read it as an image folder
+        raise CompileError("bad data", [Diagnostic("the data path is empty")])
     p = Path(text)
     if p.is_dir() and p.suffix.lower() != ".npz":  # a folder named *.npz is a wrong .npz
-        src = Source(text, dataset=ImageFolder(p, preprocess or Preprocess()), workers=workers)
+        src = Source(text, dataset=Checked(ImageFolder(p, preprocess or Preprocess()), text),
+                     workers=workers)
     elif p.is_file() or text.endswith(".npz") or ":" not in text:
         return Source.of(load_npz(p, need_labels=need_labels))
     else:
-        src = Source(text, dataset=_import_dataset(text), workers=workers)
+        src = Source(text, dataset=Checked(_import_dataset(text), text), workers=workers)
     if len(src) == 0:
         raise CompileError("empty dataset", [Diagnostic(text)])
     x, y = src.first(1)

@@ -263,10 +263,18 @@ def data_file(path: str | Path) -> Path:
                 total += nbytes
     except CompileError:
         raise
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError, NotImplementedError) as e:
-        raise _err("cannot read data file", f"{p}: {e}") from None
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError, NotImplementedError,
+            RuntimeError) as e:
+        raise _err("cannot read data file", f"{p}: {one_line(e)}") from None
     check_memory(2 * total, f"{p} (its arrays as float32)")
     return p
+
+
+def one_line(e: BaseException, limit: int = 200) -> str:
+    """An exception's message on one line (whitespace runs collapsed), at most ``limit``
+    characters; its type name when it has no message."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _npy_header(f: Any, where: str) -> tuple[tuple[int, ...], np.dtype]:
@@ -280,11 +288,14 @@ def _npy_header(f: Any, where: str) -> tuple[tuple[int, ...], np.dtype]:
             shape, _, dtype = npf.read_array_header_2_0(f)
         else:
             raise ValueError(f"npy version {version}")
-    except (ValueError, SyntaxError, TypeError, OverflowError) as e:
-        raise _err("bad data file", f"{where}: unreadable .npy header ({e})") from None
+    except Exception as e:  # noqa: BLE001 - numpy parses the header dict with ast and
+        # tokenize: a corrupt one raises ValueError, SyntaxError, tokenize.TokenError, ...
+        raise _err("bad data file", f"{where}: unreadable .npy header ({one_line(e)})") from None
     if dtype.hasobject:
         raise _err("bad data file", f"{where}: holds Python objects (pickled data); "
                    "expected numbers")
+    if dtype.kind in "SUVMm":
+        raise _err("bad data file", f"{where}: holds {dtype} values; expected numbers")
     if any(int(d) < 0 for d in shape):
         raise _err("bad data file", f"{where}: negative dimension in {shape}")
     return tuple(int(d) for d in shape), dtype

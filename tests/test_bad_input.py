@@ -468,3 +468,218 @@ def test_commit_refused_by_the_os_keeps_the_earlier_output(tmp_path):
     o.discard()
     assert snapshot(out) == before
     assert [p.name for p in tmp_path.iterdir()] == ["o"]
+
+
+# ------------------------------------------------------------------------------ issue 22
+def _report_of(tmp_path: Path, data: Path, capsys) -> Path:
+    """A real earlier report.json (the only existing file --report may replace)."""
+    rep = tmp_path / "earlier.json"
+    assert main([str(a) for a in [MODEL, "--eval", data, "--timesteps", "2", "--no-tune",
+                                  "--device", "cpu", "--out", tmp_path / "o0",
+                                  "--report", rep]]) == 0
+    capsys.readouterr()
+    return rep
+
+
+def test_report_never_replaces_an_input_or_another_file(tmp_path, capsys, data, monkeypatch):
+    """Issue 22: --report F where F was the model overwrote the model and exited 0."""
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    model = tmp_path / "m.onnx"
+    shutil.copy(MODEL, model)
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "sub").mkdir()
+    os.symlink(model, tmp_path / "link.json")
+    os.link(model, tmp_path / "hard.json")
+    run = [model, "--eval", data, "--timesteps", "2", "--no-tune", "--device", "cpu",
+           "--out", tmp_path / "o"]
+    before = snapshot(tmp_path)
+    for rep, words in ((model, ["bad --report", "input"]), ("m.onnx", ["input"]),
+                       ("./sub/../m.onnx", ["input"]), (tmp_path / "link.json", ["symbolic"]),
+                       (tmp_path / "hard.json", ["input"]), (data, ["input"]),
+                       (tmp_path / "notes.txt", ["not an earlier snn-compile report"]),
+                       (tmp_path / "o" / "r.json", ["inside --out"])):
+        bad(capsys, [*run, "--report", rep], *words)
+    bad(capsys, [model, "--check", "--data", data, "--report", data], "input")
+    assert snapshot(tmp_path) == before and not (tmp_path / "o").exists()
+    # an image folder's files (and a new file inside it) are inputs too
+    imgs = tmp_path / "imgs"
+    (imgs / "0").mkdir(parents=True)
+    bad(capsys, [*run[:-2], "--out", tmp_path / "o", "--calibration", imgs,
+                 "--report", imgs / "0" / "r.json"], "input")
+    # an earlier report is replaced; a new file is written
+    rep = _report_of(tmp_path, data, capsys)
+    assert main([str(a) for a in [*run, "--report", rep]]) == 0
+    assert json.loads(rep.read_text())["timesteps"] == 2
+    capsys.readouterr()
+
+
+def _npz(path: Path, members: dict[str, bytes], compress: int = zipfile.ZIP_STORED) -> Path:
+    with zipfile.ZipFile(path, "w", compress) as z:
+        for name, raw in members.items():
+            z.writestr(name, raw)
+    return path
+
+
+def _npy(a: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=True)
+    return buf.getvalue()
+
+
+def _hostile_npz_files(tmp_path: Path) -> list[tuple[Path, str]]:
+    """(file, word its error line must hold): each names the file and the member."""
+    x = np.zeros((4, 1, 8, 8), np.float32)
+    y = _npy(np.arange(4))
+    hdr = b"{'descr': '<f4', 'fortran_order': False, 'shape': (4, 1, 8, 8), '"
+    corrupt = b"\x93NUMPY\x01\x00" + len(hdr + b"\n").to_bytes(2, "little") + hdr + b"\n"
+    long_hdr = (b"{'descr': '<f4', 'fortran_order': False, 'shape': (4, 1, 8, 8), "
+                + b"'a'*" * 5000 + b"1}")
+    long_hdr = b"\x93NUMPY\x02\x00" + len(long_hdr + b"\n").to_bytes(4, "little") + long_hdr
+    crc = tmp_path / "crc.npz"
+    np.savez(crc, x=x, y=np.arange(4))
+    raw = bytearray(crc.read_bytes())
+    raw[400] ^= 0xFF
+    crc.write_bytes(bytes(raw))
+    return [
+        (_npz(tmp_path / "corrupt.npz", {"x.npy": corrupt + x.tobytes(), "y.npy": y}), "x.npy"),
+        (_npz(tmp_path / "long.npz", {"x.npy": long_hdr + b"\n" + x.tobytes(), "y.npy": y}),
+         "x.npy"),
+        (_npz(tmp_path / "trunc.npz", {"x.npy": _npy(x)[:200], "y.npy": y}), "x.npy"),
+        (_npz(tmp_path / "ztrunc.npz", {"x.npy": _npy(x)[:300], "y.npy": y},
+              zipfile.ZIP_DEFLATED), "x.npy"),
+        (crc, "x.npy"),
+        (_npz(tmp_path / "text.npz", {"x.npy": b"hello, not an array", "y.npy": y}), "x.npy"),
+        (_npz(tmp_path / "pickled.npz", {"x.npy": _npy(x), "y.npy": _npy(
+            np.array([{"a": 1}] * 4, dtype=object))}), "y.npy"),
+        (_npz(tmp_path / "strings.npz", {"x.npy": _npy(x), "y.npy": _npy(
+            np.array(["a", "b", "c", "d"]))}), "y.npy"),
+    ]
+
+
+def test_corrupt_npz_members_are_one_line_everywhere(tmp_path, capsys):
+    """Issue 22: a corrupt .npy header in an .npz was a tokenize.TokenError traceback."""
+    o = ["--timesteps", "2", "--no-tune", "--out", tmp_path / "o"]
+    for f, member in _hostile_npz_files(tmp_path):
+        for argv in ([MODEL, "--eval", f, *o], [MODEL, "--calibration", f, *o],
+                     [MODEL, "--check", "--data", f]):
+            bad(capsys, argv, f.name, member)
+        with pytest.raises(CompileError, match=member):
+            snncompile.convert(MODEL, calibration=str(f), no_tune=True)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_pass_may_not_end_the_process(tmp_path, capsys, monkeypatch):
+    """Issue 22: a --pass that called sys.exit() ended the run with exit 0 and no word."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "exits_i22.py").write_text(
+        "import sys\n\ndef quits(graph, ctx):\n    sys.exit()\n\n"
+        "def fails(graph, ctx):\n    sys.exit(3)\n")
+    (tmp_path / "exits_on_import_i22.py").write_text("import sys\nsys.exit(0)\n")
+    for p, code in (("quits", "None"), ("fails", "3")):
+        rc = main([str(MODEL), "--dataset", "digits", "--no-tune", "--timesteps", "2",
+                   "--eval-samples", "8", "--out", str(tmp_path / "o"), "--pass",
+                   f"exits_i22:{p}"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 1 and len(err) == 1, err
+        assert f"pass '{p}' called sys.exit({code})" in err[0]
+        assert not (tmp_path / "o").exists()
+    bad(capsys, [MODEL, "--target", "ir", "--pass", "exits_on_import_i22:p", "--out",
+                 tmp_path / "o"], "exits_on_import_i22", "SystemExit")
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("balance-thresholds{norm=None}", ["pass 'balance-thresholds'", "norm", "expected one of"]),
+    ("balance-thresholds{norm=3}", ["pass 'balance-thresholds'", "norm", "expected one of"]),
+    ("balance-thresholds{channelwise=3}", ["pass 'balance-thresholds'", "channelwise",
+                                           "expected a bool"]),
+    ("quantize-weights{bits=eight}", ["pass 'quantize-weights'", "bits", "expected an int"]),
+    ("initial-potential{alpha=half}", ["pass 'initial-potential'", "alpha", "expected a float"]),
+])
+def test_pass_option_of_the_wrong_type_names_the_pass(spec, words, tmp_path, capsys):
+    bad(capsys, [MODEL, "--dataset", "digits", "--no-tune", "--pass", spec, "--out",
+                 tmp_path / "o"], *words)
+
+
+# ------------------------------------------------------------------------------ issue 22 campaign
+_STREAMS = '''import sys
+import numpy as np
+
+class Base:
+    bad = None
+    def __len__(self):
+        return 20
+    def __getitem__(self, i):
+        x = np.zeros((1, 8, 8), np.float32)
+        return (self.spoil(x, i) if i == 7 else (x, i % 10))
+
+class NaNLater(Base):
+    def spoil(self, x, i):
+        x[0, 0, 0] = np.nan
+        return x, 1
+
+class WrongShape(Base):
+    def spoil(self, x, i):
+        return np.zeros((3, 4, 4), np.float32), 1
+
+class StringLabel(Base):
+    def spoil(self, x, i):
+        return x, "cat"
+
+class FloatLabel(Base):
+    def spoil(self, x, i):
+        return x, 1.5
+
+class Raises(Base):
+    def spoil(self, x, i):
+        raise ValueError("disk gone")
+
+class Exits(Base):
+    def spoil(self, x, i):
+        sys.exit(5)
+'''
+
+
+@pytest.mark.parametrize("cls, word", [
+    ("NaNLater", "NaN"), ("WrongShape", "(3, 4, 4)"), ("StringLabel", "'cat'"),
+    ("FloatLabel", "1.5"), ("Raises", "disk gone"), ("Exits", "SystemExit"),
+])
+def test_a_streamed_sample_is_checked_as_it_is_read(cls, word, tmp_path, capsys, monkeypatch):
+    """Campaign: item 7 of a module:callable dataset went wrong after item 0 was fine: a
+    PassError traceback (shape, label, raising), a float label truncated silently, a
+    sys.exit blamed on balance-thresholds. Now one line naming the source and the item."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "streams_i22.py").write_text(_STREAMS)
+    bad(capsys, [MODEL, "--eval", f"streams_i22:{cls}", "--no-tune", "--timesteps", "2",
+                 "--workers", "0", "--out", tmp_path / "o"], f"streams_i22:{cls} item 7", word)
+    assert not (tmp_path / "o").exists()
+
+
+def test_empty_data_paths_are_refused(tmp_path, capsys, monkeypatch):
+    """Campaign: ``--eval ""`` (an unset variable) ran as if no data were given, and the API's
+    ``calibration=""`` read the current folder as an image folder."""
+    monkeypatch.chdir(tmp_path)
+    bad(capsys, [MODEL, "--eval", "", "--out", tmp_path / "o"], "--eval is empty")
+    bad(capsys, [MODEL, "--calibration", " ", "--out", tmp_path / "o"], "--calibration is empty")
+    with pytest.raises(CompileError, match="data path is empty"):
+        snncompile.convert(MODEL, calibration="")
+
+
+def test_a_failed_allocation_in_the_simulator_is_one_line():
+    """Campaign: ``--timesteps 100000`` with tuning on was a torch allocator traceback
+    (the tuner simulates without the CLI's memory estimate). The simulator's ``simulate``
+    runs inside ``too_large_on_oom``: an allocation torch cannot make (here a real one of
+    4 EiB) is a CompileError "too large"; other RuntimeErrors pass through."""
+    import torch
+
+    from snncompile.backends.memory import too_large_on_oom
+
+    with pytest.raises(CompileError, match="too large: simulating 1 samples for T=9 needs"):
+        with too_large_on_oom("simulating 1 samples for T=9"):
+            torch.empty(2**62, dtype=torch.uint8)
+    with pytest.raises(RuntimeError, match="shape"):
+        with too_large_on_oom("x"):
+            torch.zeros(2, 3) @ torch.zeros(2, 3)

@@ -71,9 +71,15 @@ class SimResult:
     def samples(self) -> int:
         return int(self.predictions.shape[1])
 
-    def accuracy_by_timestep(self, labels: np.ndarray) -> np.ndarray:
-        """(T,) accuracy after each step t = 1..T."""
-        return (self.predictions == np.asarray(labels).reshape(1, -1)).mean(axis=1)
+    def accuracy_by_timestep(self, labels: Any) -> np.ndarray:
+        """(T,) accuracy after each step t = 1..T: acc(t) = mean_n [prediction_t(n) = y_n].
+        ``labels``: one integer class 0..K-1 per sample (a CompileError otherwise: a short,
+        string or float label array would only give a wrong number)."""
+        from snncompile import validate
+
+        k = int(np.prod(self.output.shape[1:])) if self.output.ndim >= 2 else None
+        y = validate.labels(labels, self.samples, k, "labels")
+        return (self.predictions == y.reshape(1, -1)).mean(axis=1)
 
     def firing_rates(self) -> dict[str, float]:
         """Spikes per neuron per step, per layer (averaged over samples)."""

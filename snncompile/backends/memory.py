@@ -23,11 +23,14 @@ device memory).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.graph import Graph
 from snncompile.ir.nodes import Conv2d, CurrentMaxPool2d, Layer, MaxPool2d, ReLU
 from snncompile.options import parse_bytes
@@ -182,3 +185,33 @@ def run_bytes(graph: Graph, steps: int, batch: int, *, budget: str | int | None,
     pieces = plan_pieces(fp, steps, batch, budget=budget_bytes(budget, device),
                          held=current_bytes(device), itemsize=itemsize)
     return piece_bytes(fp, pieces)
+
+
+def _is_out_of_memory(e: BaseException) -> bool:
+    """A failed allocation: Python's MemoryError, torch's OutOfMemoryError (CUDA), or the
+    RuntimeError torch's CPU allocator raises ("can't allocate memory")."""
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(e, RuntimeError) and ("can't allocate memory" in str(e)
+                                            or "out of memory" in str(e).lower())
+
+
+@contextmanager
+def too_large_on_oom(what: str) -> Iterator[None]:
+    """While inside, a failed allocation is one ``CompileError`` ("too large: ``what`` needs
+    more memory than is free") instead of a torch traceback: the backstop behind the estimates
+    (``validate.check_memory``) for a caller that did not estimate (the tuner, the Python
+    API)."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as e:
+        if not _is_out_of_memory(e):
+            raise
+        import re
+
+        asked = re.search(r"tried to allocate [^.(]*", str(e))
+        first = asked.group(0).strip() if asked else (" ".join(str(e).split())[:160]
+                                                       or type(e).__name__)
+        raise CompileError("too large", [Diagnostic(
+            f"{what} needs more memory than is free ({first})",
+            hint="a smaller --timesteps or --batch-size, or --memory-budget")]) from None

@@ -32,11 +32,16 @@ from snncompile.options import CompileOptions
 
 def ann_accuracy(ann: Graph, x: np.ndarray, y: np.ndarray, batch_size: int = 256,
                  memory_budget: str | None = None) -> float:
-    """ANN accuracy, in batches whose values fit ``memory_budget`` (``backends.memory``)."""
+    """ANN accuracy mean_n [argmax ann(x_n) = y_n], in batches whose values fit
+    ``memory_budget`` (``backends.memory``). ``x`` and ``y`` are checked first
+    (``validate.samples``, ``validate.labels``: one integer class per sample)."""
     import torch
 
+    from snncompile import validate
     from snncompile.backends.memory import room_bytes
 
+    x = validate.samples(x, "x", shape=ann.shape(ann.input_name))
+    y = validate.labels(y, len(x), validate.classes(ann), "y")
     room = room_bytes(memory_budget, torch.device("cpu"))
     out = run_ann(ann, x, batch_size=batch_size, max_bytes=room)
     return float(np.mean(out.reshape(len(x), -1).argmax(1) == y))

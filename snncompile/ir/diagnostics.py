@@ -45,12 +45,14 @@ class CompileError(Exception):
         return self.headline + "".join(f"\n  {d}" for d in self.diagnostics)
 
     def one_line(self) -> str:
-        """The message for stderr: the headline and the first problem (+ how many more)."""
+        """The message for stderr: the headline and the first problem (+ how many more), on
+        one line (a newline inside a message, e.g. from a library's error text, becomes a
+        space)."""
         if not self.diagnostics:
-            return self.headline
+            return " ".join(self.headline.split())
         more = len(self.diagnostics) - 1
         tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-        return f"{self.headline}: {self.diagnostics[0].render(tail)}"
+        return " ".join(f"{self.headline}: {self.diagnostics[0].render(tail)}".split())
 
 
 class PassError(Exception):

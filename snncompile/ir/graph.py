@@ -167,7 +167,7 @@ class Graph:
             return None  # the verifier reports arity
         try:
             return tuple(int(d) for d in op.out_shape(in_shapes))
-        except (ValueError, IndexError, TypeError):
+        except (ValueError, IndexError, TypeError, ZeroDivisionError):
             return None  # the verifier reports the inconsistency
 
     def summary(self) -> str:

@@ -41,6 +41,23 @@ def _bad_values(name: str, arr: np.ndarray | None) -> Iterator[str]:
         yield f"{name} has {n_nan} NaN and {n_inf} Inf values"
 
 
+def _bad_scalars(obj: Any) -> Iterator[str]:
+    """Every float field of ``obj`` is finite (a NaN α or shift would run, silently wrong)."""
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        if isinstance(v, float) and not math.isfinite(v):
+            yield f"{f.name}={v} must be finite"
+
+
+def _geometry(op: Any) -> Iterator[str]:
+    """Window geometry of a conv or pool: kernel, stride and dilation >= 1, padding >= 0 (a
+    stride of 0 would divide by zero, a negative padding crop silently)."""
+    for name, lo in (("kernel", 1), ("stride", 1), ("dilation", 1), ("padding", 0)):
+        v = getattr(op, name, None)
+        if v is not None and any(int(d) < lo for d in v):
+            yield f"{name} {tuple(v)} must be >= {lo}"
+
+
 @dataclass(frozen=True, eq=False, kw_only=True)
 class Activation:
     """ANN activation fused into a layer.
@@ -55,6 +72,7 @@ class Activation:
     shift: float = 0.5
 
     def check(self) -> Iterator[str]:
+        yield from (m for m in _bad_scalars(self) if not m.startswith("hi="))
         if self.hi is not None and not (math.isfinite(self.hi) and self.hi > 0):
             yield f"activation upper bound {self.hi} must be a finite positive number"
         if self.levels is not None and (self.hi is None or self.levels < 1):
@@ -84,6 +102,7 @@ class Neuron:
         _freeze_arrays(self)
 
     def check(self) -> Iterator[str]:
+        yield from _bad_scalars(self)
         yield from _bad_values("threshold", self.threshold)
         if self.threshold.ndim != 1:
             yield f"threshold must be 1-D (per channel), got shape {self.threshold.shape}"
@@ -138,6 +157,7 @@ class Node:
                 if isinstance(v := getattr(self, f.name), np.ndarray)}
 
     def check(self) -> Iterator[str]:
+        yield from _bad_scalars(self)
         for name, arr in self.arrays().items():
             yield from _bad_values(name, arr)
         for f in fields(self):
@@ -174,6 +194,11 @@ class Input(Node):
     shape: Shape
     channels_last: bool = False
     arity: ClassVar[tuple[int, int | None]] = (0, 0)
+
+    def check(self) -> Iterator[str]:
+        yield from super().check()
+        if not self.shape or any(int(d) < 1 for d in self.shape):
+            yield f"input shape {tuple(self.shape)} must have dimensions >= 1"
 
     def out_shape(self, in_shapes: list[Shape]) -> Shape:
         return tuple(self.shape)
@@ -217,6 +242,7 @@ class Conv2d(Layer):
 
     def check(self) -> Iterator[str]:
         yield from super().check()
+        yield from _geometry(self)
         if self.weight.ndim != 4:
             yield f"conv weight must be 4-D, got shape {self.weight.shape}"
         elif self.bias is not None and self.bias.shape != (self.weight.shape[0],):
@@ -288,6 +314,10 @@ class AvgPool2d(Node):
     padding: tuple[int, int, int, int] = (0, 0, 0, 0)
     count_include_pad: bool = True
 
+    def check(self) -> Iterator[str]:
+        yield from super().check()
+        yield from _geometry(self)
+
     def out_shape(self, in_shapes: list[Shape]) -> Shape:
         c, h, w = in_shapes[0]
         p = self.padding
@@ -304,6 +334,10 @@ class _Window:
     stride: tuple[int, int]
     padding: tuple[int, int, int, int] = (0, 0, 0, 0)
     dilation: tuple[int, int] = (1, 1)
+
+    def check(self) -> Iterator[str]:
+        yield from super().check()  # type: ignore[misc]
+        yield from _geometry(self)
 
     def out_shape(self, in_shapes: list[Shape]) -> Shape:
         c, h, w = in_shapes[0]

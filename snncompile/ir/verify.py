@@ -67,6 +67,9 @@ def problems(graph: Graph) -> list[Diagnostic]:
         out.extend(Diagnostic(m, **d) for m in _shape_problems(op, in_shapes))
         if graph.shape(name) is None and not any(True for _ in _shape_problems(op, in_shapes)):
             out.append(Diagnostic(f"cannot infer output shape from inputs {in_shapes}", **d))
+        elif graph.shape(name) is not None and any(s < 1 for s in graph.shape(name)):
+            out.append(Diagnostic(f"output shape {graph.shape(name)} has an empty dimension "
+                                  f"(inputs {in_shapes})", **d))
         if isinstance(op, Layer) and op.neuron is not None:
             c = graph.shape(name)[0] if graph.shape(name) else None
             if c is not None and op.neuron.threshold.shape not in ((c,), (1,)):

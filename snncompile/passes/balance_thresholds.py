@@ -83,7 +83,8 @@ class BalanceThresholds:
         for norm, _ in [(self.norm, None), *self.overrides().values()]:
             if norm not in PERCENTILES:
                 raise CompileError("bad pass option", [Diagnostic(
-                    f"balance-thresholds.norm={norm!r}", hint=f"one of {', '.join(PERCENTILES)}")])
+                    f"pass 'balance-thresholds' option norm={norm!r}; expected one of "
+                    f"{', '.join(PERCENTILES)}")])
 
     def overrides(self) -> dict[str, tuple[str, bool]]:
         """layer name -> (norm, channelwise) from ``layers``."""

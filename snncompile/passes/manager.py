@@ -8,11 +8,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from snncompile.ir.diagnostics import CompileError, Diagnostic, PassError
+from snncompile.ir.diagnostics import CompileError, Diagnostic, PassError, RuntimeFault
 from snncompile.ir.graph import Graph
 from snncompile.ir.serialize import save
 from snncompile.ir.verify import verify
-from snncompile.passes.registry import PassContext, get_pass, pass_spec, split_pipeline
+from snncompile.passes.registry import (
+    PassContext,
+    check_pass,
+    get_pass,
+    pass_spec,
+    split_pipeline,
+)
 
 
 @dataclass
@@ -23,11 +29,20 @@ class PassManager:
     dump_after: set[str] = field(default_factory=set)  # pass names, or {"all"}
     timings: dict[str, float] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        """Every entry is a pass: a spec string is built (``get_pass``); anything else that
+        is not a pass, or has an option of the wrong type, is a CompileError naming it."""
+        if isinstance(self.passes, str) or not isinstance(self.passes, Sequence):
+            raise CompileError("bad pipeline", [Diagnostic(
+                f"passes is a {type(self.passes).__name__}; expected a list of passes or specs")])
+        self.passes = [get_pass(p) if isinstance(p, str) else check_pass(p, f"passes[{i}]")
+                       for i, p in enumerate(self.passes)]
+
     @classmethod
     def from_specs(cls, specs: Sequence[str] | str, **kw: Any) -> PassManager:
         if isinstance(specs, str):
             specs = split_pipeline(specs)
-        return cls([get_pass(s) if isinstance(s, str) else s for s in specs], **kw)
+        return cls(list(specs), **kw)
 
     def run(self, graph: Graph, ctx: PassContext | None = None) -> Graph:
         ctx = ctx or PassContext()
@@ -40,6 +55,12 @@ class PassManager:
                 ran = ", ".join(q.name for q in self.passes[:i]) or "none"
                 e.headline = f"{e.headline} (in pass '{p.name}'; ran: {ran})"
                 raise
+            except SystemExit as e:  # a pass may not end the process (exit 1, nothing written)
+                ran = ", ".join(q.name for q in self.passes[:i]) or "none"
+                raise RuntimeFault(
+                    f"pass '{p.name}' called sys.exit({e.code!r}) (ran before it: {ran}); a "
+                    "pass may not end the run: raise snncompile.CompileError to refuse its "
+                    "input") from None
             except Exception as e:
                 raise PassError(p.name, after=[q.name for q in self.passes[:i]]) from e
             if not isinstance(out, Graph):

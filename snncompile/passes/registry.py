@@ -22,6 +22,7 @@ import numpy as np
 
 from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.graph import Graph
+from snncompile.ir.typecheck import conforms, expected, field_hints
 
 T = TypeVar("T")
 _KEBAB = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
@@ -205,7 +206,7 @@ def convert_option(value: str, typ: Any, where: str) -> Any:
             return typ(value)
     except ValueError:
         raise CompileError("bad pass option", [Diagnostic(
-            f"{where}={value!r} is not a {typ.__name__}")]) from None
+            f"{where}={value!r}; expected {expected(typ)}")]) from None
     return value
 
 
@@ -246,7 +247,7 @@ def _instantiate(obj: Any, name: str, opts_text: str | None) -> Any:
             raise CompileError("bad pass option", [Diagnostic(
                 f"pass '{name}' has no option {k!r}",
                 hint=f"options: {', '.join(known) or 'none'}")])
-        kwargs[k] = convert_option(v, hints.get(k, str), f"{name}.{k}")
+        kwargs[k] = convert_option(v, hints.get(k, str), f"pass '{name}' option {k}")
     return obj(**kwargs)
 
 
@@ -257,7 +258,8 @@ def _import_pass(target: str, opts_text: str | None) -> Any:
         obj = getattr(mod, attr)
     except (ImportError, AttributeError) as e:
         raise CompileError("cannot import pass", [Diagnostic(f"{target}: {e}")]) from None
-    except Exception as e:  # noqa: BLE001 - the user's module raised while importing
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - the user's module raised (or
+        # called sys.exit) while importing
         tb = e.__traceback__
         while tb is not None and tb.tb_next is not None:
             tb = tb.tb_next
@@ -270,6 +272,35 @@ def _import_pass(target: str, opts_text: str | None) -> Any:
         name = getattr(obj, "name", None) or attr.replace("_", "-")
         return FunctionPass(name, obj)
     raise CompileError("cannot import pass", [Diagnostic(f"{target} is not a pass or a function")])
+
+
+def check_pass(p: Any, where: str) -> Any:
+    """``p`` (a pipeline entry, ``where`` says which: "passes[3]") is a pass object: a
+    ``name`` and a ``run(graph, ctx)``, options of their declared types. Returns it; a
+    CompileError naming the entry (and the pass and option) otherwise."""
+    if isinstance(p, type) and hasattr(p, "run"):
+        raise CompileError("bad pass", [Diagnostic(
+            f"{where} is the class {p.__name__}, not a pass object",
+            hint=f"give an instance, {p.__name__}(...), or its spec string")])
+    if not (isinstance(getattr(p, "name", None), str) and callable(getattr(p, "run", None))):
+        raise CompileError("bad pass", [Diagnostic(
+            f"{where} is {_short(p)} ({type(p).__name__}), not a pass",
+            hint="give a spec string ('fold-batchnorm', 'balance-thresholds{norm=max}', "
+                 "'module:obj') or an object with a name and run(graph, ctx)")])
+    if dataclasses.is_dataclass(p) and not isinstance(p, FunctionPass):
+        hints = field_hints(type(p))
+        for f in dataclasses.fields(p):
+            v = getattr(p, f.name)
+            if f.name in hints and not conforms(v, hints[f.name]):
+                raise CompileError("bad pass option", [Diagnostic(
+                    f"pass '{p.name}' option {f.name}={_short(v)} ({type(v).__name__}); "
+                    f"expected {expected(hints[f.name])}")])
+    return p
+
+
+def _short(v: Any) -> str:
+    r = repr(v)
+    return r if len(r) <= 60 else r[:57] + "..."
 
 
 def pass_spec(p: Any) -> str:

@@ -30,7 +30,7 @@ from snncompile.tools.output import (
     check_out,
     check_report,
     sigterm_unwinds,
-    write_atomic,
+    write_report,
 )
 from snncompile.tools.usage import OneLineParser, exit_code
 
@@ -182,6 +182,9 @@ def _datasets(a: argparse.Namespace, opts: CompileOptions, input_shape: Any = No
                            [Diagnostic("give --dataset or --calibration/--eval, not both")])
     if a.workers < 0:
         raise CompileError("bad usage", [Diagnostic(f"--workers {a.workers}; must be >= 0")])
+    for flag, given in (("--calibration", a.calibration), ("--eval", a.eval)):
+        if given is not None and not given.strip():  # an unset shell variable: not "no data"
+            raise CompileError("bad usage", [Diagnostic(f"{flag} is empty")])
     from_eval = False
     if a.dataset == "digits":
         calib = data.Source.of(data.digits("train", seed=opts.seed)).take(
@@ -229,7 +232,8 @@ def run(a: argparse.Namespace) -> int:
     if a.check and model.suffix.lower() == ".nir":
         raise CompileError("bad usage", [Diagnostic(
             "--check compares the IR with onnxruntime; a .nir model has no ONNX graph")])
-    a.report = check_report(a.report)
+    a.report = check_report(a.report, out=a.out if a.out is not None else Path("out") / model.stem,
+                            inputs=[model, a.calibration, a.eval, a.data])
     if a.dump_ir_after:
         validate.names(a.dump_ir_after, [p.name for p in pm.passes], "--dump-ir-after",
                        extra=["all"])
@@ -352,7 +356,7 @@ def run(a: argparse.Namespace) -> int:
         raise
     if main:
         if report is not None and a.report:
-            write_atomic(a.report, text)  # only on success
+            write_report(a.report, text)  # only on success
         print(f"wrote {out.final}/")
     return 0
 

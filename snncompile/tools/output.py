@@ -14,8 +14,10 @@ Policy (README, "Output folder"):
   current folder or one above it unless it is an earlier output) is refused before any work
   starts (exit 2, nothing written). Nothing the tool did not create is deleted or overwritten.
 * ``--out``'s parent must be writable; folders created for it are removed again on failure.
-* ``--report F`` is checked before the work (not a folder, writable parent) and written only
-  on success, atomically (temporary file + ``os.replace``).
+* ``--report F`` is checked before the work and written only on success, atomically
+  (temporary file + ``os.replace``). F may be a new file or an earlier report.json of ours
+  (``is_earlier_report``); the model, a data file or folder, anything inside ``--out``, a
+  symbolic link and any other existing file are refused (exit 2, nothing written).
 * Two runs into one ``--out``: the commit step holds an ``flock`` on the parent folder, so the
   result is one run's output or the other's, never a mix.
 * SIGTERM ends the run like Ctrl-C (``sigterm_unwinds``): temporary folders are removed.
@@ -36,7 +38,7 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -118,26 +120,83 @@ def _writable(folder: Path) -> bool:
     return True
 
 
-def check_report(report: Path | str | None) -> Path | None:
-    """Check ``--report`` before any work."""
+def is_earlier_report(p: Path) -> bool:
+    """``p`` is a report.json that snn-compile wrote (a JSON object with the fields
+    ``build_report`` always writes: ``target``, ``accuracy_by_timestep`` and ``versions`` naming
+    snncompile). Read only up to ``_REPORT_MAX`` bytes: anything larger is not ours."""
+    try:
+        if not p.is_file() or p.is_symlink() or p.stat().st_size > _REPORT_MAX:
+            return False
+        doc = json.loads(p.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return (isinstance(doc, dict) and isinstance(doc.get("versions"), dict)
+            and "snncompile" in doc["versions"] and "target" in doc
+            and isinstance(doc.get("accuracy_by_timestep"), dict))
+
+
+_REPORT_MAX = 64 * 2**20
+
+
+def _same_or_inside(p: Path, other: Path, *, folder: bool = False) -> bool:
+    """``p`` is ``other`` (any spelling: relative, absolute, through symbolic links, a hard
+    link: ``os.path.samefile``) or lies inside the folder ``other`` (``folder``: ``other`` is
+    a folder to be, that may not exist yet)."""
+    try:
+        if p.exists() and other.exists() and os.path.samefile(p, other):
+            return True
+    except OSError:
+        pass
+    return ((folder or other.is_dir())
+            and p.absolute().resolve().is_relative_to(other.absolute().resolve()))
+
+
+def _report_bad(msg: str, hint: str | None = None) -> CompileError:
+    return CompileError("bad --report", [Diagnostic(msg, hint=hint)])
+
+
+def check_report(report: Path | str | None, *, out: Path | str | None = None,
+                 inputs: Sequence[Path | str | None] = ()) -> Path | None:
+    """Check ``--report`` before any work. It may be a new file or an earlier report.json of
+    ours (``is_earlier_report``), never one of the run's ``inputs`` (the model, data files or
+    folders), nothing inside ``out`` (the output folder, replaced as a whole), never a
+    symbolic link, and never any other existing file."""
     if report is None:
         return None
     if str(report).strip() == "":
-        raise CompileError("bad --report", [Diagnostic("--report is empty")])
+        raise _report_bad("--report is empty")
     p = Path(report)
+    if p.is_symlink():
+        raise _report_bad(f"{p} is a symbolic link", hint="give a real file name")
     if p.is_dir():
-        raise CompileError("bad --report", [Diagnostic(f"{p} is a folder; give a file name")])
-    if p.is_symlink() and not p.exists():
-        raise CompileError("bad --report", [Diagnostic(f"{p} is a dangling symbolic link")])
+        raise _report_bad(f"{p} is a folder; give a file name")
+    for what in inputs:
+        if what is not None and str(what).strip() and _same_or_inside(p, Path(what)):
+            raise _report_bad(f"{p} is (or is inside) the input {what}",
+                              hint="the report never replaces an input; give a new file name")
+    if out is not None and str(out).strip() and _same_or_inside(p, Path(out), folder=True):
+        raise _report_bad(f"{p} is inside --out {out}",
+                          hint="the output folder holds its own report.json already")
+    if p.exists() and not is_earlier_report(p):
+        raise _report_bad(f"{p} exists and is not an earlier snn-compile report",
+                          hint="--report replaces only its own report.json; give a new name")
     anc = p.absolute().parent
     while not anc.exists() and not anc.is_symlink():
         anc = anc.parent
     if not anc.is_dir():
-        raise CompileError("bad --report",
-                           [Diagnostic(f"{anc} is not a folder (on the path of {p})")])
+        raise _report_bad(f"{anc} is not a folder (on the path of {p})")
     if not _writable(anc) or (p.exists() and not os.access(p, os.W_OK)):
-        raise CompileError("bad --report", [Diagnostic(f"cannot write {p}")])
+        raise _report_bad(f"cannot write {p}")
     return p
+
+
+def write_report(path: Path, text: str) -> None:
+    """Write ``--report`` at the end of a run, atomically, after checking again that ``path``
+    is still new or an earlier report (it may have been replaced while we ran)."""
+    if path.is_symlink() or (path.exists() and not is_earlier_report(path)):
+        raise _report_bad(f"{path} was replaced by another file while snn-compile ran; "
+                          "nothing written to it")
+    write_atomic(path, text)
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -165,7 +165,11 @@ class SpikingNetwork(nn.Module):
         then receives each layer's s chunk by chunk, in time order. A network with a neuron
         model whose scan carries no state (``chunkable`` False) runs all T at once.
         """
-        with float32_math(self.tf32):
+        from snncompile.backends.memory import too_large_on_oom
+
+        what = f"simulating {x.shape[-len(self.graph.shape(self.input_name)) - 1]} samples " \
+               f"for T={steps}"
+        with float32_math(self.tf32), too_large_on_oom(what):
             return self._simulate(x, steps, on_spikes, chunk)
 
     def _simulate(self, x: Tensor, steps: int,
@@ -405,10 +409,10 @@ class GpuNetwork:
     def save(self, directory: str | Path) -> None:
         """Write the spiking IR (ir.json + ir.npz) and gpu.json (how to rebuild this network);
         with ``options.export == "nir"`` also ``network.nir``."""
-        from snncompile.ir.serialize import save
+        from snncompile.ir.serialize import prepare_dir, save
 
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
+        # never overwrites a file it did not write (``prepare_dir``)
+        d = prepare_dir(directory, ("ir.json", "ir.npz", "gpu.json", "network.nir"))
         save(self.graph, d)
         info = {"target": "gpu", "dtype": str(self.dtype),
                 "device": str(self.device), "timesteps": self.options.timesteps,

@@ -145,10 +145,10 @@ class LavaNetwork:
         """Write the spiking IR and lava.json (populations, synapses, fixed-point counts);
         with ``options.export == "netx"`` also ``network.net`` (lava-dl netx HDF5), with
         ``"nir"`` ``network.nir`` (``snncompile.backends.nir_export``)."""
-        from snncompile.ir.serialize import save
+        from snncompile.ir.serialize import prepare_dir, save
 
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
+        # never overwrites a file it did not write (``prepare_dir``)
+        d = prepare_dir(directory, ("ir.json", "ir.npz", "lava.json", "network.net", "network.nir"))
         save(self.graph, d)
         info = {"target": "loihi", "lava_mode": self.mode, "lava_tag": TAGS[self.mode],
                 "timesteps": self.options.timesteps,

@@ -186,10 +186,10 @@ class LoihiNetwork:
 
     def save(self, directory: str | Path) -> None:
         """Write the spiking IR and loihi_mode.json (the plan's summary and fixed-point counts)."""
-        from snncompile.ir.serialize import save
+        from snncompile.ir.serialize import prepare_dir, save
 
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
+        # never overwrites a file it did not write (``prepare_dir``)
+        d = prepare_dir(directory, ("ir.json", "ir.npz", "loihi_mode.json"))
         save(self.graph, d)
         info = {"target": "loihi-reference", "numeric": "fixed_pt",
                 "timesteps": self.options.timesteps,
