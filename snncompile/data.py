@@ -413,12 +413,17 @@ def channels_first(src: Source | None, shape: Sequence[int], channels_last: bool
 
 
 def open_data(spec: str | Path, *, need_labels: bool = False, preprocess: Preprocess | None = None,
-              workers: int = 2) -> Source:
-    """A ``Source`` from a ``.npz`` file, an image folder or ``module:callable``."""
+              workers: int = 2, events: Any = None) -> Source:
+    """A ``Source`` from a ``.npz`` file, an image folder, a folder of event recordings
+    (binned as ``events``, a ``snncompile.events.EventBinning``) or ``module:callable``."""
     text = str(spec)
     p = Path(text)
     if p.is_dir() and p.suffix.lower() != ".npz":  # a folder named *.npz is a wrong .npz
-        src = Source(text, dataset=ImageFolder(p, preprocess or Preprocess()), workers=workers)
+        from snncompile import events as event_data
+
+        ds = (event_data.open_folder(p, events) if event_data.is_event_folder(p)
+              else ImageFolder(p, preprocess or Preprocess()))
+        src = Source(text, dataset=ds, workers=workers)
     elif p.is_file() or text.endswith(".npz") or ":" not in text:
         return Source.of(load_npz(p, need_labels=need_labels))
     else:

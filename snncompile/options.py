@@ -90,6 +90,10 @@ class CompileOptions:
     eval_samples: int | None = option(None, "evaluation samples to use, spread evenly over "
                                       "the set (default all)",
                                       group="data", range=(1, None))
+    event_binning: str = option("time", "event recordings: split each into T frames of equal "
+                                "duration (time) or equal event count (count); frame t is the "
+                                "input current of step t", group="data",
+                                choices=("time", "count"))
     memory_budget: str | None = option(
         None, "peak memory of a simulation run, bytes with a K/M/G suffix (e.g. 4G); picks the "
         "samples simulated at once and the time chunk (default: half of the available RAM, or "

@@ -77,6 +77,7 @@ class SimResult:
     input_ops: np.ndarray | None = None
     step_synops: np.ndarray | None = None
     step_input_ops: np.ndarray | None = None
+    input_frames: bool = False  # x was frames (N, T, *in), frame t at step t
 
     @property
     def samples(self) -> int:
@@ -136,7 +137,7 @@ class SimResult:
             layer_synops={k: np.concatenate([p.layer_synops[k] for p in parts])
                           for k in first.layer_synops if all(k in p.layer_synops for p in parts)},
             input_ops=cat("input_ops"), step_synops=add("step_synops"),
-            step_input_ops=add("step_input_ops"))
+            step_input_ops=add("step_input_ops"), input_frames=first.input_frames)
 
 
 @runtime_checkable
@@ -193,6 +194,7 @@ class Recorder:
     _step_ops: np.ndarray | None = None
     _step_in: np.ndarray | None = None
     _per_step: bool = True
+    frames: bool = False  # the input was frames, one per step (``SimResult.input_frames``)
 
     def potentials(self, pot: Any, keep: bool | None = None) -> None:
         """Readout potentials (T, b, ...) of the next ``b`` samples; ``keep`` (default
@@ -310,7 +312,7 @@ class Recorder:
             input_ops=np.concatenate(self._inputs) if self._inputs else None,
             step_synops=self._step_ops if self._per_step and self._step_ops is not None
             else None,
-            step_input_ops=self._step_in if self._inputs else None)
+            step_input_ops=self._step_in if self._inputs else None, input_frames=self.frames)
 
 
 def batches(n: int, batch_size: int, *, desc: str, progress: bool = True,
@@ -357,8 +359,8 @@ def run_stream(net: Any, ev: Any, opts: Any, steps: int, *, ann: Graph | None = 
         if opts.encoding == "poisson":
             net.options = dataclasses.replace(opts, seed=opts.seed + 7919 * b)
         r = net.run(x, steps, progress=False)
-        ann_pred = (run_ann(ann, x, batch_size=opts.batch_size).reshape(len(x), -1).argmax(1)
-                    if ann is not None else None)
+        ann_pred = (run_ann(ann, ann_input(net.graph, x), batch_size=opts.batch_size).reshape(
+            len(x), -1).argmax(1) if ann is not None else None)
         parts.append((b, r, y, ann_pred))
         bar.update(1)
     bar.close()
@@ -407,6 +409,16 @@ def is_frames(graph: Graph, x: Any) -> bool:
     """Whether ``x`` is a batch of frame sequences (N, T, *input shape), one frame per step
     (binned event data, ``snncompile.events``), rather than samples (N, *input shape)."""
     return isinstance(x, np.ndarray) and x.ndim == len(graph.shape(graph.input_name)) + 2
+
+
+def ann_input(graph: Graph, x: np.ndarray) -> np.ndarray:
+    """What the ANN reads for ``x``: the mean of frame sequences (N, T, *in) over T (the summed
+    event frame, ``snncompile.events``), else ``x``."""
+    if not is_frames(graph, x):
+        return x
+    from snncompile.events import summed
+
+    return summed(x)
 
 
 def column_nonzeros(w: np.ndarray, chunk_bytes: int = 16 * 2**20) -> np.ndarray:

@@ -76,6 +76,8 @@ def build_report(result: Any, graph: Graph, labels: np.ndarray, *, ann_accuracy:
             "spikes_per_sample": float(result.layer_spikes[name].mean())})
     return {
         "model": model, "target": target, "timesteps": steps,
+        "input": "event frames: frame t is the input of step t; accuracy_by_timestep[t] is "
+                 "the accuracy after t frames" if result.input_frames else "static",
         "ann_accuracy": ann_accuracy, "snn_accuracy": float(acc[-1]),
         "accuracy_by_timestep": {str(t + 1): float(a) for t, a in enumerate(acc)},
         "spikes_per_sample": result.spikes_per_sample(),
@@ -99,7 +101,8 @@ def print_report(report: dict[str, Any], file: TextIO | None = None) -> None:
     print(f"{report['model']} -> {report['target']}: {report['samples']} samples, "
           f"T={report['timesteps']}, {report['seconds']:.2f} s on {report.get('device', '?')}",
           file=f)
-    print(f"{'t':>6}  {'SNN acc':>8}  {'ANN acc':>8}  {'gap':>7}", file=f)
+    col = "frames" if report.get("input", "static") != "static" else "t"  # after t frames
+    print(f"{col:>6}  {'SNN acc':>8}  {'ANN acc':>8}  {'gap':>7}", file=f)
     for t in selected_steps(report["timesteps"]):
         a = by_t[str(t)]
         gap = f"{a - ann:+.4f}" if ann is not None else "-"
@@ -135,7 +138,8 @@ def plot_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
     if report.get("ann_accuracy") is not None:
         ax.axhline(report["ann_accuracy"], color="k", ls="--", label="ANN")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("timestep t")
+    ax.set_xlabel("frames t (one per step)" if report.get("input", "static") != "static"
+                  else "timestep t")
     ax.set_ylabel("accuracy")
     ax.set_title(f"{Path(report['model']).name}: accuracy vs timestep")
     ax.grid(alpha=0.3)

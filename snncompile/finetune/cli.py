@@ -54,8 +54,12 @@ def _training_data(a: argparse.Namespace, seed: int, input_shape: Any = None,
         pre = data.preprocess_from(getattr(a, "preprocess", "none"), color=a.color,
                                    resize=a.resize, crop=a.crop, mean=a.mean, std=a.std,
                                    input_shape=input_shape)
-        src = data.open_data(a.calibration, preprocess=pre, workers=a.workers).spread(
-            a.finetune_samples)
+        from snncompile import events  # event recordings: the summed frames (the ANN's view)
+
+        binning = None if input_shape is None else events.binning_for(a, input_shape,
+                                                                      frames=False)
+        src = data.open_data(a.calibration, preprocess=pre, workers=a.workers,
+                             events=binning).spread(a.finetune_samples)
         return data.channels_first(src, input_shape, channels_last).materialize()
     elif a.eval is not None:
         raise CompileError("no fine-tuning data", [Diagnostic(

@@ -330,7 +330,7 @@ class GpuNetwork:
                        self.fanouts, record, input_fanout=self.input_fanout)
         pieces = self.plan(steps, batch, record=record)
         self.pieces = pieces
-        frames = is_frames(self.graph, x)  # (N, T, *in): one frame per step
+        frames = rec.frames = is_frames(self.graph, x)  # (N, T, *in): one frame per step
         poisson = self.options.encoding == "poisson"
         if frames and poisson:
             raise CompileError("event frames are the input current", [Diagnostic(

@@ -134,7 +134,7 @@ class LavaNetwork:
         pot = trailing_to_torch(self._window(pot_buf, ro.depth, n, steps), ro.shape)
         rec.potentials(pot.reshape(steps, n, -1), keep=True)
         if x is not None:
-            frames = is_frames(self.graph, x)
+            frames = rec.frames = is_frames(self.graph, x)
             rec.inputs(np.moveaxis(x, 1, 0) if frames else x, static=not frames)
         for name in spiking:
             p = plan.pops[name]

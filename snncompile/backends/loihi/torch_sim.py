@@ -174,6 +174,7 @@ class LoihiNetwork:
         rec = Recorder(steps, {n: self.plan.pops[n].size for n in spiking},
                        {n: fanout(self.plan, n) for n in spiking}, record,
                        input_fanout=fanout(self.plan, self.plan.input_name))
+        rec.frames = frames
         graded = self.plan.delta_coded
         for sl in batches(len(x), self._batch(steps, record), desc="loihi reference",
                           progress=progress):
