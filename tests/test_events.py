@@ -166,3 +166,27 @@ def test_cli_loihi_on_event_folders_is_spike_exact(folders: Path, tmp_path: Path
     report = json.loads((out / "report.json").read_text())
     assert report["spike_exact"] is True and report["gpu_agreement"] == 1.0
     assert report["input"].startswith("event frames") and report["samples"] == 4
+
+
+def test_temporal_finetuning_trains_on_frames(folders: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "o"
+    assert main([str(folders / "bar.onnx"), "--target", "gpu", "--calibration",
+                 str(folders / "npy" / "train"), "--eval", str(folders / "npy" / "test"),
+                 "-T", "4", "--no-tune", "--finetune", "temporal-consistency",
+                 "--finetune-epochs", "2", "--out", str(out), "--device", "cpu",
+                 "--workers", "0"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    ft = report["finetune"]
+    assert ft["samples"] == 40 and ft["timesteps"] == 4
+    assert set(ft["accuracy_before"]) == set(ft["accuracy_after"]) == {"1", "2", "3", "4"}
+    from snncompile.finetune.cli import _training_data
+    from snncompile.tools.cli import build_parser
+
+    def data_for(method: str):
+        a = build_parser().parse_args([str(folders / "bar.onnx"), "--calibration",
+                                       str(folders / "npy" / "train"), "-T", "4",
+                                       "--finetune", method, "--workers", "0"])
+        return _training_data(a, 0, (2, 12, 12))
+
+    assert data_for("temporal-consistency").x.shape == (40, 4, 2, 12, 12)  # frames
+    assert data_for("distill").x.shape == (40, 2, 12, 12)  # summed
