@@ -267,13 +267,17 @@ class Recorder:
         ops per sample = Σ_t Σ_units [x(t) ≠ 0] · fan-out (``input_fanout``)."""
         if self.input_fanout is None:
             return
-        nz = (x != 0)
-        nz = nz.to(torch.float64) if isinstance(nz, torch.Tensor) else nz.astype(np.float64)
-        per_sample = nz if static else nz.sum(0)
-        fan = self._fan("/input", self.input_fanout, per_sample)
-        ops = _np((per_sample.reshape(per_sample.shape[0], -1) * fan).sum(1))
+        nz = x != 0  # bool: no float copy of a (T, b, *in) train
+        b = nz.shape[0 if static else 1]
+        per_unit = nz.reshape(b, -1) if static else nz.reshape(nz.shape[0], b, -1).sum(0)
+        steps = nz.reshape(1 if static else nz.shape[0], b, -1).sum(1)  # (1 or T, units)
+        if isinstance(nz, torch.Tensor):
+            per_unit = per_unit.to(torch.float64)
+        else:
+            per_unit = per_unit.astype(np.float64)
+        fan = self._fan("/input", self.input_fanout, per_unit)
+        ops = _np((per_unit * fan).sum(1))
         self._inputs.append(ops * (self.steps if static else 1))
-        steps = nz.reshape(1 if static else nz.shape[0], nz.shape[int(not static)], -1).sum(1)
         self._add_steps("_step_in", "/input", steps)
 
     def totals(self, name: str, per_unit_total: np.ndarray, n: int) -> None:
