@@ -190,3 +190,11 @@ def test_temporal_finetuning_trains_on_frames(folders: Path, tmp_path: Path, cap
 
     assert data_for("temporal-consistency").x.shape == (40, 4, 2, 12, 12)  # frames
     assert data_for("distill").x.shape == (40, 2, 12, 12)  # summed
+
+
+def test_eval_only_calibrates_on_its_summed_frames(folders: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    assert main([str(folders / "bar.onnx"), "--eval", str(folders / "npy" / "test"), "-T", "4",
+                 "--out", str(out), "--device", "cpu", "--workers", "0"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["input"].startswith("event frames") and report["samples"] == 20
