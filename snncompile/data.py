@@ -476,15 +476,20 @@ def channels_first(src: Source | None, shape: Sequence[int], channels_last: bool
 
 
 def open_data(spec: str | Path, *, need_labels: bool = False, preprocess: Preprocess | None = None,
-              workers: int = 2) -> Source:
-    """A ``Source`` from a ``.npz`` file, an image folder or ``module:callable``."""
+              workers: int = 2, events: Any = None) -> Source:
+    """A ``Source`` from a ``.npz`` file, an image folder, a folder of event recordings
+    (binned as ``events``, a ``snncompile.events.EventBinning``) or ``module:callable``."""
     text = str(spec)
     if not text.strip():  # Path("") is the current folder: never read it as an image folder
         raise CompileError("bad data", [Diagnostic("the data path is empty")])
     p = Path(text)
     if p.is_dir() and p.suffix.lower() != ".npz":  # a folder named *.npz is a wrong .npz
-        src = Source(text, dataset=Checked(ImageFolder(p, preprocess or Preprocess()), text),
-                     workers=workers)
+        from snncompile import events as event_data
+
+        # an event folder checks its own recordings (and events.summed_source unwraps it)
+        ds = (event_data.open_folder(p, events) if event_data.is_event_folder(p)
+              else Checked(ImageFolder(p, preprocess or Preprocess()), text))
+        src = Source(text, dataset=ds, workers=workers)
     elif p.is_file() or text.endswith(".npz") or ":" not in text:
         return Source.of(load_npz(p, need_labels=need_labels))
     else:

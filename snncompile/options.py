@@ -11,6 +11,7 @@ built from these options lives in ``snncompile.passes.pipelines``; backends rece
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -89,6 +90,10 @@ class CompileOptions:
     eval_samples: int | None = option(None, "evaluation samples to use, spread evenly over "
                                       "the set (default all)",
                                       group="data", range=(1, None))
+    event_binning: str = option("time", "event recordings: split each into T frames of equal "
+                                "duration (time) or equal event count (count); frame t is the "
+                                "input current of step t", group="data",
+                                choices=("time", "count"))
     memory_budget: str | None = option(
         None, "peak memory of a simulation run, bytes with a K/M/G suffix (e.g. 4G); picks the "
         "samples simulated at once and the time chunk (default: half of the available RAM, or "
@@ -96,6 +101,10 @@ class CompileOptions:
     export: str | None = option(None, "also write an exchange file: netx (loihi target, "
                                 "network.net) or nir (both targets, network.nir)",
                                 group="simulation", choices=("netx", "nir"))
+    step_time: float | None = option(None, "seconds per timestep for the latency estimate in "
+                                     "report.json's energy block (default: estimated from "
+                                     "Loihi's per-operation times, Davies et al. 2018)",
+                                     group="simulation", range=(0.0, None), lo_open=True)
     strict_limits: bool = option(False, "loihi: fail on estimated Loihi 2 limits (per-core "
                                  "figures that are not public), not only on certain ones",
                                  group="simulation")
@@ -104,6 +113,10 @@ class CompileOptions:
         from snncompile.validate import option_problems
 
         bad: list[Diagnostic] = option_problems(self)  # types, counts, bounds (validate.py)
+        if self.step_time is not None and (isinstance(self.step_time, bool) or not isinstance(
+                self.step_time, (int, float)) or not math.isfinite(self.step_time)):
+            bad.append(Diagnostic(f"step_time={self.step_time!r}; must be a finite number of "
+                                  "seconds > 0"))
         if bad:
             raise CompileError("bad option", bad)
         for f in dataclasses.fields(self):

@@ -54,6 +54,13 @@ class SimResult:
         spike_trains: with ``record``: layer name -> (T, N, *shape) int8 spikes s(t) (not θ·s);
             float32 for graded models (sigma-delta).
         potentials: with ``record``: (T, N, K) readout potentials.
+        layer_synops: spiking layer name -> (N,) float64, its synaptic operations per sample
+            (its messages × their fan-out; ``synops`` is their sum).
+        input_ops: (N,) float64, the operations of the synapses the Input drives: Σ_t Σ_units
+            [x(t) ≠ 0] · fan-out (graded messages, one per nonzero input value and step), or
+            None where the backend did not count them.
+        step_synops: (T,) float64, ``synops`` of every step summed over the samples (None where
+            a backend counted whole runs only); ``step_input_ops`` likewise for ``input_ops``.
     """
 
     timesteps: int
@@ -66,6 +73,11 @@ class SimResult:
     device: str = "cpu"
     spike_trains: dict[str, np.ndarray] | None = None
     potentials: np.ndarray | None = None
+    layer_synops: dict[str, np.ndarray] = field(default_factory=dict)
+    input_ops: np.ndarray | None = None
+    step_synops: np.ndarray | None = None
+    step_input_ops: np.ndarray | None = None
+    input_frames: bool = False  # x was frames (N, T, *in), frame t at step t
 
     @property
     def samples(self) -> int:
@@ -110,6 +122,14 @@ class SimResult:
         pots = None
         if all(p.potentials is not None for p in parts):
             pots = np.concatenate([p.potentials for p in parts], axis=1)
+        def cat(name: str) -> np.ndarray | None:
+            vals = [getattr(p, name) for p in parts]
+            return None if any(v is None for v in vals) else np.concatenate(vals)
+
+        def add(name: str) -> np.ndarray | None:
+            vals = [getattr(p, name) for p in parts]
+            return None if any(v is None for v in vals) else np.sum(vals, axis=0)
+
         return cls(
             timesteps=first.timesteps,
             predictions=np.concatenate([p.predictions for p in parts], axis=1),
@@ -119,7 +139,11 @@ class SimResult:
             layer_neurons=dict(first.layer_neurons),
             synops=np.concatenate([p.synops for p in parts]),
             seconds=max(p.seconds for p in parts), device=first.device,
-            spike_trains=trains, potentials=pots)
+            spike_trains=trains, potentials=pots,
+            layer_synops={k: np.concatenate([p.layer_synops[k] for p in parts])
+                          for k in first.layer_synops if all(k in p.layer_synops for p in parts)},
+            input_ops=cat("input_ops"), step_synops=add("step_synops"),
+            step_input_ops=add("step_input_ops"), input_frames=first.input_frames)
 
 
 @runtime_checkable
@@ -152,7 +176,9 @@ class Recorder:
     (``events``: (b, *shape), summed over steps; the neuron model's event rule — |s|, or one per
     nonzero graded delta — is the backend's) plus, with ``record``, the spike train itself.
     ``result`` assembles the ``SimResult``: spikes per sample and layer, synaptic operations per
-    sample = Σ_layers Σ_units events · fan-out.
+    sample = Σ_layers Σ_units events · fan-out (per layer too, and per step where the backend
+    hands ``per_step`` events); ``inputs`` counts the Input's graded messages × fan-out
+    (``input_fanout``).
     """
 
     steps: int
@@ -168,6 +194,13 @@ class Recorder:
     _trains: dict[str, list[np.ndarray]] = field(default_factory=dict)
     _pending: np.ndarray | None = None
     _fan_t: dict[tuple[str, str], Tensor] = field(default_factory=dict)
+    input_fanout: np.ndarray | None = None
+    _layer_ops: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    _inputs: list[np.ndarray] = field(default_factory=list)
+    _step_ops: np.ndarray | None = None
+    _step_in: np.ndarray | None = None
+    _per_step: bool = True
+    frames: bool = False  # the input was frames, one per step (``SimResult.input_frames``)
 
     def potentials(self, pot: Any, keep: bool | None = None) -> None:
         """Readout potentials (T, b, ...) of the next ``b`` samples; ``keep`` (default
@@ -187,26 +220,71 @@ class Recorder:
         self._flush()
         self._pending = np.zeros(self._preds[-1].shape[1])
 
-    def events(self, name: str, per_unit: Any, train: Any = None) -> None:
+    def _fan(self, name: str, fan: np.ndarray, like: Any) -> Any:
+        """Fan-out (1, units) float64, as a tensor on ``like``'s device (one copy per device)."""
+        if not isinstance(like, torch.Tensor):
+            return np.asarray(fan, np.float64).reshape(1, -1)
+        key = (name, str(like.device))
+        if key not in self._fan_t:
+            self._fan_t[key] = torch.as_tensor(np.asarray(fan, np.float64),
+                                               device=like.device).reshape(1, -1)
+        return self._fan_t[key]
+
+    def events(self, name: str, per_unit: Any, train: Any = None, *,
+               per_step: Any = None) -> None:
         """Messages per unit (b, *shape) of layer ``name`` for the samples of the last
-        ``potentials`` call; ``train`` (T, b, *shape) is kept when recording."""
+        ``potentials`` call; ``train`` (T, b, *shape) is kept when recording. ``per_step``
+        (T, units): the messages of every step summed over the b samples (for the ops per
+        step; without it the result has no ``step_synops``)."""
         if self._pending is None:
             raise RuntimeError("Recorder.events before Recorder.potentials")
         if isinstance(per_unit, torch.Tensor):
             pu = per_unit.to(torch.float64).flatten(1)
-            key = (name, str(pu.device))
-            if key not in self._fan_t:  # one copy per device, not one per batch
-                self._fan_t[key] = torch.as_tensor(np.asarray(self.fanouts[name], np.float64),
-                                                   device=pu.device).reshape(1, -1)
-            fan = self._fan_t[key]
-            self._counts.setdefault(name, []).append(_np(pu.sum(1)))
-            self._pending += _np((pu * fan).sum(1))
         else:
             pu = np.asarray(per_unit, np.float64).reshape(len(per_unit), -1)
-            self._counts.setdefault(name, []).append(pu.sum(1))
-            self._pending += (pu * self.fanouts[name].reshape(1, -1)).sum(1)
+        fan = self._fan(name, self.fanouts[name], pu)
+        self._counts.setdefault(name, []).append(_np(pu.sum(1)))
+        ops = _np((pu * fan).sum(1))
+        self._pending += ops
+        self._layer_ops.setdefault(name, []).append(ops)
+        self._add_steps("_step_ops", name, per_step)
         if self.record and train is not None:
             self._trains.setdefault(name, []).append(_np(train))
+
+    def _add_steps(self, attr: str, name: str, per_step: Any) -> None:
+        if per_step is None:
+            self._per_step = False
+            return
+        fan = self._fan(name, self.fanouts[name] if attr == "_step_ops" else self.input_fanout,
+                        per_step)
+        if isinstance(per_step, torch.Tensor):
+            per_step = per_step.to(torch.float64).flatten(1)
+        else:
+            per_step = np.asarray(per_step, np.float64).reshape(len(per_step), -1)
+        ops = _np((per_step * fan).sum(1))
+        if len(ops) == 1 and self.steps > 1:  # a static input: the same every step
+            ops = np.repeat(ops, self.steps)
+        old = getattr(self, attr)
+        setattr(self, attr, ops if old is None else old + ops)
+
+    def inputs(self, x: Any, static: bool) -> None:
+        """The Input's graded messages for the samples of the last ``potentials`` call: ``x``
+        (b, *in) sent at every step (``static``) or (T, b, *in), one frame per step; input
+        ops per sample = Σ_t Σ_units [x(t) ≠ 0] · fan-out (``input_fanout``)."""
+        if self.input_fanout is None:
+            return
+        nz = x != 0  # bool: no float copy of a (T, b, *in) train
+        b = nz.shape[0 if static else 1]
+        per_unit = nz.reshape(b, -1) if static else nz.reshape(nz.shape[0], b, -1).sum(0)
+        steps = nz.reshape(1 if static else nz.shape[0], b, -1).sum(1)  # (1 or T, units)
+        if isinstance(nz, torch.Tensor):
+            per_unit = per_unit.to(torch.float64)
+        else:
+            per_unit = per_unit.astype(np.float64)
+        fan = self._fan("/input", self.input_fanout, per_unit)
+        ops = _np((per_unit * fan).sum(1))
+        self._inputs.append(ops * (self.steps if static else 1))
+        self._add_steps("_step_in", "/input", steps)
 
     def totals(self, name: str, per_unit_total: np.ndarray, n: int) -> None:
         """Messages per unit of layer ``name`` summed over all ``n`` samples of the last
@@ -216,7 +294,10 @@ class Recorder:
             raise RuntimeError("Recorder.totals before Recorder.potentials")
         total = np.asarray(per_unit_total, np.float64).ravel()
         self._counts.setdefault(name, []).append(np.full(n, total.sum() / n))
-        self._pending += float((total * self.fanouts[name].ravel()).sum()) / n
+        ops = float((total * self.fanouts[name].ravel()).sum()) / n
+        self._pending += ops
+        self._layer_ops.setdefault(name, []).append(np.full(n, ops))
+        self._per_step = False
 
     def _flush(self) -> None:
         if self._pending is not None:
@@ -236,7 +317,12 @@ class Recorder:
             device=device,
             spike_trains={n: np.concatenate(v, axis=1) for n, v in self._trains.items()}
             if self.record else None,
-            potentials=np.concatenate(self._pots, axis=1) if self._pots else None)
+            potentials=np.concatenate(self._pots, axis=1) if self._pots else None,
+            layer_synops={n: np.concatenate(v) for n, v in self._layer_ops.items()},
+            input_ops=np.concatenate(self._inputs) if self._inputs else None,
+            step_synops=self._step_ops if self._per_step and self._step_ops is not None
+            else None,
+            step_input_ops=self._step_in if self._inputs else None, input_frames=self.frames)
 
 
 def batches(n: int, batch_size: int, *, desc: str, progress: bool = True,
@@ -283,8 +369,8 @@ def run_stream(net: Any, ev: Any, opts: Any, steps: int, *, ann: Graph | None = 
         if opts.encoding == "poisson":
             net.options = dataclasses.replace(opts, seed=opts.seed + 7919 * b)
         r = net.run(x, steps, progress=False)
-        ann_pred = (run_ann(ann, x, batch_size=opts.batch_size).reshape(len(x), -1).argmax(1)
-                    if ann is not None else None)
+        ann_pred = (run_ann(ann, ann_input(net.graph, x), batch_size=opts.batch_size).reshape(
+            len(x), -1).argmax(1) if ann is not None else None)
         parts.append((b, r, y, ann_pred))
         bar.update(1)
     bar.close()
@@ -312,6 +398,12 @@ def run_steps(graph: Graph, x: np.ndarray, timesteps: int | None, default: int, 
 
     steps = validate.integer(default if timesteps is None else timesteps, "timesteps",
                              maximum=2**31 - 1)
+    if is_frames(graph, x):  # (N, T, *in): frame t at step t (event data)
+        if x.shape[1] != steps:
+            raise CompileError("frames do not fit the run", [Diagnostic(
+                f"x has {x.shape[1]} frames per sample (N, T, ...) for a run of {steps} steps",
+                hint="bin the events into as many frames as --timesteps")])
+        x = x.reshape(-1, *x.shape[2:])
     validate.samples(x, "x", shape=graph.shape(graph.input_name),
                      channels_last=reads_channels_last(graph))
     need = validate.run_memory(len(x), steps, validate.graph_units(graph), 256,
@@ -321,6 +413,22 @@ def run_steps(graph: Graph, x: np.ndarray, timesteps: int | None, default: int, 
                           f"running {len(x)} samples for {steps} steps",
                           hint="fewer samples or steps per call")
     return steps
+
+
+def is_frames(graph: Graph, x: Any) -> bool:
+    """Whether ``x`` is a batch of frame sequences (N, T, *input shape), one frame per step
+    (binned event data, ``snncompile.events``), rather than samples (N, *input shape)."""
+    return isinstance(x, np.ndarray) and x.ndim == len(graph.shape(graph.input_name)) + 2
+
+
+def ann_input(graph: Graph, x: np.ndarray) -> np.ndarray:
+    """What the ANN reads for ``x``: the mean of frame sequences (N, T, *in) over T (the summed
+    event frame, ``snncompile.events``), else ``x``."""
+    if not is_frames(graph, x):
+        return x
+    from snncompile.events import summed
+
+    return summed(x)
 
 
 def column_nonzeros(w: np.ndarray, chunk_bytes: int = 16 * 2**20) -> np.ndarray:

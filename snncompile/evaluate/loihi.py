@@ -63,7 +63,7 @@ def evaluate_loihi(snn: Graph, ann: Graph | None, ev: Any, opts: CompileOptions,
                    model: str = "", pipeline: Any = None, ctx: Any = None) -> dict[str, Any]:
     """Run ``snn`` in Lava on ``ev`` (a labelled ``Dataset``); returns report.json's dict."""
     from snncompile import distributed
-    from snncompile.backends.common import SimResult, as_source
+    from snncompile.backends.common import SimResult, ann_input, as_source
     from snncompile.backends.gpu import compile as gpu_compile
     from snncompile.backends.loihi import compile as lava_compile
     from snncompile.backends.loihi import compile_reference as loihi_reference
@@ -91,7 +91,8 @@ def evaluate_loihi(snn: Graph, ann: Graph | None, ev: Any, opts: CompileOptions,
         ref = ref_net.run(part.x, opts.timesteps, record=fixed)
         exact, mismatched = _spike_exact(result, ref) if fixed else (None, None)
         ann_pred = None if ann is None else run_ann(
-            ann, part.x, batch_size=opts.batch_size).reshape(len(part.x), -1).argmax(1)
+            ann, ann_input(snn, part.x), batch_size=opts.batch_size).reshape(
+            len(part.x), -1).argmax(1)
         strip = dict(spike_trains=None, potentials=None)  # per-rank checks done; not gathered
         mine = {"result": dataclasses.replace(result, **strip),
                 "ref": dataclasses.replace(ref, **strip), "y": part.y, "ann": ann_pred,

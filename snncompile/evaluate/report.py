@@ -6,7 +6,9 @@ readout potential integrated up to t), the ANN accuracy on the same samples, spi
 operations per sample, and per spiking layer its neuron count, threshold (a scalar, or [min,
 max] when channel-wise), firing rate = spikes / (neurons · T) and spikes per sample.
 ``print_report`` prints the tables; ``plot_report`` writes accuracy_vs_timestep.png (with the
-ANN line) and firing_rate.png (matplotlib, Agg backend).
+ANN line) and firing_rate.png (matplotlib, Agg backend). The ``energy`` block (synaptic ops,
+neuron updates, the ANN's MACs, estimated energies and latency at every t, with their constants
+and sources) is ``snncompile.evaluate.energy``'s, and so is accuracy_vs_energy.png.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from snncompile.evaluate.energy import energy_block, plot_energy, summary_lines
 from snncompile.ir.graph import Graph
 from snncompile.ir.nodes import Layer
 
@@ -73,6 +76,8 @@ def build_report(result: Any, graph: Graph, labels: np.ndarray, *, ann_accuracy:
             "spikes_per_sample": float(result.layer_spikes[name].mean())})
     return {
         "model": model, "target": target, "timesteps": steps,
+        "input": "event frames: frame t is the input of step t; accuracy_by_timestep[t] is "
+                 "the accuracy after t frames" if result.input_frames else "static",
         "ann_accuracy": ann_accuracy, "snn_accuracy": float(acc[-1]),
         "accuracy_by_timestep": {str(t + 1): float(a) for t, a in enumerate(acc)},
         "spikes_per_sample": result.spikes_per_sample(),
@@ -81,6 +86,8 @@ def build_report(result: Any, graph: Graph, labels: np.ndarray, *, ann_accuracy:
         "seconds": float(seconds if seconds is not None else result.seconds),
         "device": result.device, "versions": versions(), "pipeline": pipeline,
         "options": options or {}, "notes": notes or {},
+        "energy": energy_block(result, graph, acc, ann_accuracy=ann_accuracy,
+                               step_time=(options or {}).get("step_time")),
     }
 
 
@@ -94,7 +101,8 @@ def print_report(report: dict[str, Any], file: TextIO | None = None) -> None:
     print(f"{report['model']} -> {report['target']}: {report['samples']} samples, "
           f"T={report['timesteps']}, {report['seconds']:.2f} s on {report.get('device', '?')}",
           file=f)
-    print(f"{'t':>6}  {'SNN acc':>8}  {'ANN acc':>8}  {'gap':>7}", file=f)
+    col = "frames" if report.get("input", "static") != "static" else "t"  # after t frames
+    print(f"{col:>6}  {'SNN acc':>8}  {'ANN acc':>8}  {'gap':>7}", file=f)
     for t in selected_steps(report["timesteps"]):
         a = by_t[str(t)]
         gap = f"{a - ann:+.4f}" if ann is not None else "-"
@@ -102,6 +110,8 @@ def print_report(report: dict[str, Any], file: TextIO | None = None) -> None:
         print(f"{t:>6}  {a:>8.4f}  {ann_s:>8}  {gap:>7}", file=f)
     print(f"spikes/sample {report['spikes_per_sample']:.1f}   synaptic ops/sample "
           f"{report['synaptic_ops_per_sample']:.4g}", file=f)
+    for line in summary_lines(report["energy"]) if "energy" in report else ():
+        print(line, file=f)
     w = max([8, *(len(ly["op"]) for ly in report["layers"])])  # CurrentMaxPool2d: 16
     print(f"{'layer':<24} {'op':<{w}} {'neurons':>8} {'threshold':>17} {'rate':>7} "
           f"{'spikes/sample':>14}", file=f)
@@ -128,7 +138,8 @@ def plot_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
     if report.get("ann_accuracy") is not None:
         ax.axhline(report["ann_accuracy"], color="k", ls="--", label="ANN")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("timestep t")
+    ax.set_xlabel("frames t (one per step)" if report.get("input", "static") != "static"
+                  else "timestep t")
     ax.set_ylabel("accuracy")
     ax.set_title(f"{Path(report['model']).name}: accuracy vs timestep")
     ax.grid(alpha=0.3)
@@ -149,4 +160,4 @@ def plot_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
     p2 = out / "firing_rate.png"
     fig.savefig(p2, dpi=100)
     plt.close(fig)
-    return [p1, p2]
+    return [p1, p2, *([plot_energy(report, out)] if "energy" in report else [])]

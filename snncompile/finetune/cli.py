@@ -57,8 +57,17 @@ def _training_data(a: argparse.Namespace, seed: int, input_shape: Any = None,
         pre = data.preprocess_from(getattr(a, "preprocess", "none"), color=a.color,
                                    resize=a.resize, crop=a.crop, mean=a.mean, std=a.std,
                                    input_shape=input_shape)
-        src = data.open_data(a.calibration, preprocess=pre, workers=a.workers).spread(
-            a.finetune_samples)
+        from snncompile import events
+        from snncompile.finetune import parse_method
+
+        # event recordings: temporal-consistency alone trains on the T frames of each
+        # recording (frame t at step t), anything else on the summed frames (the ANN's view)
+        on_frames = {m for m, _ in parse_method(a.finetune)} == {"temporal-consistency"}
+        steps = a.timesteps if a.finetune_timesteps is None else a.finetune_timesteps
+        binning = None if input_shape is None else events.EventBinning(
+            tuple(input_shape), steps if on_frames else None, a.event_binning)
+        src = data.open_data(a.calibration, preprocess=pre, workers=a.workers,
+                             events=binning).spread(a.finetune_samples)
         return data.channels_first(src, input_shape, channels_last).materialize()
     elif a.eval is not None:
         raise CompileError("no fine-tuning data", [Diagnostic(

@@ -333,7 +333,12 @@ def run_stages(net: Any, stages: Sequence[Stage], data: TrainData, cfg: Finetune
     checkpoint resumed from or None)."""
     from tqdm import tqdm
 
-    check_input(teacher, data.x, "fine-tuning data")
+    frames = data.x.ndim == len(teacher.shape(teacher.input_name)) + 2  # (N, T, *in) events
+    if frames and data.x.shape[1] != cfg.timesteps:
+        raise CompileError("frames do not fit the fine-tuning run", [Diagnostic(
+            f"fine-tuning data has {data.x.shape[1]} frames per sample for T={cfg.timesteps}",
+            hint="--finetune-timesteps equal to --timesteps with event data")])
+    check_input(teacher, data.x[:1].mean(1) if frames else data.x, "fine-tuning data")
     device = resolve_device(cfg.device)
     net.to(device)
     teacher_dtype = torch.float32
@@ -408,20 +413,23 @@ def run_stages(net: Any, stages: Sequence[Stage], data: TrainData, cfg: Finetune
                     xb = torch.from_numpy(data.x[sub]).to(device)
                     yb = torch.from_numpy(data.y[sub]).to(device) if data.y is not None else None
                     tch = None
+                    # event frames (b, T, *in): frame t at step t; the ANN reads their mean
+                    x_ann = xb.mean(1) if frames else xb
                     if stage.needs_teacher:
                         with torch.no_grad():
                             # ANN mode runs on the CPU (its kernels build CPU weight tensors)
-                            _, rec = run_ann_torch(teacher, xb.cpu().to(teacher_dtype),
+                            _, rec = run_ann_torch(teacher, x_ann.cpu().to(teacher_dtype),
                                                    record=True)
                         tch = {k: v.to(device, xb.dtype) for k, v in rec.items()}
-                    xin = _encode(xb, cfg.timesteps, cfg.encoding, dgen)
+                    xin = (xb.transpose(0, 1) if frames
+                           else _encode(xb, cfg.timesteps, cfg.encoding, dgen))
                     meter.current = 0
                     sync = (contextlib.nullcontext() if world == 1 or ci == starts[-1]
                             else simulate.no_sync())  # DDP all-reduces after the last chunk
                     with sync, torch.autograd.graph.saved_tensors_hooks(meter.pack,
                                                                         meter.unpack):
                         pot, spikes = simulate(xin, cfg.timesteps)
-                        loss = stage.loss(StepOutputs(xb, yb, pot, spikes, net, tch))
+                        loss = stage.loss(StepOutputs(x_ann, yb, pot, spikes, net, tch))
                         if not torch.isfinite(loss):
                             raise CompileError("fine-tuning diverged", [Diagnostic(
                                 f"{method}, stage {stage.name}, epoch {epoch + 1}: "

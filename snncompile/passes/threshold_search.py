@@ -111,7 +111,10 @@ class ThresholdSearch:
         if not todo:
             ctx.notes["threshold-search"] = notes
             return g
-        acts = record_activations(graph, ctx.need_calibration("threshold-search"))
+        cal = ctx.need_calibration("threshold-search")
+        if hasattr(cal, "materialize"):  # a streamed source (image or event folder): its
+            cal = cal.materialize().x  # calibration samples, in memory (--calibration-samples)
+        acts = record_activations(graph, cal)
         for name, gran in todo.items():
             op = graph.op(name)
             assert isinstance(op, Layer) and op.neuron is not None

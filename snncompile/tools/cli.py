@@ -175,7 +175,7 @@ def _datasets(a: argparse.Namespace, opts: CompileOptions, input_shape: Any = No
     """(calibration, evaluation, calibration is the evaluation set) as ``data.Source``s
     (streamed, or arrays in memory). A subset of a streamed set is spread over all of it
     (``Source.spread``: an image folder is sorted by class)."""
-    from snncompile import data
+    from snncompile import data, events
 
     if a.dataset and (a.calibration or a.eval):
         raise CompileError("bad usage",
@@ -192,15 +192,22 @@ def _datasets(a: argparse.Namespace, opts: CompileOptions, input_shape: Any = No
         ev = data.Source.of(data.digits("test", seed=opts.seed))
     else:
         pre = preprocess_from_args(a, input_shape)
-        calib = (data.open_data(a.calibration, preprocess=pre, workers=a.workers).spread(
-            opts.calibration_samples) if a.calibration else None)
-        ev = (data.open_data(a.eval, need_labels=True, preprocess=pre, workers=a.workers)
-              if a.eval else None)
+        # event recordings: the calibration set is read as summed frames (the ANN's view),
+        # the evaluation set as T frames per sample (snncompile.events)
+        summed, frames = (None, None) if input_shape is None else (
+            events.binning_for(opts, input_shape, frames=f) for f in (False, True))
+        calib = (data.open_data(a.calibration, preprocess=pre, workers=a.workers,
+                                events=summed).spread(opts.calibration_samples)
+                 if a.calibration else None)
+        ev = (data.open_data(a.eval, need_labels=True, preprocess=pre, workers=a.workers,
+                             events=frames) if a.eval else None)
         if calib is None and ev is not None:
             calib = ev.spread(opts.calibration_samples)
             from_eval = True
     if ev is not None and opts.eval_samples is not None:
         ev = ev.spread(opts.eval_samples)
+    if from_eval:  # event recordings: thresholds from the ANN's view (summed) of --eval
+        calib = events.summed_source(calib)
     return calib, ev, from_eval
 
 
@@ -272,7 +279,9 @@ def run(a: argparse.Namespace) -> int:
     for ds, what in ((calib, "calibration data"), (ev, "evaluation data")):
         if ds is not None:  # all of an in-memory set; the first sample of a streamed one
             x, y = (ds.arrays.x, ds.arrays.y) if ds.arrays is not None else ds.first(1)
-            check_input(graph, x, f"{what} ({ds.source})")
+            from snncompile.backends.common import ann_input
+
+            check_input(graph, ann_input(graph, x), f"{what} ({ds.source})")  # frames: summed
             if y is not None:
                 validate.labels(y, len(y), validate.classes(graph), f"{what} ({ds.source}) y")
     if ev is not None and a.target != "ir":

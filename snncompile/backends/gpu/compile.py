@@ -39,6 +39,7 @@ from snncompile.backends.common import (
     SimResult,
     batches,
     float32_math,
+    is_frames,
     resolve_device,
     run_steps,
 )
@@ -315,6 +316,7 @@ class GpuNetwork:
         self.module = SpikingNetwork(self.graph, self.dtype).to(self.device)
         self.module.tf32 = self.options.tf32
         self.fanouts = {n: fanout(self.graph, n) for n in self.module.neurons}
+        self.input_fanout = fanout(self.graph, self.graph.input_name)
         self.pieces = Pieces(self.options.batch_size, self.options.timesteps)  # of the last run
 
     @torch.no_grad()
@@ -329,23 +331,31 @@ class GpuNetwork:
         batch = min(len(x), self.options.batch_size)
         gen = torch.Generator(device=self.device).manual_seed(self.options.seed)
         rec = Recorder(steps, {n: int(np.prod(self.graph.shape(n))) for n in self.module.neurons},
-                       self.fanouts, record)
+                       self.fanouts, record, input_fanout=self.input_fanout)
         pieces = self.plan(steps, batch, record=record)
         self.pieces = pieces
+        frames = rec.frames = is_frames(self.graph, x)  # (N, T, *in): one frame per step
+        poisson = self.options.encoding == "poisson"
+        if frames and poisson:
+            raise CompileError("event frames are the input current", [Diagnostic(
+                "--encoding poisson draws spikes from a static image; frames are sent as they "
+                "are", hint="use --encoding direct with event data")])
         for sl in batches(len(x), self.options.batch_size, desc="simulate", progress=progress):
             xb = torch.from_numpy(np.ascontiguousarray(x[sl])).to(self.device, self.dtype)
-            poisson = self.options.encoding == "poisson"
+            if frames:
+                xb = xb.transpose(0, 1)  # (T, b, *in), as simulate reads a train
             if poisson:  # drawn for the whole batch at once, in the order of an unsplit run
                 p = xb.clamp(0.0, 1.0).unsqueeze(0).expand(steps, *xb.shape)
                 # kept as bool (1 byte per input unit and step); simulate converts each chunk
                 xb = torch.rand(p.shape, generator=gen, device=self.device, dtype=self.dtype) < p
-            for xc in torch.split(xb, pieces.batch, dim=1 if poisson else 0):
+            for xc in torch.split(xb, pieces.batch, dim=1 if poisson or frames else 0):
                 self._piece(xc, steps, pieces.chunk, rec, record)
         return rec.result(str(self.device))
 
     def _piece(self, xc: Tensor, steps: int, chunk: int, rec: Recorder, record: bool) -> None:
         """Simulate one piece of a batch and feed the Recorder (counts summed over chunks)."""
         per_unit: dict[str, Tensor] = {}
+        per_step: dict[str, list[Tensor]] = {}
         trains: dict[str, list[Tensor]] = {}
         prev: dict[str, Tensor] = {}
 
@@ -366,14 +376,18 @@ class GpuNetwork:
             # per chunk in s's dtype (counts ≤ chunk·M: exact), accumulated in float64
             total = ev.sum(0).to(torch.float64)
             per_unit[name] = total if name not in per_unit else per_unit[name].add_(total)
+            # messages of every step summed over the piece (counts ≤ b·M: exact in float32)
+            per_step.setdefault(name, []).append(ev.flatten(2).sum(1).to(torch.float64))
             if record:  # a copy: s becomes θ·s in place after this
                 trains.setdefault(name, []).append(
                     s.to(torch.int8 if model.integer else torch.float32, copy=True).cpu())
 
         pot, _ = self.module.simulate(xc, steps, on_spikes=consume, chunk=chunk)
         rec.potentials(pot)
+        rec.inputs(xc, static=xc.dim() == len(self.graph.shape(self.graph.input_name)) + 1)
         for name, pu in per_unit.items():
-            rec.events(name, pu, torch.cat(trains[name]) if record else None)
+            rec.events(name, pu, torch.cat(trains[name]) if record else None,
+                       per_step=torch.cat(per_step[name]))
 
     def plan_bytes(self, steps: int, batch: int, *, record: bool = False) -> int:
         """Bytes the pieces ``plan`` picks will allocate (``memory.piece_bytes``)."""

@@ -32,7 +32,13 @@ from snncompile.backends.loihi.layout import (
     lava_shape,
     to_lava,
 )
-from snncompile.backends.loihi.plan import LoihiPlan, Population, Synapse, gate_indices
+from snncompile.backends.loihi.plan import (
+    LoihiPlan,
+    Population,
+    Synapse,
+    gate_indices,
+    refuse_delta_frames,
+)
 
 #: a conv synapse fed by spikes runs as a Lava ``Dense`` of the equivalent matrix when that
 #: matrix has at most this many entries: Lava's CPU ``Conv`` model loops over channel pairs in
@@ -199,18 +205,25 @@ class LavaBuilder:
         return LavaGraph(readout, procs, sink, spike_sinks, n_proc)
 
     def payload(self, x: np.ndarray, steps: int) -> np.ndarray:
-        """Source data (Lava input shape, N·T + depth steps); sample k fills k·T … k·T+T-1."""
+        """Source data (Lava input shape, N·T + depth steps); sample k fills k·T … k·T+T-1:
+        x (N, *in) at each of its steps, or frame τ of x (N, T, *in) at step k·T + τ."""
         shape = self.plan.pops[self.plan.input_name].shape
+        frames = x.ndim == len(shape) + 2
+        refuse_delta_frames(self.plan, frames)
+        if frames:  # (N, T, *in) -> (N·T, *in): sample k's frames at k·T … k·T+T-1
+            x = x.reshape(-1, *x.shape[2:])
         if self.mode == "fixed":
             xq, self.input_clipped = self.plan.input_int(x)
             xs = xq.astype(np.int32)
         else:
             xs = self.plan.input_value(x)
-        n = len(xs)
+        n = len(xs) // steps if frames else len(xs)
         total = n * steps + self.plan.depth
         data = np.zeros((*lava_shape(shape), total), dtype=xs.dtype)
-        per_sample = to_lava(np.moveaxis(xs, 0, -1), shape)  # (*Lava shape, N)
-        if self.plan.delta_coded:  # sigma-delta: x as a delta at each sample's first step
+        per_sample = to_lava(np.moveaxis(xs, 0, -1), shape)  # (*Lava shape, N or N·T)
+        if frames:
+            data[..., :n * steps] = per_sample
+        elif self.plan.delta_coded:  # sigma-delta: x as a delta at each sample's first step
             data[..., :n * steps:steps] = per_sample
         else:
             data[..., :n * steps] = np.repeat(per_sample, steps, axis=-1)

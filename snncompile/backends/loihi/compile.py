@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from snncompile.backends.common import Recorder, SimResult, run_steps
+from snncompile.backends.common import Recorder, SimResult, is_frames, run_steps
 from snncompile.backends.loihi.build import CONV_AS_DENSE_LIMIT, LavaBuilder
 from snncompile.backends.loihi.fixed import NETX_GRID_EXP
 from snncompile.backends.loihi.lava_runtime import TAGS, LavaRun, run_lava
 from snncompile.backends.loihi.layout import trailing_to_torch
-from snncompile.backends.loihi.plan import LoihiPlan, build_plan, fanout
+from snncompile.backends.loihi.plan import LoihiPlan, build_plan, fanout, input_int
 from snncompile.backends.loihi.torch_sim import LoihiNetwork, compile_reference
 from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.graph import Graph
@@ -101,7 +101,16 @@ class LavaNetwork:
                        stall_seconds=stall_seconds)
         self.last_run = out.timing
         return self._result(out.potentials, out.trains, out.counts, n, steps,
-                            out.timing.seconds, record)
+                            out.timing.seconds, record, x=self._sent(x))
+
+    def _sent(self, x: np.ndarray) -> np.ndarray:
+        """What the Input sends, (N, *in) or frames (N, T, *in) (fixed_pt: the integers)."""
+        frames = is_frames(self.graph, x)
+        if self.mode == "fixed":
+            return input_int(self.plan, x, frames)[0]
+        if frames:
+            return self.plan.input_value(x.reshape(-1, *x.shape[2:])).reshape(x.shape)
+        return self.plan.input_value(x)
 
     @property
     def builder(self) -> LavaBuilder:
@@ -116,13 +125,17 @@ class LavaNetwork:
 
     def _result(self, pot_buf: np.ndarray, trains: dict[str, np.ndarray],
                 counts: dict[str, np.ndarray], n: int, steps: int, seconds: float,
-                record: bool) -> SimResult:
+                record: bool, x: np.ndarray | None = None) -> SimResult:
         plan = self.plan
         spiking = plan.spiking()
-        rec = Recorder(steps, {k: plan.pops[k].size for k in spiking}, self.fanouts(), record)
+        rec = Recorder(steps, {k: plan.pops[k].size for k in spiking}, self.fanouts(), record,
+                       input_fanout=fanout(plan, plan.input_name))
         ro = plan.pops[plan.readout_name]
         pot = trailing_to_torch(self._window(pot_buf, ro.depth, n, steps), ro.shape)
         rec.potentials(pot.reshape(steps, n, -1), keep=True)
+        if x is not None:
+            frames = rec.frames = is_frames(self.graph, x)
+            rec.inputs(np.moveaxis(x, 1, 0) if frames else x, static=not frames)
         for name in spiking:
             p = plan.pops[name]
             if name in trains:
@@ -131,7 +144,8 @@ class LavaNetwork:
                 if plan.delta_coded:  # one graded message per nonzero delta
                     events = (events != 0).astype(np.float64)
                 rec.events(name, events.sum(0),
-                           w.astype(np.int32 if plan.delta_coded else np.int8))
+                           w.astype(np.int32 if plan.delta_coded else np.int8),
+                           per_step=events.sum(1))
             else:  # the process counted messages per neuron over the run: the mean per sample
                 rec.totals(name, counts[name].ravel().astype(np.float64), n)
         return rec.result(f"lava {TAGS[self.mode]} (CPU)", seconds)

@@ -623,6 +623,24 @@ def gate_indices(pop: Population, src_shape: tuple[int, ...],
     return idx.reshape(ho * wo, kh * kw)
 
 
+def input_int(plan: LoihiPlan, x: np.ndarray, frames: bool) -> tuple[np.ndarray, int]:
+    """``plan.input_int`` of samples (N, *in), or of frame sequences (N, T, *in) frame by
+    frame (the same rounding and clipping per frame)."""
+    if not frames:
+        return plan.input_int(x)
+    q, clipped = plan.input_int(x.reshape(-1, *x.shape[2:]))
+    return q.reshape(x.shape), clipped
+
+
+def refuse_delta_frames(plan: LoihiPlan, frames: bool) -> None:
+    """Frame input (one frame per step) into a sigma-delta network is not built: its Input
+    would have to send the frame-to-frame deltas."""
+    if frames and plan.delta_coded:
+        raise CompileError("event frames into a sigma-delta network", [Diagnostic(
+            "the loihi target sends a sigma-delta network's input once, as a delta; frames "
+            "that change every step are not supported", hint="use another --neuron")])
+
+
 def fanout(plan: LoihiPlan, name: str) -> np.ndarray:
     """Synapses leaving each unit of population ``name`` (torch-flattened), over its outgoing
     synapses; a unit behind a max-pool gate counts the gate's synapses of every window that

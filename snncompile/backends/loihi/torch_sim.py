@@ -32,13 +32,20 @@ from snncompile.backends.common import (
     SimResult,
     batches,
     float32_math,
+    is_frames,
     maxpool_gate,
     resolve_device,
     run_steps,
 )
 from snncompile.backends.loihi.fixed import ACT_SHIFT, NETX_GRID_EXP, STATE_MAX
 from snncompile.backends.loihi.neurons import chan, wrap24
-from snncompile.backends.loihi.plan import LoihiPlan, build_plan, fanout
+from snncompile.backends.loihi.plan import (
+    LoihiPlan,
+    build_plan,
+    fanout,
+    input_int,
+    refuse_delta_frames,
+)
 from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.graph import Graph
 from snncompile.options import CompileOptions
@@ -103,9 +110,13 @@ class LoihiNetwork:
         static: dict[str, bool] = {}
         spikes: dict[str, Tensor] = {}
         pot = None
+        frames = x_int.dim() == len(plan.pops[plan.input_name].shape) + 2
+        if frames:  # (b, T, *in): frame t at step t
+            batch = x_int.shape[0]
+            x_int = x_int.transpose(0, 1).flatten(0, 1)
         for name, p in plan.pops.items():
             if p.kind == "input":
-                vals[name], static[name] = x_int, True
+                vals[name], static[name] = x_int, not frames
                 continue
             if p.kind == "maxpool":  # the gate of the float simulator, on this sample's spikes
                 s = spikes[p.gate_src]
@@ -154,22 +165,28 @@ class LoihiNetwork:
             progress: bool = True) -> SimResult:
         """Simulate ``x`` (N, *input shape) for ``timesteps`` steps in Loihi fixed point."""
         steps = run_steps(self.graph, x, timesteps, self.options.timesteps)
-        x_int, clipped = self.plan.input_int(x)
+        frames = is_frames(self.graph, x)
+        refuse_delta_frames(self.plan, frames)
+        x_int, clipped = input_int(self.plan, x, frames)
         self.input_clipped = clipped
         self.saturations = {}
         spiking = self.plan.spiking()
         rec = Recorder(steps, {n: self.plan.pops[n].size for n in spiking},
-                       {n: fanout(self.plan, n) for n in spiking}, record)
+                       {n: fanout(self.plan, n) for n in spiking}, record,
+                       input_fanout=fanout(self.plan, self.plan.input_name))
+        rec.frames = frames
         graded = self.plan.delta_coded
         for sl in batches(len(x), self._batch(steps, record), desc="loihi reference",
                           progress=progress):
             xb = torch.as_tensor(x_int[sl].astype(np.float64), device=self.device)
             pot, spikes = self._simulate(xb, steps)
             rec.potentials(pot)
+            rec.inputs(xb.transpose(0, 1) if frames else xb, static=not frames)
             for name, s in spikes.items():
                 # messages: |s| (signed spikes, gn member spikes); graded: nonzero deltas
-                per_unit = (s != 0).to(s.dtype).sum(0) if graded else s.abs().sum(0)
-                rec.events(name, per_unit, s.to(torch.int32 if graded else torch.int8))
+                ev = (s != 0).to(s.dtype) if graded else s.abs()
+                rec.events(name, ev.sum(0), s.to(torch.int32 if graded else torch.int8),
+                           per_step=ev.flatten(2).sum(1))
         return rec.result(str(self.device))
 
     def _batch(self, steps: int, record: bool) -> int:
