@@ -1,7 +1,7 @@
 """Evaluate a spiking IR on Lava (``--target loihi``): report.json's dict, tables and plots.
 
-``evaluate_loihi`` is the ``loihi`` entry of ``snncompile.evaluate.EVALUATORS``. It builds the Lava
-network, checks it against Loihi 2 limits (``backends.loihi.resources``) before running, runs
+``evaluate_loihi`` is the ``loihi`` entry of ``snncompile.evaluate.EVALUATORS``. It takes the
+Lava network (built and checked against Loihi 2 limits by ``backends.loihi.compile``), runs
 the evaluation samples through one Lava network, and runs the same samples on the GPU
 simulator in the matching numeric mode (``lava_mode=fixed``: the Loihi fixed-point mode, spike
 trains compared one to one; ``float``: the float simulator). The report is the GPU target's,
@@ -58,14 +58,15 @@ def _merge_counts(dicts: list[dict[str, int] | None]) -> dict[str, int] | None:
     return out
 
 
-def evaluate_loihi(snn: Graph, ann: Graph | None, ev: Any, opts: CompileOptions,
+def evaluate_loihi(net: Any, ann: Graph | None, ev: Any, opts: CompileOptions,
                    out_dir: Path, *,
                    model: str = "", pipeline: Any = None, ctx: Any = None) -> dict[str, Any]:
-    """Run ``snn`` in Lava on ``ev`` (a labelled ``Dataset``); returns report.json's dict."""
+    """Run ``net`` (the loihi target's ``CompiledNetwork``: Lava processes) on ``ev`` (a
+    labelled ``Dataset`` or ``Source``) and its torch reference on the same samples; returns
+    report.json's dict."""
     from snncompile import distributed
     from snncompile.backends.common import SimResult, as_source
     from snncompile.backends.gpu import compile as gpu_compile
-    from snncompile.backends.loihi import compile as lava_compile
     from snncompile.backends.loihi import compile_reference as loihi_reference
 
     if ev is None or not getattr(ev, "labelled", getattr(ev, "y", None) is not None):
@@ -80,7 +81,7 @@ def evaluate_loihi(snn: Graph, ann: Graph | None, ev: Any, opts: CompileOptions,
         src = src.spread(DEFAULT_LAVA_SAMPLES)
     block = distributed.shard(len(src))  # this rank's samples
     t0 = time.perf_counter()
-    net = lava_compile(snn, opts)  # checks Loihi 2 limits (and --export netx) before running
+    snn = net.graph
     resources = net.resources
     fixed = opts.lava_mode == "fixed"
     mine = None
