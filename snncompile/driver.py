@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from snncompile import data as data_mod
-from snncompile import distributed, validate
+from snncompile import distributed, memory, validate
 from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.graph import Graph
 from snncompile.ir.verify import check_input, reads_channels_last
@@ -230,19 +230,18 @@ def _check_source(graph: Graph, ds: data_mod.Source, what: str) -> None:
 
 
 def check_memory(c: Compilation) -> None:
-    """Simulating the evaluation set for T must fit the free memory (``validate.run_memory``;
-    on gpu with the pieces its budget picks, ``backends.memory.run_bytes``)."""
+    """Simulating the evaluation set for T must fit the free memory (``memory.run_memory``; on
+    gpu with the pieces its budget picks, ``memory.run_bytes``)."""
     ev, o, g = c.evaluation, c.options, c.graph
     if ev is None or c.target == "ir":
         return
     pieces = None
     if c.target == "gpu":  # the chunked simulator holds the pieces its budget picks
         from snncompile.backends.common import resolve_device
-        from snncompile.backends.memory import run_bytes
 
-        pieces = run_bytes(g, o.timesteps, min(len(ev), o.batch_size),
-                           budget=o.memory_budget, device=resolve_device(o.device))
-    validate.check_memory(validate.run_memory(
+        pieces = memory.run_bytes(g, o.timesteps, min(len(ev), o.batch_size),
+                                  budget=o.memory_bytes, device=resolve_device(o.device))
+    validate.check_memory(memory.run_memory(
         len(ev), o.timesteps, validate.graph_units(g), o.batch_size,
         validate.classes(g) or 1, pieces=pieces),
         f"simulating {len(ev)} samples for T={o.timesteps}",

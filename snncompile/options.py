@@ -11,12 +11,14 @@ built from these options lives in ``snncompile.passes.pipelines``; backends rece
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from snncompile import neurons
 from snncompile.ir.diagnostics import CompileError, Diagnostic
+from snncompile.memory import parse_bytes
 
 TARGETS = ("ir", "gpu", "loihi")
 NORMS = ("max", "p99", "p99.9", "p99.99")
@@ -122,11 +124,17 @@ class CompileOptions:
                     bad.append(Diagnostic(f"{f.name}={v}; must be {_range_text(f)}"))
         if self.memory_budget is not None:
             try:
-                parse_bytes(self.memory_budget)
+                self.__dict__["memory_bytes"] = parse_bytes(self.memory_budget)  # parsed once
             except ValueError as e:
                 bad.append(Diagnostic(f"memory_budget={self.memory_budget!r}; {e}"))
         if bad:
             raise CompileError("bad option", bad)
+
+    @functools.cached_property
+    def memory_bytes(self) -> int | None:
+        """``memory_budget`` in bytes (parsed once; None: the default budget of
+        ``snncompile.memory.budget_bytes``)."""
+        return None if self.memory_budget is None else parse_bytes(self.memory_budget)
 
     @classmethod
     def from_kwargs(cls, options: dict[str, Any]) -> CompileOptions:
@@ -138,30 +146,6 @@ class CompileOptions:
         return cls(**options)
 
 
-_UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-
-
-def parse_bytes(text: str | int) -> int:
-    """``"512M"`` -> 536870912: a positive byte count with an optional K/M/G/T suffix (powers of
-    1024; ``KB``/``KiB`` spellings too). A ValueError says what is wrong."""
-    if isinstance(text, int):
-        value, unit = float(text), ""
-    else:
-        t = text.strip().upper().removesuffix("IB").removesuffix("B")
-        num = t.rstrip("KMGT")
-        unit = t[len(num):]
-        try:
-            value = float(num)
-        except ValueError:
-            raise ValueError("give bytes with an optional K/M/G/T suffix, e.g. 4G") from None
-        if unit not in _UNITS:
-            raise ValueError("give bytes with an optional K/M/G/T suffix, e.g. 4G")
-    n = int(value * _UNITS[unit])
-    if n <= 0:
-        raise ValueError("must be > 0")
-    return n
-
-
 def _range_text(f: dataclasses.Field) -> str:
     lo, hi = f.metadata["range"]
     if hi is None:
@@ -170,6 +154,8 @@ def _range_text(f: dataclasses.Field) -> str:
         return f"in {lo}..{hi}"
     return f"in {'(' if f.metadata.get('lo_open') else '['}{lo}, {hi}]"
 
+
+__all__ = ["NORMS", "OPTIONS", "TARGETS", "CompileOptions", "choices_of", "option", "parse_bytes"]
 
 #: the option declarations, in order (the CLI's source of truth)
 OPTIONS: tuple[dataclasses.Field, ...] = dataclasses.fields(CompileOptions)

@@ -4,9 +4,10 @@ Every check raises a one-line ``CompileError`` (CLI: exit 2, nothing written) *b
 that the bad value would break or make slow: counts are integers (never ``bool``, never 2.7),
 sample counts are >= 1 (a negative count is not a Python slice), data are finite numbers of
 the model's input shape, labels lie in the model's classes ``0..K-1``, and what a run will
-allocate is estimated first and compared with the memory the machine has free
-(``MemAvailable`` in ``/proc/meminfo``), so ``--timesteps 1000000000`` or an ``.npz`` that
-declares a 2 TiB array is refused instead of reaching ``MemoryError`` or the OOM killer.
+allocate is estimated first (``snncompile.memory``) and compared with the memory the machine
+has free (``memory.available_bytes``: ``MemAvailable`` in ``/proc/meminfo``), so
+``--timesteps 1000000000`` or an ``.npz`` that declares a 2 TiB array is refused instead of
+reaching ``MemoryError`` or the OOM killer.
 An ``.npz`` is a zip of ``.npy`` members; their headers (NEP 1: magic, version, a dict with
 ``descr``, ``fortran_order``, ``shape``) are read and checked before any array is loaded.
 """
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
 import warnings
 import zipfile
 from collections.abc import Sequence
@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from snncompile import memory
 from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.verify import layout_hint
 
@@ -107,46 +108,17 @@ def option_problems(o: Any) -> list[Diagnostic]:
 
 
 # ------------------------------------------------------------------------------ memory
-def available_bytes() -> int:
-    """Free memory: MemAvailable from /proc/meminfo (else physical memory)."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (OSError, ValueError):
-        return 2**63
-
-
 def _gib(b: float) -> str:
     return f"{b / 2**30:.3g} GiB"
 
 
 def check_memory(need: float, what: str, hint: str | None = None) -> None:
-    """Refuse when ``need`` bytes exceed MEMORY_FRACTION of the free memory."""
-    have = available_bytes()
+    """Refuse when ``need`` bytes (an estimate of ``snncompile.memory``) exceed MEMORY_FRACTION
+    of the free memory (``memory.available_bytes``)."""
+    have = memory.available_bytes()
     if need > MEMORY_FRACTION * have:
         raise _err("too large", f"{what} needs about {_gib(need)}; {_gib(have)} is free",
                    hint=hint)
-
-
-def run_memory(samples: int, timesteps: int, neurons: int, batch: int, outputs: int,
-               record: bool = False, *, pieces: float | None = None) -> float:
-    """Bytes a simulation allocates, at least: predictions (T, N) int64, the readout (N, K),
-    per-batch state (a few float32 copies of every neuron), recorded trains (T, N, neurons).
-
-    ``pieces``: the bytes of the pieces a simulator that splits its batch and time steps to
-    fit its memory budget will hold (``backends.memory.run_bytes``: b samples × Tc steps as
-    its budget picks them), instead of ``batch`` samples' state; so an ImageNet run that the
-    chunked gpu simulator fits is not refused for a batch it never holds at once."""
-    state = 4.0 * 4 * min(batch, samples) * neurons if pieces is None else float(pieces)
-    b = 8.0 * timesteps * samples + 8.0 * samples * outputs + state
-    if record:
-        b += 1.0 * timesteps * samples * neurons
-    return b
 
 
 # ------------------------------------------------------------------------------ arrays

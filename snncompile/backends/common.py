@@ -301,14 +301,14 @@ def run_steps(graph: Graph, x: np.ndarray, timesteps: int | None, default: int, 
     and the run's memory estimate; every problem is a one-line CompileError. ``timesteps=0``
     is an error (not "the default"), and so are 2.7, ``True`` and a list for ``x``.
     ``pieces(steps)``: the bytes of the pieces a simulator that fits its memory budget will
-    hold (``validate.run_memory``); else 256 samples' state."""
-    from snncompile import validate
+    hold (``memory.run_memory``); else 256 samples' state."""
+    from snncompile import memory, validate
 
     steps = validate.integer(default if timesteps is None else timesteps, "timesteps",
                              maximum=2**31 - 1)
     validate.samples(x, "x", shape=graph.shape(graph.input_name),
                      channels_last=reads_channels_last(graph))
-    need = validate.run_memory(len(x), steps, validate.graph_units(graph), 256,
+    need = memory.run_memory(len(x), steps, validate.graph_units(graph), 256,
                                validate.classes(graph) or 1, record,
                                pieces=None if pieces is None else pieces(steps))
     validate.check_memory(need,

@@ -31,13 +31,12 @@ from snncompile.options import CompileOptions
 
 
 def ann_accuracy(ann: Graph, x: np.ndarray, y: np.ndarray, batch_size: int = 256,
-                 memory_budget: str | None = None) -> float:
-    """ANN accuracy, in batches whose values fit ``memory_budget`` (``backends.memory``)."""
-    import torch
+                 memory_budget: str | int | None = None) -> float:
+    """ANN accuracy, in batches whose values fit ``memory_budget`` (bytes, or a ``"4G"``
+    string; ``snncompile.memory``)."""
+    from snncompile.memory import room_bytes
 
-    from snncompile.backends.memory import room_bytes
-
-    room = room_bytes(memory_budget, torch.device("cpu"))
+    room = room_bytes(memory_budget)
     out = run_ann(ann, x, batch_size=batch_size, max_bytes=room)
     return float(np.mean(out.reshape(len(x), -1).argmax(1) == y))
 

@@ -226,7 +226,7 @@ def run(a: argparse.Namespace) -> int:
         return _print_pipeline(c)
     model = _check_args(a)
     if a.check:
-        return _check(model, a)
+        return _check(model, a, c.options)
     out_path = check_out(a.out if a.out is not None else Path("out") / model.stem)
     driver.prepare(c)
     main = distributed.is_main()  # under torchrun only rank 0 writes
@@ -247,7 +247,7 @@ def run(a: argparse.Namespace) -> int:
     return 0
 
 
-def _check(model: Path, a: argparse.Namespace) -> int:
+def _check(model: Path, a: argparse.Namespace, opts: CompileOptions) -> int:
     """IR ANN mode vs onnxruntime on ``--data`` (or seeded random input in [0, 1])."""
     from snncompile import data
     from snncompile.frontend import load_onnx, run_onnxruntime
@@ -270,11 +270,9 @@ def _check(model: Path, a: argparse.Namespace) -> int:
     # one sample must fit the free memory (a hostile Pad or a huge layer: not a torch traceback)
     validate.check_memory(sample_bytes(graph), "the ANN forward pass of one sample",
                           hint="a smaller model")
-    import torch
+    from snncompile.memory import room_bytes
 
-    from snncompile.backends.memory import room_bytes
-
-    ours = run_ann(graph, x, max_bytes=room_bytes(a.memory_budget, torch.device("cpu")))
+    ours = run_ann(graph, x, max_bytes=room_bytes(opts.memory_bytes))
     try:  # onnxruntime reads the model's own layout
         ref = run_onnxruntime(model, x.transpose(0, 2, 3, 1) if last else x)
     except Exception as e:  # onnxruntime's own error types (Fail, InvalidGraph, ...)
