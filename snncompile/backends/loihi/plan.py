@@ -419,8 +419,6 @@ def _host_input_affine(graph: Graph) -> tuple[Graph, tuple[np.ndarray, np.ndarra
     host, which sends a·x + c instead of x (``LoihiPlan.input_value``), so the first layer
     keeps a convolution synapse (a shift cannot pass its zero padding, and x -> conv would
     otherwise be a dense matrix). Returns (the graph without them, (a, c)) or (graph, None)."""
-    from snncompile.passes.fold_batchnorm import affine
-
     name, chain = graph.input_name, []
     while len(users := graph.users(name)) == 1 and isinstance(graph.op(users[0]), BatchNorm):
         name = users[0]
@@ -431,7 +429,7 @@ def _host_input_affine(graph: Graph) -> tuple[Graph, tuple[np.ndarray, np.ndarra
     a, c = np.ones(c_in), np.zeros(c_in)
     g = graph.copy()
     for name in chain:
-        a_k, c_k = affine(graph.op(name))
+        a_k, c_k = graph.op(name).affine()
         a, c = a * a_k, c * a_k + c_k
         g.bypass(name)
     return g, (a, c)
