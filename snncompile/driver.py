@@ -93,7 +93,7 @@ class Compilation:
     pipeline: str | Sequence[Any] | None = None
     extra_passes: Sequence[Any] = ()
     data: DataSpec = field(default_factory=DataSpec)
-    finetune: Any = None  # snncompile.finetune.cli.FinetuneSettings, or None
+    finetune: Any = None  # snncompile.options.FinetuneOptions, or None
     dump_ir_after: Sequence[str] = ()
     nir_reset: str | None = None
     echo: bool = False
@@ -173,8 +173,6 @@ def data(c: Compilation) -> None:
     if d.dataset and (d.calibration is not None or d.evaluation is not None):
         raise CompileError("bad usage",
                            [Diagnostic("give --dataset or --calibration/--eval, not both")])
-    if d.workers < 0:
-        raise CompileError("bad usage", [Diagnostic(f"--workers {d.workers}; must be >= 0")])
     if d.dataset == "digits":
         c.calibration = data_mod.Source.of(data_mod.digits("train", seed=o.seed)).take(
             o.calibration_samples)
@@ -352,7 +350,7 @@ def finetune(c: Compilation, work_dir: Path, final_dir: Path) -> Graph:
     from snncompile.finetune.cli import check_settings, run_finetune
 
     steps = check_settings(c.finetune, c.options)  # bad names fail before any data is read
-    ds = training_data(c, c.finetune.samples)
+    ds = training_data(c, c.finetune.finetune_samples)
     c.snn, c.finetune_info = run_finetune(c.finetune, c.options, steps, c.snn, ds,
                                           c.evaluation, work_dir, final_dir)
     return c.snn

@@ -172,3 +172,23 @@ def test_golden_ir_dump(model, request):
         path.parent.mkdir(exist_ok=True)
         path.write_text(text)
     assert text == path.read_text()
+
+
+# ------------------------------------------------------------------------ declared once (issue 20)
+def test_option_bounds_are_declared_once():
+    """Types, choices and bounds of every option come from ``snncompile.options``' declarations:
+    ``validate.py`` keeps no list of options (no ``"name": bound`` and no ``o.name``), and no
+    bound is written out elsewhere."""
+    from snncompile.finetune import METHODS
+    from snncompile.options import DATA_OPTIONS, FINETUNE_OPTIONS, OPTIONS
+
+    text = (ROOT / "snncompile" / "validate.py").read_text()
+    for f in (*OPTIONS, *DATA_OPTIONS, *FINETUNE_OPTIONS):
+        assert f'"{f.name}":' not in text and f"o.{f.name}" not in text, f.name
+    for path in (ROOT / "snncompile").rglob("*.py"):
+        if path.name != "options.py":
+            src = path.read_text()
+            assert "2**31" not in src and "MAX_SEED" not in src and "MAX_GN" not in src, path
+    help_ = next(f for f in FINETUNE_OPTIONS if f.name == "finetune").metadata["help"]
+    assert all(m in help_ for m in METHODS), help_
+

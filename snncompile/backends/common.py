@@ -303,9 +303,11 @@ def run_steps(graph: Graph, x: np.ndarray, timesteps: int | None, default: int, 
     ``pieces(steps)``: the bytes of the pieces a simulator that fits its memory budget will
     hold (``memory.run_memory``); else 256 samples' state."""
     from snncompile import memory, validate
+    from snncompile.options import bounds
 
+    lo, hi = bounds("timesteps")  # the option's declaration
     steps = validate.integer(default if timesteps is None else timesteps, "timesteps",
-                             maximum=2**31 - 1)
+                             minimum=lo, maximum=hi)
     validate.samples(x, "x", shape=graph.shape(graph.input_name),
                      channels_last=reads_channels_last(graph))
     need = memory.run_memory(len(x), steps, validate.graph_units(graph), 256,

@@ -22,7 +22,16 @@ import numpy as np
 from snncompile import distributed, driver, validate
 from snncompile.ir.diagnostics import CompileError, Diagnostic, RuntimeFault
 from snncompile.ir.verify import reads_channels_last
-from snncompile.options import OPTIONS, TARGETS, CompileOptions, choices_of
+from snncompile.options import (
+    DATA_OPTIONS,
+    FINETUNE_OPTIONS,
+    OPTIONS,
+    TARGETS,
+    CompileOptions,
+    DataOptions,
+    FinetuneOptions,
+    choices_of,
+)
 from snncompile.tools.output import (
     Output,
     Terminated,
@@ -47,29 +56,12 @@ def _add_option(group: argparse._ArgumentGroup, f: dataclasses.Field) -> None:
         group.add_argument(flag, *md.get("flags", ()), dest=f.name, action="store_true",
                            help=md.get("help"))
         return
-    typ = _TYPES[str(f.type).split("|")[0].strip()]
-    choices = choices_of(f)
-    default = f" (default {f.default})" if f.default is not None else ""
+    typ = md.get("parse") or _TYPES[str(f.type).split("|")[0].strip()]
+    shown = f.default is not None and md.get("show_default", True)
+    default = f" (default {f.default})" if shown else ""
     group.add_argument(flag, *md.get("flags", ()), dest=f.name, type=typ, default=f.default,
-                       choices=choices, help=(md.get("help") or "") + default)
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        v = tuple(int(t) for t in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected N or H,W, got {text!r}") from None
-    if len(v) not in (1, 2) or min(v) < 1:
-        raise argparse.ArgumentTypeError(f"expected N or H,W (positive), got {text!r}")
-    return v if len(v) == 2 else (v[0], v[0])
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(t) for t in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") \
-            from None
+                       choices=choices_of(f), metavar=md.get("metavar"),
+                       help=(md.get("help") or "") + default)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,40 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     groups = {"main": p, "data": p.add_argument_group("data"),
               "conversion": p.add_argument_group("conversion"),
               "simulation": p.add_argument_group("simulation")}
-    groups["data"].add_argument("--dataset", choices=("digits",),
-                                help="bundled dataset for calib + eval")
-    groups["data"].add_argument("--calibration", metavar="DATA",
-                                help="calibration data: F.npz (x, optional y), an image folder "
-                                     "(ROOT/<class>/<image>) or module:callable returning a "
-                                     "torch Dataset")
-    groups["data"].add_argument("--eval", metavar="DATA",
-                                help="evaluation data (labelled): as --calibration")
-    groups["data"].add_argument("--preprocess", default="none",
-                                choices=("none", "imagenet", "cifar10", "mnist"),
-                                help="image-folder preset (imagenet: resize 256, crop 224, RGB, "
-                                     "ImageNet mean/std; default none: pixels/255); the flags "
-                                     "below override it")
-    groups["data"].add_argument("--resize", type=int, default=None,
-                                help="images: shorter side to this many pixels (bilinear)")
-    groups["data"].add_argument("--crop", type=_ints, default=None, metavar="S|H,W",
-                                help="images: center crop (default: the model's input size "
-                                     "when neither --resize nor --crop is given)")
-    groups["data"].add_argument("--mean", type=_floats, default=None, metavar="M[,M,M]",
-                                help="images: per-channel mean subtracted from pixel/255")
-    groups["data"].add_argument("--std", type=_floats, default=None, metavar="S[,S,S]",
-                                help="images: per-channel std dividing (pixel/255 - mean)")
-    groups["data"].add_argument("--color", choices=("rgb", "gray"), default=None,
-                                help="images: colour mode (default: from the model's input "
-                                     "channels)")
-    groups["data"].add_argument("--workers", type=int, default=2,
-                                help="DataLoader worker processes decoding images ahead of the "
-                                     "simulator (default 2; 0: in the main process)")
-    for f in OPTIONS:  # every compile option, from its declaration
+    for f in (*DATA_OPTIONS, *OPTIONS):  # every option, from its declaration
         _add_option(groups[f.metadata.get("group", "conversion")], f)
-    groups["data"].add_argument("--nir-reset", choices=("file", "subtract", "zero"),
-                                default="file",
-                                help=".nir model: how its IF neurons reset (file: each IF's "
-                                     "metadata, else NIR's reset to 0; sinabs files: subtract)")
     pm = p.add_argument_group("passes")
     pm.add_argument("--pass", dest="extra_passes", action="append", default=[], metavar="SPEC",
                     help="append a pass: name, name{k=v}, or my_module:my_pass (repeatable)")
@@ -127,9 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     pm.add_argument("--list-passes", action="store_true", help="list registered passes and exit")
     pm.add_argument("--dump-ir-after", action="append", default=[], metavar="PASS",
                     help="write the IR after PASS (or 'all') under OUT/ir-after/")
-    from snncompile.finetune.cli import add_arguments as _finetune_arguments
-
-    _finetune_arguments(p)
+    ft = p.add_argument_group("fine-tuning (post-conversion training, issue 6)")
+    for f in FINETUNE_OPTIONS:
+        _add_option(ft, f)
     p.add_argument("--check", action="store_true",
                    help="compare the IR's ANN mode with onnxruntime and exit (1 if it fails)")
     p.add_argument("--data", type=Path, default=None, help="input .npz for --check")
@@ -152,18 +112,20 @@ def options_from_args(a: argparse.Namespace) -> CompileOptions:
 
 
 def compilation_from_args(a: argparse.Namespace) -> driver.Compilation:
-    """The flags as a ``driver.Compilation`` (``a.given``: the flags set explicitly)."""
-    from snncompile.finetune.cli import settings_from_args
-
-    spec = driver.DataSpec(dataset=a.dataset, calibration=a.calibration, evaluation=a.eval,
-                           preprocess=a.preprocess, color=a.color, resize=a.resize, crop=a.crop,
-                           mean=a.mean, std=a.std, workers=a.workers)
+    """The flags as a ``driver.Compilation`` (``a.given``: the flags set explicitly); every
+    option group is checked against its declarations here."""
+    d = DataOptions(**{f.name: getattr(a, f.name) for f in DATA_OPTIONS})
+    spec = driver.DataSpec(dataset=d.dataset, calibration=d.calibration, evaluation=d.eval,
+                           preprocess=d.preprocess, color=d.color, resize=d.resize, crop=d.crop,
+                           mean=d.mean, std=d.std, workers=d.workers)
+    ft = FinetuneOptions(**{f.name: getattr(a, f.name) for f in FINETUNE_OPTIONS}) \
+        if a.finetune else None
     return driver.Compilation(
         model=Path(a.model) if a.model else "", target=a.target, options=options_from_args(a),
         given=frozenset(getattr(a, "given", ())), pipeline=a.pipeline,
-        extra_passes=tuple(a.extra_passes), data=spec, finetune=settings_from_args(a),
+        extra_passes=tuple(a.extra_passes), data=spec, finetune=ft,
         dump_ir_after=tuple(a.dump_ir_after), echo=True,
-        nir_reset=None if a.nir_reset == "file" else a.nir_reset)
+        nir_reset=None if d.nir_reset == "file" else d.nir_reset)
 
 
 class _Scratch:
