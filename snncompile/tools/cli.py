@@ -33,7 +33,7 @@ from snncompile.options import (
     choices_of,
 )
 from snncompile.tools.output import (
-    Output,
+    OutputDir,
     Terminated,
     check_out,
     check_report,
@@ -192,7 +192,7 @@ def run(a: argparse.Namespace) -> int:
     out_path = check_out(a.out if a.out is not None else Path("out") / model.stem)
     driver.prepare(c)
     main = distributed.is_main()  # under torchrun only rank 0 writes
-    out: Any = Output(out_path) if main else _Scratch(out_path)
+    out: Any = OutputDir(out_path) if main else _Scratch(out_path)
     try:
         text = driver.run(c, out.tmp, out.final)
         if main:
