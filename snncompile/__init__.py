@@ -27,14 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 from snncompile._version import __version__ as __version__
 from snncompile.ir import CompileError, Diagnostic, Graph, PassError, load, save, verify
-from snncompile.ir.verify import reads_channels_last
 from snncompile.neurons import NeuronSpec, register_neuron
 from snncompile.options import CompileOptions
 from snncompile.passes import PassContext, PassManager, get_pass, register_pass, registered
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from snncompile.backends.common import CompiledNetwork
 
 
@@ -46,6 +43,7 @@ __all__ = [
 ]
 
 #: target -> the backend package whose ``compile(graph, options)`` builds its CompiledNetwork
+#: (the same table as ``snncompile.driver.BACKENDS``, kept here without importing the driver)
 BACKENDS = {"gpu": "snncompile.backends.gpu", "loihi": "snncompile.backends.loihi"}
 
 
@@ -68,7 +66,8 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'snncompile' has no attribute {name!r}")
 
 
-#: options that are conversion choices: giving one turns tuning off (as on the command line)
+#: options that are conversion choices: giving one turns tuning off, as on the command line
+#: (``snncompile.driver.tuning_on``)
 EXPLICIT_CONVERSION = frozenset({"norm", "channelwise", "alpha"})
 
 
@@ -97,92 +96,41 @@ def pipeline_for(target: str, opts: CompileOptions, pipeline: str | Sequence[Any
                  extra: Sequence[Any] = ()) -> list[Any]:
     """The passes for ``target``: ``pipeline`` (a spec string or list) replaces the default
     (``snncompile.passes.pipelines``); ``extra`` appends. Items are pass objects or specs."""
-    from snncompile.passes import split_pipeline
-    from snncompile.passes.pipelines import default_pipeline
+    from snncompile.driver import pipeline_specs
 
-    if pipeline is None:
-        specs: list[Any] = default_pipeline(target, opts)
-    elif isinstance(pipeline, str):
-        specs = split_pipeline(pipeline)
-    else:
-        specs = list(pipeline)
-    return [*specs, *extra]
-
-
-def _calibration(options: dict[str, Any], calibration: Any) -> tuple[np.ndarray | None,
-                                                                     np.ndarray | None]:
-    from snncompile import data
-
-    dataset = options.pop("dataset", None)
-    if calibration is None and dataset == "digits":
-        calibration = data.digits("train").take(options.get("calibration_samples", 512))
-    if calibration is None:
-        return None, None
-    if isinstance(calibration, (str, Path)):  # .npz, image folder or module:callable
-        calibration = data.open_data(calibration)
-    if isinstance(calibration, data.Source):  # in memory: arrays; else streamed by the passes
-        if calibration.arrays is None:
-            return calibration, None  # type: ignore[return-value]
-        calibration = calibration.arrays.take(len(calibration), calibration.start)
-    if isinstance(calibration, data.Dataset):
-        return calibration.x, calibration.y
-    from snncompile import validate
-
-    return validate.samples(calibration, "calibration"), None
+    return pipeline_specs(target, opts, pipeline, extra)
 
 
 def convert(model: str | Path | Graph, *, target: str = "gpu",
             passes: Sequence[Any] | None = None, calibration: Any = None,
             **options: Any) -> tuple[Graph, PassManager, PassContext]:
-    """Frontend + pass pipeline. Returns the spiking IR, the pass manager (``.spec()`` replays
-    the run) and the pass context (``.notes`` holds per-pass results).
+    """Frontend + pass pipeline (``snncompile.driver``, stages load to convert). Returns the
+    spiking IR, the pass manager (``.spec()`` replays the run) and the pass context (``.notes``
+    holds per-pass results).
 
     Without ``passes``, with calibration data and tuning on (the default), the conversion
     passes are chosen for ``timesteps`` by ``snncompile.tune`` on held-out calibration samples;
     ``ctx.notes["tuning"]`` says what was chosen; ``no_tune=True`` (or an explicit ``norm``,
-    ``channelwise`` or ``alpha``) gives the fixed pipeline."""
-    from snncompile import validate
+    ``channelwise`` or ``alpha``, as on the command line: ``driver.tuning_on``) gives the
+    fixed pipeline. Samples in memory are used as given; a path is read as the command line
+    reads ``--calibration`` (spread over ``calibration_samples``)."""
+    from snncompile import driver
 
-    if not isinstance(model, (str, Path, Graph)):
-        raise CompileError("bad model", [Diagnostic(
-            f"model is a {type(model).__name__}; expected a path to an .onnx file or a Graph")])
-    if isinstance(model, (str, Path)) and Path(model).suffix.lower() == ".nir":
-        options.pop("dataset", None)  # a NIR graph is already spiking: no calibration, no passes
-        CompileOptions.from_kwargs(options)
-        return load_nir(model), PassManager([]), PassContext()
-    x, y = _calibration(options, calibration)
-    if "no_tune" not in options and EXPLICIT_CONVERSION & options.keys():
-        options = {**options, "no_tune": True}  # an explicit choice is not second-guessed
-    opts = CompileOptions.from_kwargs(options)
-    graph = model if isinstance(model, Graph) else load_onnx(validate.model_file(model))
-    if x is not None:
-        validate.samples(x, "calibration", shape=graph.shape(graph.input_name),
-                         channels_last=reads_channels_last(graph))
-        if y is not None:
-            y = validate.labels(y, len(x), validate.classes(graph), "calibration labels")
-    tuning = None
-    if passes is None and not opts.no_tune and target != "ir" and x is not None:
-        from snncompile.tune import neuron_choices, tune
-
-        tuning = tune(graph, x, y, opts.timesteps, budget=opts.tune_budget, seed=opts.seed,
-                      base_options=opts, per_channel=target != "loihi",
-                      neurons=neuron_choices(opts, target, explicit="neuron" in options))
-        passes = [*tuning.front, *tuning.passes]
-    specs = list(passes) if passes is not None else pipeline_for(target, opts)
-    pm = PassManager.from_specs(specs)
-    ctx = PassContext(calibration=x, labels=y, seed=opts.seed)
-    if tuning is not None:
-        ctx.notes["tuning"] = tuning.report()
-    return pm.run(graph, ctx), pm, ctx
+    c = driver.for_python(model, target, passes, calibration, options)
+    snn = _convert(c)
+    return snn, c.passes, c.context
 
 
-def _backend(target: str) -> Any:
-    import importlib
+def _convert(c: Any) -> Graph:
+    from snncompile import driver
 
-    if target not in BACKENDS:
-        raise CompileError("unknown target", [Diagnostic(
-            repr(target), hint=f"targets: ir, {', '.join(BACKENDS)}")])
-    return importlib.import_module(BACKENDS[target])
+    driver.load(c)
+    driver.data(c)
+    driver.choose_pipeline(c)
+    snn = driver.convert(c)
+    if c.tuning is not None:
+        c.context.notes["tuning"] = c.tuning.report()
+    return snn
 
 
 def compile(model: str | Path | Graph, target: str = "gpu", passes: Sequence[Any] | None = None,
@@ -195,22 +143,19 @@ def compile(model: str | Path | Graph, target: str = "gpu", passes: Sequence[Any
     ``options`` are CompileOptions fields, plus ``dataset="digits"`` as a calibration source.
     ``passes`` replaces the default pipeline.
     """
-    opts_dict = dict(options)
-    backend = None if target == "ir" else _backend(target)
-    graph, _, _ = convert(model, target=target, passes=passes, calibration=calibration, **opts_dict)
-    if backend is None:
-        return graph
-    opts_dict.pop("dataset", None)
-    from snncompile import validate
+    from snncompile import driver
 
-    validate.spiking_ready(graph, target)
-    return backend.compile(graph, CompileOptions.from_kwargs(opts_dict))
+    if target != "ir":
+        driver.backend(target)  # an unknown target fails before any work
+    c = driver.for_python(model, target, passes, calibration, options)
+    graph = _convert(c)
+    return graph if target == "ir" else driver.build(c)
 
 
-def evaluate_target(target: str, snn: Graph, ann: Graph, ev: Any, opts: CompileOptions,
-                    out_dir: Path, **info: Any) -> dict[str, Any]:
-    """Run the compiled network on the evaluation data; returns report.json's dict
-    (``snncompile.evaluate.evaluate``)."""
+def evaluate_target(target: str, snn: Graph | CompiledNetwork, ann: Graph | None, ev: Any,
+                    opts: CompileOptions, out_dir: Path, **info: Any) -> dict[str, Any]:
+    """Run the compiled network (or a spiking IR, compiled first) on the evaluation data;
+    returns report.json's dict (``snncompile.evaluate.evaluate``)."""
     from snncompile.evaluate import evaluate
 
     return evaluate(target, snn, ann, ev, opts, out_dir, **info)

@@ -4,18 +4,19 @@ Every check raises a one-line ``CompileError`` (CLI: exit 2, nothing written) *b
 that the bad value would break or make slow: counts are integers (never ``bool``, never 2.7),
 sample counts are >= 1 (a negative count is not a Python slice), data are finite numbers of
 the model's input shape, labels lie in the model's classes ``0..K-1``, and what a run will
-allocate is estimated first and compared with the memory the machine has free
-(``MemAvailable`` in ``/proc/meminfo``), so ``--timesteps 1000000000`` or an ``.npz`` that
-declares a 2 TiB array is refused instead of reaching ``MemoryError`` or the OOM killer.
+allocate is estimated first (``snncompile.memory``) and compared with the memory the machine
+has free (``memory.available_bytes``: ``MemAvailable`` in ``/proc/meminfo``), so
+``--timesteps 1000000000`` or an ``.npz`` that declares a 2 TiB array is refused instead of
+reaching ``MemoryError`` or the OOM killer.
 An ``.npz`` is a zip of ``.npy`` members; their headers (NEP 1: magic, version, a dict with
 ``descr``, ``fortran_order``, ``shape``) are read and checked before any array is loaded.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
-import os
 import warnings
 import zipfile
 from collections.abc import Sequence
@@ -24,14 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from snncompile import memory
 from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.verify import layout_hint
 
 #: refuse a run whose estimate exceeds this fraction of the free memory
 MEMORY_FRACTION = 0.8
-#: upper bounds that keep a run finite (a hang is worse than an error)
-MAX_GN_MEMBERS = 256
-MAX_SEED = 2**31 - 1
 
 
 def _err(headline: str, msg: str, hint: str | None = None) -> CompileError:
@@ -69,84 +68,61 @@ def sample_count(value: Any, name: str) -> int | None:
 
 
 def option_problems(o: Any) -> list[Diagnostic]:
-    """Problems of a ``CompileOptions`` beyond its own checks (types, counts, bounds)."""
-    bad: list[Diagnostic] = []
-    ints = {"timesteps": 1, "calibration_samples": 1, "batch_size": 1, "gn_members": 1,
-            "bistable_period": 1, "seed": 0}
-    for name, lo in ints.items():
-        v = getattr(o, name)
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
-            bad.append(Diagnostic(f"{name}={v!r} ({type(v).__name__}); must be an integer"))
-        elif v < lo and name in ("calibration_samples", "seed"):
-            bad.append(Diagnostic(f"{name}={v}; must be >= {lo}"))
-    for name in ("eval_samples", "weight_bits"):
-        v = getattr(o, name)
-        if v is not None and (isinstance(v, (bool, np.bool_))
+    """Problems of an options dataclass (``CompileOptions``), read from its declarations
+    (``snncompile.options.option``): each field's type from its annotation (``int``: an
+    integer, never a bool or 2.7; ``float``: a finite number; ``| None``: None allowed), its
+    ``choices`` and its ``range`` (the relations between fields are the dataclass's own)."""
+    return [d for f in dataclasses.fields(o)
+            if (d := field_problem(f, getattr(o, f.name))) is not None]
+
+
+def field_problem(f: dataclasses.Field, v: Any) -> Diagnostic | None:
+    """What is wrong with value ``v`` of the declared option ``f`` (None: nothing)."""
+    kinds = [t.strip() for t in str(f.type).split("|")]
+    if v is None and "None" in kinds:
+        return None
+    if kinds[0] == "int" and (isinstance(v, (bool, np.bool_))
                               or not isinstance(v, numbers.Integral)):
-            bad.append(Diagnostic(f"{name}={v!r} ({type(v).__name__}); must be an integer"))
-        elif name == "eval_samples" and v is not None and v < 1:
-            bad.append(Diagnostic(f"eval_samples={v}; must be >= 1 (omit it for all samples)"))
-    for name in ("alpha", "sd_delta"):
-        v = getattr(o, name)
-        if (isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real)
-                or not math.isfinite(v)):
-            bad.append(Diagnostic(f"{name}={v!r}; must be a finite number"))
-    if isinstance(o.seed, numbers.Integral) and o.seed > MAX_SEED:
-        bad.append(Diagnostic(f"seed={o.seed}; must be in 0..{MAX_SEED}"))
-    if isinstance(o.gn_members, numbers.Integral) and o.gn_members > MAX_GN_MEMBERS:
-        bad.append(Diagnostic(f"gn_members={o.gn_members}; must be <= {MAX_GN_MEMBERS}",
-                              hint="group neurons use a few members (2..16)"))
-    if (o.neuron == "bistable" and isinstance(o.bistable_period, numbers.Integral)
-            and isinstance(o.timesteps, numbers.Integral) and o.bistable_period >= o.timesteps):
-        bad.append(Diagnostic(
-            f"bistable_period={o.bistable_period} >= timesteps={o.timesteps}: no bistable "
-            "neuron would fire within T", hint="a period well below T (default 2)"))
-    if isinstance(o.timesteps, numbers.Integral) and o.timesteps > 2**31 - 1:
-        bad.append(Diagnostic(f"timesteps={o.timesteps}; must be < 2^31"))
-    return bad
+        return Diagnostic(f"{f.name}={v!r} ({type(v).__name__}); must be an integer")
+    if kinds[0] == "float" and (isinstance(v, (bool, np.bool_)) or not isinstance(
+            v, numbers.Real) or not math.isfinite(v)):
+        return Diagnostic(f"{f.name}={v!r}; must be a finite number")
+    choices = f.metadata.get("choices")
+    choices = choices() if callable(choices) else choices
+    if choices is not None and v not in choices:
+        return Diagnostic(f"{f.name}={v!r}; choose from {', '.join(map(str, choices))}")
+    rng = f.metadata.get("range")
+    if rng is not None:
+        lo, hi = rng
+        low_bad = lo is not None and (v <= lo if f.metadata.get("lo_open") else v < lo)
+        if low_bad or (hi is not None and v > hi):
+            return Diagnostic(f"{f.name}={v}; must be {range_text(f)}",
+                              hint=f.metadata.get("hint"))
+    return None
+
+
+def range_text(f: dataclasses.Field) -> str:
+    """An option's ``range`` in words: ">= 1", "in 2..16", "in (0.0, 1.0]"."""
+    lo, hi = f.metadata["range"]
+    if hi is None:
+        return f"{'>' if f.metadata.get('lo_open') else '>='} {lo}"
+    if isinstance(lo, int) and isinstance(hi, int):
+        return f"in {lo}..{hi}"
+    return f"in {'(' if f.metadata.get('lo_open') else '['}{lo}, {hi}]"
 
 
 # ------------------------------------------------------------------------------ memory
-def available_bytes() -> int:
-    """Free memory: MemAvailable from /proc/meminfo (else physical memory)."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (OSError, ValueError):
-        return 2**63
-
-
 def _gib(b: float) -> str:
     return f"{b / 2**30:.3g} GiB"
 
 
 def check_memory(need: float, what: str, hint: str | None = None) -> None:
-    """Refuse when ``need`` bytes exceed MEMORY_FRACTION of the free memory."""
-    have = available_bytes()
+    """Refuse when ``need`` bytes (an estimate of ``snncompile.memory``) exceed MEMORY_FRACTION
+    of the free memory (``memory.available_bytes``)."""
+    have = memory.available_bytes()
     if need > MEMORY_FRACTION * have:
         raise _err("too large", f"{what} needs about {_gib(need)}; {_gib(have)} is free",
                    hint=hint)
-
-
-def run_memory(samples: int, timesteps: int, neurons: int, batch: int, outputs: int,
-               record: bool = False, *, pieces: float | None = None) -> float:
-    """Bytes a simulation allocates, at least: predictions (T, N) int64, the readout (N, K),
-    per-batch state (a few float32 copies of every neuron), recorded trains (T, N, neurons).
-
-    ``pieces``: the bytes of the pieces a simulator that splits its batch and time steps to
-    fit its memory budget will hold (``backends.memory.run_bytes``: b samples × Tc steps as
-    its budget picks them), instead of ``batch`` samples' state; so an ImageNet run that the
-    chunked gpu simulator fits is not refused for a batch it never holds at once."""
-    state = 4.0 * 4 * min(batch, samples) * neurons if pieces is None else float(pieces)
-    b = 8.0 * timesteps * samples + 8.0 * samples * outputs + state
-    if record:
-        b += 1.0 * timesteps * samples * neurons
-    return b
 
 
 # ------------------------------------------------------------------------------ arrays

@@ -13,14 +13,15 @@ import torch
 
 import snncompile
 import snncompile.backends.common as common
+from snncompile import memory as mem
 from snncompile import validate
 from snncompile.backends.common import column_nonzeros, maxpool_gate
 from snncompile.backends.gpu import compile as gpu_compile
 from snncompile.backends.gpu.lowerings import fanout
-from snncompile.backends.memory import current_bytes, run_bytes
 from snncompile.frontend import load_onnx
 from snncompile.ir import MaxPool2d
 from snncompile.ir.diagnostics import CompileError
+from snncompile.memory import current_bytes, run_bytes
 from snncompile.options import CompileOptions
 from snncompile.tools.cli import main
 
@@ -174,15 +175,15 @@ def test_run_memory_counts_the_pieces_the_budget_picks(digits_test, monkeypatch)
     net = snncompile.compile(MODEL, calibration=x, timesteps=4, device="cpu",
                              memory_budget=str(current_bytes(torch.device("cpu")) + 2**16))
     units, k = validate.graph_units(net.graph), validate.classes(net.graph)
-    old = validate.run_memory(len(x), 4, units, 256, k)
-    new = validate.run_memory(len(x), 4, units, 256, k, pieces=net.plan_bytes(4, 40))
+    old = mem.run_memory(len(x), 4, units, 256, k)
+    new = mem.run_memory(len(x), 4, units, 256, k, pieces=net.plan_bytes(4, 40))
     assert new < old / 4
     free = (old + new) / 2 / validate.MEMORY_FRACTION  # refused before, fits now
-    monkeypatch.setattr(validate, "available_bytes", lambda: int(free))
+    monkeypatch.setattr(mem, "available_bytes", lambda device=None: int(free))
     with pytest.raises(CompileError, match="too large"):
         validate.check_memory(old, "the old estimate")
     assert net.run(x, 4, progress=False).predictions.shape == (4, 40)
-    monkeypatch.setattr(validate, "available_bytes", lambda: 1024)
+    monkeypatch.setattr(mem, "available_bytes", lambda device=None: 1024)
     with pytest.raises(CompileError, match="too large"):
         net.run(x, 4, progress=False)
 
@@ -191,18 +192,18 @@ def test_cli_memory_check_with_pieces(tmp_path, capsys, monkeypatch):
     graph = load_onnx(MODEL)
     units, k = validate.graph_units(graph), validate.classes(graph)
     budget = str(current_bytes(torch.device("cpu")) + 2**16)
-    old = validate.run_memory(50, 4, units, 256, k)
-    new = validate.run_memory(50, 4, units, 256, k, pieces=run_bytes(
+    old = mem.run_memory(50, 4, units, 256, k)
+    new = mem.run_memory(50, 4, units, 256, k, pieces=run_bytes(
         graph, 4, 50, budget=budget, device=torch.device("cpu")))
     assert new < old / 4
     free = (old + new) / 2 / validate.MEMORY_FRACTION
     args = [str(MODEL), "--dataset", "digits", "--eval-samples", "50", "--timesteps", "4",
             "--calibration-samples", "64", "--no-tune", "--memory-budget", budget]
-    monkeypatch.setattr(validate, "available_bytes", lambda: int(free))
+    monkeypatch.setattr(mem, "available_bytes", lambda device=None: int(free))
     assert main([*args, "--out", str(tmp_path / "fits")]) == 0
     assert (tmp_path / "fits").is_dir()
     capsys.readouterr()
-    monkeypatch.setattr(validate, "available_bytes", lambda: 1024)
+    monkeypatch.setattr(mem, "available_bytes", lambda device=None: 1024)
     assert main([*args, "--out", str(tmp_path / "refused")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "too large" in err[0], err

@@ -15,10 +15,10 @@ import snncompile
 from snncompile.backends.gpu import compile as gpu_compile
 from snncompile.backends.loihi import compile_reference as loihi_reference
 from snncompile.backends.loihi.plan import build_plan
-from snncompile.backends.memory import Pieces
 from snncompile.interp import record_activations, run_ann
 from snncompile.ir import Add, CompileError, Graph, Input, MaxPool2d, Output, ReLU
 from snncompile.ir.nodes import CurrentMaxPool2d
+from snncompile.memory import Pieces
 from snncompile.options import CompileOptions
 from snncompile.passes import PassContext
 from snncompile.passes.maxpool_current import maxpool_current

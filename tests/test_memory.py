@@ -10,13 +10,13 @@ import torch
 
 import snncompile
 from snncompile.backends.gpu import compile as gpu_compile
-from snncompile.backends.memory import (
+from snncompile.interp import batch_for, run_ann
+from snncompile.ir.diagnostics import CompileError
+from snncompile.memory import (
     Footprint,
     Pieces,
     plan_pieces,
 )
-from snncompile.interp import batch_for, run_ann
-from snncompile.ir.diagnostics import CompileError
 from snncompile.options import CompileOptions, parse_bytes
 from snncompile.tools.cli import main
 
@@ -131,6 +131,25 @@ def test_parse_bytes_and_bad_budget():
     for bad in ("x", "4Q", "0", "-1G"):
         with pytest.raises(CompileError, match="memory_budget"):
             CompileOptions(memory_budget=bad)
+
+
+def test_one_memory_module():
+    """Issue 20: one reading of the free memory (``snncompile.memory.available_bytes``), the
+    run estimate beside it, and ``memory_budget`` parsed once, to bytes."""
+    from pathlib import Path
+
+    from snncompile import memory, validate
+
+    root = Path(memory.__file__).parent
+    readers = sorted(str(p.relative_to(root)) for p in root.rglob("*.py")
+                     if "/proc/meminfo\")" in p.read_text() or "mem_get_info(" in p.read_text())
+    assert readers == ["memory.py"], readers
+    assert not hasattr(validate, "available_bytes") and not hasattr(validate, "run_memory")
+    o = CompileOptions(memory_budget="1.5K")
+    assert o.memory_bytes == 1536 and "memory_bytes" in vars(o)  # parsed in __post_init__
+    assert CompileOptions().memory_bytes is None
+    assert memory.budget_bytes(o.memory_bytes) == 1536 == memory.budget_bytes("1.5K")
+    assert memory.available_bytes() > 0 and memory.available_bytes(torch.device("cpu")) > 0
 
 
 def test_cli_bad_budget(capsys):

@@ -393,11 +393,13 @@ def run_steps(graph: Graph, x: np.ndarray, timesteps: int | None, default: int, 
     and the run's memory estimate; every problem is a one-line CompileError. ``timesteps=0``
     is an error (not "the default"), and so are 2.7, ``True`` and a list for ``x``.
     ``pieces(steps)``: the bytes of the pieces a simulator that fits its memory budget will
-    hold (``validate.run_memory``); else 256 samples' state."""
-    from snncompile import validate
+    hold (``memory.run_memory``); else 256 samples' state."""
+    from snncompile import memory, validate
+    from snncompile.options import bounds
 
+    lo, hi = bounds("timesteps")  # the option's declaration
     steps = validate.integer(default if timesteps is None else timesteps, "timesteps",
-                             maximum=2**31 - 1)
+                             minimum=lo, maximum=hi)
     if is_frames(graph, x):  # (N, T, *in): frame t at step t (event data)
         if x.shape[1] != steps:
             raise CompileError("frames do not fit the run", [Diagnostic(
@@ -406,7 +408,7 @@ def run_steps(graph: Graph, x: np.ndarray, timesteps: int | None, default: int, 
         x = x.reshape(-1, *x.shape[2:])
     validate.samples(x, "x", shape=graph.shape(graph.input_name),
                      channels_last=reads_channels_last(graph))
-    need = validate.run_memory(len(x), steps, validate.graph_units(graph), 256,
+    need = memory.run_memory(len(x), steps, validate.graph_units(graph), 256,
                                validate.classes(graph) or 1, record,
                                pieces=None if pieces is None else pieces(steps))
     validate.check_memory(need,

@@ -149,7 +149,8 @@ def refuse_unexportable(graph: Graph) -> None:
 
 
 def to_nir(graph: Graph, *, readout: str = "integrator") -> Any:
-    """The spiking IR as a ``nir.NIRGraph`` (see the module docstring for the mapping)."""
+    """The spiking IR as a ``nir.NIRGraph`` (see the module docstring for the mapping): the
+    NIR nodes of each IR node in topological order (``_export_node``)."""
     nir = _nir()
     if readout not in READOUTS:
         raise CompileError("bad option", [Diagnostic(
@@ -159,95 +160,103 @@ def to_nir(graph: Graph, *, readout: str = "integrator") -> Any:
     edges: list[tuple[str, str]] = []
     #: IR name -> the NIR nodes whose (summed) outputs are that IR value
     value: dict[str, list[str]] = {}
-    ro = graph.readout_name
-
-    def connect(srcs: list[str], dst: str) -> None:
-        for s in srcs:
-            edges.append((s, dst))
-
-    def sources(name: str) -> list[str]:
-        return [s for i in graph.inputs(name) for s in value[i]]
-
     for name, op in graph.topo():
-        key = _key(name)
-        shape = tuple(graph.shape(name))
-        meta: dict[str, Any] = {"snncompile_name": name}
-        if op.origin:
-            meta["origin"] = op.origin
-        if isinstance(op, Input):
-            nodes[key] = nir.Input(input_type=np.array(shape), metadata=meta)
-            value[name] = [key]
-            continue
-        if isinstance(op, Output):
-            nodes[key] = nir.Output(output_type=np.array(shape), metadata=meta)
-            connect(value[graph.inputs(name)[0]], key)
-            continue
-        if isinstance(op, Identity):
-            value[name] = sources(name)
-            continue
-        syn: list[str]
-        if isinstance(op, Conv2d):
-            in_shape = graph.shape(graph.inputs(name)[0])
-            bias = op.bias if op.bias is not None else np.zeros(op.weight.shape[0], np.float32)
-            if op.quant is not None:
-                meta["weight_bits"] = int(op.quant.bits)
-            nodes[key] = nir.Conv2d(
-                input_shape=(int(in_shape[1]), int(in_shape[2])), weight=np.array(op.weight),
-                stride=tuple(op.stride), padding=_pad2(op.padding, name, op.origin, []),
-                dilation=tuple(op.dilation), groups=int(op.groups), bias=np.array(bias),
-                metadata=meta)
-            connect(sources(name), key)
-            syn = [key]
-        elif isinstance(op, Dense):
-            bias = op.bias if op.bias is not None else np.zeros(op.weight.shape[0], np.float32)
-            if op.quant is not None:
-                meta["weight_bits"] = int(op.quant.bits)
-            nodes[key] = nir.Affine(weight=np.array(op.weight), bias=np.array(bias), metadata=meta)
-            connect(sources(name), key)
-            syn = [key]
-        elif isinstance(op, AvgPool2d):
-            nodes[key] = nir.AvgPool2d(kernel_size=np.array(op.kernel), stride=np.array(op.stride),
-                                       padding=np.array(_pad2(op.padding, name, op.origin, [])),
-                                       metadata=meta)
-            connect(sources(name), key)
-            syn = [key]
-        elif isinstance(op, Flatten):
-            in_shape = graph.shape(graph.inputs(name)[0])
-            nodes[key] = nir.Flatten(input_type={"input": np.array(in_shape)}, start_dim=0,
-                                     end_dim=-1, metadata=meta)
-            connect(sources(name), key)
-            syn = [key]
-        else:  # Add, ReLU: identity synapses; their inputs' edges go straight to the neuron/users
-            syn = sources(name)
-        if isinstance(op, Layer) and op.neuron is not None:
-            n = op.neuron
-            theta = _per_neuron(n.threshold, shape)
-            if_key = f"{key}_if"
-            nodes[if_key] = nir.IF(
-                r=np.ones(shape, np.float32), v_threshold=theta,
-                v_reset=np.zeros(shape, np.float32),
-                metadata={"snncompile_name": name, "reset": RESETS[n.model],
-                          "spike_condition": "v >= v_threshold", "alpha": float(n.alpha),
-                          "v_init": (np.float32(n.alpha) * theta).astype(np.float32)})
-            connect(syn, if_key)
-            syn = [if_key]
-            if np.any(n.threshold != 1):
-                sc_key = f"{key}_scale"
-                nodes[sc_key] = nir.Scale(scale=theta.copy(), metadata={
-                    "snncompile_name": name, "why": "a spike of this layer weighs its threshold"})
-                connect(syn, sc_key)
-                syn = [sc_key]
-        elif name == ro and readout == "integrator":
-            i_key = f"{key}_integrator"
-            nodes[i_key] = nir.I(r=np.ones(shape, np.float32), metadata={
-                "snncompile_name": name, "why": "readout: prediction = argmax of v, v(t) = Σ I"})
-            connect(syn, i_key)
-            syn = [i_key]
-        value[name] = syn
+        _export_node(nir, graph, name, op, readout, nodes, edges, value)
     meta = {"producer": "snn-compile", "dt": 1.0, "readout": readout,
             "output": "integrated readout potential" if readout == "integrator"
             else "per-step readout current (sum over steps = readout potential)"}
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
+
+
+def _export_node(nir: Any, graph: Graph, name: str, op: Any, readout: str,
+                 nodes: dict[str, Any], edges: list[tuple[str, str]],
+                 value: dict[str, list[str]]) -> None:
+    """Add the NIR nodes and edges of IR node ``name``: its synapse (``_synapse_node``; an
+    Add or ReLU is an identity synapse whose inputs' edges go straight on), then its IF neuron
+    and threshold scale, or the readout's integrator; ``value[name]``: the NIR nodes whose
+    summed outputs are its value."""
+    key = _key(name)
+    shape = tuple(graph.shape(name))
+    meta: dict[str, Any] = {"snncompile_name": name}
+    if op.origin:
+        meta["origin"] = op.origin
+    srcs = [s for i in graph.inputs(name) for s in value[i]]
+    if isinstance(op, Input):
+        nodes[key] = nir.Input(input_type=np.array(shape), metadata=meta)
+        value[name] = [key]
+        return
+    if isinstance(op, Output):
+        nodes[key] = nir.Output(output_type=np.array(shape), metadata=meta)
+        edges.extend((s, key) for s in value[graph.inputs(name)[0]])
+        return
+    if isinstance(op, Identity):
+        value[name] = srcs
+        return
+    node = _synapse_node(nir, graph, name, op, meta)
+    syn = srcs
+    if node is not None:
+        nodes[key] = node
+        edges.extend((s, key) for s in srcs)
+        syn = [key]
+    if isinstance(op, Layer) and op.neuron is not None:
+        syn = _neuron_nodes(nir, name, key, op.neuron, shape, syn, nodes, edges)
+    elif name == graph.readout_name and readout == "integrator":
+        i_key = f"{key}_integrator"
+        nodes[i_key] = nir.I(r=np.ones(shape, np.float32), metadata={
+            "snncompile_name": name, "why": "readout: prediction = argmax of v, v(t) = Σ I"})
+        edges.extend((s, i_key) for s in syn)
+        syn = [i_key]
+    value[name] = syn
+
+
+def _synapse_node(nir: Any, graph: Graph, name: str, op: Any, meta: dict[str, Any]) -> Any:
+    """The NIR node of a Conv2d (``Conv2d``), Dense (``Affine``), AvgPool2d or Flatten (None
+    for an Add or ReLU); quantized weights note their bits in ``meta``."""
+    if isinstance(op, (Conv2d, Dense)) and op.quant is not None:
+        meta["weight_bits"] = int(op.quant.bits)
+    if isinstance(op, Conv2d):
+        in_shape = graph.shape(graph.inputs(name)[0])
+        bias = op.bias if op.bias is not None else np.zeros(op.weight.shape[0], np.float32)
+        return nir.Conv2d(
+            input_shape=(int(in_shape[1]), int(in_shape[2])), weight=np.array(op.weight),
+            stride=tuple(op.stride), padding=_pad2(op.padding, name, op.origin, []),
+            dilation=tuple(op.dilation), groups=int(op.groups), bias=np.array(bias),
+            metadata=meta)
+    if isinstance(op, Dense):
+        bias = op.bias if op.bias is not None else np.zeros(op.weight.shape[0], np.float32)
+        return nir.Affine(weight=np.array(op.weight), bias=np.array(bias), metadata=meta)
+    if isinstance(op, AvgPool2d):
+        return nir.AvgPool2d(kernel_size=np.array(op.kernel), stride=np.array(op.stride),
+                             padding=np.array(_pad2(op.padding, name, op.origin, [])),
+                             metadata=meta)
+    if isinstance(op, Flatten):
+        in_shape = graph.shape(graph.inputs(name)[0])
+        return nir.Flatten(input_type={"input": np.array(in_shape)}, start_dim=0,
+                           end_dim=-1, metadata=meta)
+    return None
+
+
+def _neuron_nodes(nir: Any, name: str, key: str, n: Any, shape: tuple[int, ...],
+                  syn: list[str], nodes: dict[str, Any], edges: list[tuple[str, str]]
+                  ) -> list[str]:
+    """A layer's IF neuron fed by ``syn`` and, when θ ≠ 1, the Scale by θ behind it (a spike
+    weighs its threshold); returns the node that carries the layer's value."""
+    theta = _per_neuron(n.threshold, shape)
+    if_key = f"{key}_if"
+    nodes[if_key] = nir.IF(
+        r=np.ones(shape, np.float32), v_threshold=theta,
+        v_reset=np.zeros(shape, np.float32),
+        metadata={"snncompile_name": name, "reset": RESETS[n.model],
+                  "spike_condition": "v >= v_threshold", "alpha": float(n.alpha),
+                  "v_init": (np.float32(n.alpha) * theta).astype(np.float32)})
+    edges.extend((s, if_key) for s in syn)
+    if not np.any(n.threshold != 1):
+        return [if_key]
+    sc_key = f"{key}_scale"
+    nodes[sc_key] = nir.Scale(scale=theta.copy(), metadata={
+        "snncompile_name": name, "why": "a spike of this layer weighs its threshold"})
+    edges.append((if_key, sc_key))
+    return [sc_key]
 
 
 def export_nir(graph: Graph, path: str | Path, *, readout: str = "integrator") -> Path:

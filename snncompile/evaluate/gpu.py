@@ -31,35 +31,33 @@ from snncompile.options import CompileOptions
 
 
 def ann_accuracy(ann: Graph, x: np.ndarray, y: np.ndarray, batch_size: int = 256,
-                 memory_budget: str | None = None) -> float:
+                 memory_budget: str | int | None = None) -> float:
     """ANN accuracy mean_n [argmax ann(x_n) = y_n], in batches whose values fit
-    ``memory_budget`` (``backends.memory``). ``x`` and ``y`` are checked first
-    (``validate.samples``, ``validate.labels``: one integer class per sample)."""
-    import torch
-
+    ``memory_budget`` (bytes, or a ``"4G"`` string; ``snncompile.memory``). ``x`` and ``y``
+    are checked first (``validate.samples``, ``validate.labels``: one integer class per
+    sample)."""
     from snncompile import validate
-    from snncompile.backends.memory import room_bytes
+    from snncompile.memory import room_bytes
 
     x = validate.samples(x, "x", shape=ann.shape(ann.input_name))
     y = validate.labels(y, len(x), validate.classes(ann), "y")
-    room = room_bytes(memory_budget, torch.device("cpu"))
+    room = room_bytes(memory_budget)
     out = run_ann(ann, x, batch_size=batch_size, max_bytes=room)
     return float(np.mean(out.reshape(len(x), -1).argmax(1) == y))
 
 
-def evaluate_gpu(snn: Graph, ann: Graph | None, ev: Any, opts: CompileOptions, out_dir: Path, *,
+def evaluate_gpu(net: Any, ann: Graph | None, ev: Any, opts: CompileOptions, out_dir: Path, *,
                  model: str = "", pipeline: Any = None, ctx: Any = None) -> dict[str, Any]:
-    """Simulate ``snn`` on ``ev`` (a labelled ``Dataset``), write plots, print the tables and
-    return report.json's dict."""
+    """Simulate ``net`` (the gpu target's ``CompiledNetwork``) on ``ev`` (a labelled
+    ``Dataset`` or ``Source``), write plots, print the tables and return report.json's dict."""
     from snncompile import distributed
     from snncompile.backends.common import run_stream
-    from snncompile.backends.gpu import compile as gpu_compile
 
     if ev is None or not getattr(ev, "labelled", getattr(ev, "y", None) is not None):
         raise CompileError("no labelled evaluation data", [Diagnostic(
             "the gpu target measures accuracy", hint="give --dataset digits or --eval F.npz")])
     t0 = time.perf_counter()
-    net = gpu_compile(snn, opts)
+    snn = net.graph
     result, labels, ann_pred = run_stream(net, ev, opts, opts.timesteps, ann=ann)
     main = distributed.is_main()
     if main:

@@ -1,7 +1,7 @@
 """Evaluate a spiking IR on Lava (``--target loihi``): report.json's dict, tables and plots.
 
-``evaluate_loihi`` is the ``loihi`` entry of ``snncompile.evaluate.EVALUATORS``. It builds the Lava
-network, checks it against Loihi 2 limits (``backends.loihi.resources``) before running, runs
+``evaluate_loihi`` is the ``loihi`` entry of ``snncompile.evaluate.EVALUATORS``. It takes the
+Lava network (built and checked against Loihi 2 limits by ``backends.loihi.compile``), runs
 the evaluation samples through one Lava network, and runs the same samples on the GPU
 simulator in the matching numeric mode (``lava_mode=fixed``: the Loihi fixed-point mode, spike
 trains compared one to one; ``float``: the float simulator). The report is the GPU target's,
@@ -58,51 +58,94 @@ def _merge_counts(dicts: list[dict[str, int] | None]) -> dict[str, int] | None:
     return out
 
 
-def evaluate_loihi(snn: Graph, ann: Graph | None, ev: Any, opts: CompileOptions,
+def evaluate_loihi(net: Any, ann: Graph | None, ev: Any, opts: CompileOptions,
                    out_dir: Path, *,
                    model: str = "", pipeline: Any = None, ctx: Any = None) -> dict[str, Any]:
-    """Run ``snn`` in Lava on ``ev`` (a labelled ``Dataset``); returns report.json's dict."""
+    """Run ``net`` (the loihi target's ``CompiledNetwork``: Lava processes) on ``ev`` (a
+    labelled ``Dataset`` or ``Source``) and its torch reference on the same samples; returns
+    report.json's dict. Steps: the samples (``_samples``), this rank's block run in Lava and
+    in the reference (``_run_block``), the blocks gathered, the report (``_lava_entries``),
+    printed and plotted by rank 0 (``_print_lava``)."""
     from snncompile import distributed
-    from snncompile.backends.common import SimResult, ann_input, as_source
-    from snncompile.backends.gpu import compile as gpu_compile
-    from snncompile.backends.loihi import compile as lava_compile
-    from snncompile.backends.loihi import compile_reference as loihi_reference
+    from snncompile.backends.common import SimResult
 
     if ev is None or not getattr(ev, "labelled", getattr(ev, "y", None) is not None):
         raise CompileError("no labelled evaluation data", [Diagnostic(
             "the loihi target measures accuracy", hint="give --dataset digits or --eval F.npz")])
-    src = as_source(ev)
+    src = _samples(ev, opts)
     main = distributed.is_main()
+    block = distributed.shard(len(src))  # this rank's samples
+    t0 = time.perf_counter()
+    mine = _run_block(net, ann, src, block, opts) if len(block) else None
+    ranks = [r for r in distributed.all_gather(mine) if r is not None]
+    result = SimResult.concat([r["result"] for r in ranks])
+    labels = np.concatenate([r["y"] for r in ranks])
+    if main:
+        net.save(out_dir)
+    ann_acc = None if ann is None else float(
+        np.mean(np.concatenate([r["ann"] for r in ranks]) == labels))
+    report = build_report(
+        result, net.graph, labels, ann_accuracy=ann_acc,  # None: a .nir input has no ANN
+        model=model, target="loihi", pipeline=pipeline.spec() if pipeline is not None else "",
+        options=dataclasses.asdict(opts), notes=getattr(ctx, "notes", None),
+        seconds=time.perf_counter() - t0)
+    report.update(_lava_entries(net, ranks, result, labels, opts))
+    if main:
+        _print_lava(report)
+        plot_report(report, out_dir)
+    return report
+
+
+def _samples(ev: Any, opts: CompileOptions) -> Any:
+    """The evaluation ``Source``: without ``eval_samples``, at most ``DEFAULT_LAVA_SAMPLES``
+    spread over the set (rank 0 says so)."""
+    from snncompile import distributed
+    from snncompile.backends.common import as_source
+
+    src = as_source(ev)
     if opts.eval_samples is None and len(src) > DEFAULT_LAVA_SAMPLES:
-        if main:
+        if distributed.is_main():
             print(f"note: Lava simulates ~tens of samples/s; evaluating "
                   f"{DEFAULT_LAVA_SAMPLES} of {len(src)} (set --eval-samples)", file=sys.stderr)
         src = src.spread(DEFAULT_LAVA_SAMPLES)
-    block = distributed.shard(len(src))  # this rank's samples
-    t0 = time.perf_counter()
-    net = lava_compile(snn, opts)  # checks Loihi 2 limits (and --export netx) before running
-    resources = net.resources
+    return src
+
+
+def _run_block(net: Any, ann: Graph | None, src: Any, block: range,
+               opts: CompileOptions) -> dict[str, Any]:
+    """This rank's samples in Lava and in the reference of the same numeric mode (fixed: the
+    torch Loihi reference, spike trains compared here; float: the gpu simulator), and the
+    ANN's predictions; the results without their spike trains (not gathered)."""
+    from snncompile.backends.common import ann_input
+    from snncompile.backends.gpu import compile as gpu_compile
+    from snncompile.backends.loihi import compile_reference as loihi_reference
+
     fixed = opts.lava_mode == "fixed"
-    mine = None
-    if len(block):
-        part = src.take(len(block), offset=block.start).materialize()
-        result = net.run(part.x, opts.timesteps, record=fixed)
-        ref_net = (loihi_reference if fixed else gpu_compile)(snn, opts)
-        ref = ref_net.run(part.x, opts.timesteps, record=fixed)
-        exact, mismatched = _spike_exact(result, ref) if fixed else (None, None)
-        ann_pred = None if ann is None else run_ann(
-            ann, ann_input(snn, part.x), batch_size=opts.batch_size).reshape(
-            len(part.x), -1).argmax(1)
-        strip = dict(spike_trains=None, potentials=None)  # per-rank checks done; not gathered
-        mine = {"result": dataclasses.replace(result, **strip),
-                "ref": dataclasses.replace(ref, **strip), "y": part.y, "ann": ann_pred,
-                "exact": exact, "mismatched": mismatched, "run": net.last_run,
-                "input_clipped": getattr(net, "input_clipped", 0),
-                "saturations": getattr(ref_net, "saturations", None) if fixed else None}
-    ranks = [r for r in distributed.all_gather(mine) if r is not None]
-    result = SimResult.concat([r["result"] for r in ranks])
+    part = src.take(len(block), offset=block.start).materialize()
+    result = net.run(part.x, opts.timesteps, record=fixed)
+    ref_net = (loihi_reference if fixed else gpu_compile)(net.graph, opts)
+    ref = ref_net.run(part.x, opts.timesteps, record=fixed)
+    exact, mismatched = _spike_exact(result, ref) if fixed else (None, None)
+    ann_pred = None if ann is None else run_ann(
+        ann, ann_input(net.graph, part.x), batch_size=opts.batch_size).reshape(
+        len(part.x), -1).argmax(1)
+    strip = dict(spike_trains=None, potentials=None)  # per-rank checks done; not gathered
+    return {"result": dataclasses.replace(result, **strip),
+            "ref": dataclasses.replace(ref, **strip), "y": part.y, "ann": ann_pred,
+            "exact": exact, "mismatched": mismatched, "run": net.last_run,
+            "input_clipped": getattr(net, "input_clipped", 0),
+            "saturations": getattr(ref_net, "saturations", None) if fixed else None}
+
+
+def _lava_entries(net: Any, ranks: list[dict[str, Any]], result: Any, labels: np.ndarray,
+                  opts: CompileOptions) -> dict[str, Any]:
+    """The report's Lava entries: agreement and spike ratio with the reference, the
+    spike-exact check of every rank, speed, resources and fixed-point counts."""
+    from snncompile.backends.common import SimResult
+
+    fixed = opts.lava_mode == "fixed"
+    resources = net.resources
     ref = SimResult.concat([r["ref"] for r in ranks])
-    labels = np.concatenate([r["y"] for r in ranks])
     run = ranks[0]["run"]
     lava_wall = max(r["run"].seconds for r in ranks)
     samples_per_second = len(labels) / lava_wall if len(ranks) > 1 else run.samples_per_second
@@ -112,16 +155,7 @@ def evaluate_loihi(snn: Graph, ann: Graph | None, ev: Any, opts: CompileOptions,
     exact = all(r["exact"] for r in ranks) if fixed else None
     mismatched = (sum(r["mismatched"] for r in ranks) if fixed and all(
         r["mismatched"] >= 0 for r in ranks) else (-1 if fixed else None))
-    if main:
-        net.save(out_dir)
-    ann_acc = None if ann is None else float(
-        np.mean(np.concatenate([r["ann"] for r in ranks]) == labels))
-    report = build_report(
-        result, snn, labels, ann_accuracy=ann_acc,  # None: a .nir input has no ANN
-        model=model, target="loihi", pipeline=pipeline.spec() if pipeline is not None else "",
-        options=dataclasses.asdict(opts), notes=getattr(ctx, "notes", None),
-        seconds=time.perf_counter() - t0)
-    report.update({
+    return {
         "lava_mode": opts.lava_mode,
         "lava_tag": "fixed_pt" if fixed else "floating_pt",
         "gpu_agreement": agreement,
@@ -146,16 +180,20 @@ def evaluate_loihi(snn: Graph, ann: Graph | None, ev: Any, opts: CompileOptions,
                         "layers": net.plan.counts,
                         "state_saturations": _merge_counts([r["saturations"] for r in ranks])
                         if fixed else None},
-    })
-    if not main:
-        return report
+    }
+
+
+def _print_lava(report: dict[str, Any]) -> None:
+    """The tables, the Lava line (agreement, spike-exact, speed) and the resources."""
     print_report(report)
+    exact, mismatched = report["spike_exact"], report["spikes_mismatched"]
+    resources = report["resources"]
     exact_s = ("" if exact is None else
                f", spike-exact vs GPU loihi mode: {'yes' if exact else f'NO ({mismatched})'}")
     print(f"lava {report['lava_tag']}: agreement with {report['gpu_reference']} "
-          f"{agreement:.4f}, spikes ×{spike_ratio:.4f}{exact_s}; "
-          f"{samples_per_second:.2f} samples/s "
-          f"({run.ms_per_step:.1f} ms/step, {run.processes} processes)")
+          f"{report['gpu_agreement']:.4f}, spikes ×{report['gpu_spike_ratio']:.4f}{exact_s}; "
+          f"{report['lava_samples_per_second']:.2f} samples/s "
+          f"({report['lava_ms_per_step']:.1f} ms/step, {report['lava_processes']} processes)")
     print(f"resources: {resources['neurons']} neurons, {resources['synapses']} synapses, "
           f"~{resources['neuro_cores']} Loihi 2 neuro-cores (limits: "
           f"{resources['limits']['neurons_per_core']} neurons, "
@@ -166,5 +204,3 @@ def evaluate_loihi(snn: Graph, ann: Graph | None, ev: Any, opts: CompileOptions,
               f"each at least; {sp['axons_per_core_estimate']} axons per core, estimate)")
     for w in resources.get("warnings", []):
         print(f"warning: Loihi 2 limits (estimate): {w}", file=sys.stderr)
-    plot_report(report, out_dir)
-    return report

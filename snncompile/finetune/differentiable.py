@@ -98,13 +98,14 @@ def get_surrogate(name: str) -> Callable[[Tensor], Tensor]:
 
 def _normalised(model: NeuronModel) -> NeuronModel:
     """The same neuron model, scanned on I/θ with θ = 1 (see the module docstring)."""
+    triangle = get_surrogate("triangle")
 
     def scan(current: Tensor, theta: Tensor, alpha: float, members: int = 1,
-             spike: Callable[[Tensor], Tensor] = get_surrogate("triangle")) -> Tensor:
+             spike: Callable[[Tensor], Tensor] = triangle) -> Tensor:
         return model.scan(current / theta, torch.ones_like(theta), alpha, members, spike)
 
     def scan_state(current: Tensor, theta: Tensor, alpha: float, members: int = 1,
-                   spike: Callable[[Tensor], Tensor] = get_surrogate("triangle"),
+                   spike: Callable[[Tensor], Tensor] = triangle,
                    state: dict | None = None) -> Tensor:  # carried across time chunks
         return model.scan(current / theta, torch.ones_like(theta), alpha, members, spike,
                           state=state)

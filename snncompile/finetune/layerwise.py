@@ -141,56 +141,59 @@ def layerwise(ir: Graph, data: TrainData, config: FinetuneConfig) -> FinetuneRes
     g = ir.copy()
     net = gpu_compile(g, CompileOptions(device=str(device.type), batch_size=config.batch_size))
     history: list[dict[str, Any]] = []
+    run = _Layers(net, g, outputs, x_all, acts, gen, steps, config, device)
+    for name in layers:
+        history.append(run.tune(name, epochs))
+        h = history[-1]
+        if config.progress:
+            print(f"layerwise {name}: rate error {h['error_before']:.4g} -> "
+                  f"{h['error_tuned']:.4g} ({'kept' if h['kept'] else 'reverted'})")
+    return FinetuneResult(graph=g, method="layerwise", history=history,
+                          seconds=time.perf_counter() - t0)
 
-    def layer_error(name: str) -> float:
+
+
+
+@dataclass
+class _Layers:
+    """The state ``layerwise`` tunes layer after layer: the gpu network ``net`` of the IR copy
+    ``g`` (its weights are updated in place), each layer's spiking output, the inputs, the
+    teacher's activations and the seeded generator of the batch order."""
+
+    net: Any
+    g: Graph
+    outputs: dict[str, str]
+    x_all: Tensor
+    acts: dict[str, np.ndarray]
+    gen: torch.Generator
+    steps: int
+    config: FinetuneConfig
+    device: torch.device
+
+    def error(self, name: str) -> float:
+        """Mean squared difference of the layer's output rates and the teacher's values."""
         total, n = 0.0, 0
+        chunk, spk = self.config.chunk_size, self.outputs[name]
         with torch.no_grad():
-            for i in range(0, len(x_all), config.chunk_size):
-                xb = x_all[i:i + config.chunk_size].to(device)
-                _, out = _rates(net, name, xb, steps, outputs[name])
-                a = torch.from_numpy(acts[outputs[name]][i:i + config.chunk_size]).to(out)
+            for i in range(0, len(self.x_all), chunk):
+                xb = self.x_all[i:i + chunk].to(self.device)
+                _, out = _rates(self.net, name, xb, self.steps, spk)
+                a = torch.from_numpy(self.acts[spk][i:i + chunk]).to(out)
                 total += float(((out - a) ** 2).sum())
                 n += out.numel()
         return total / max(n, 1)
 
-    for name in layers:
-        op = g.op(name)
+    def tune(self, name: str, epochs: int) -> dict[str, Any]:
+        """Train layer ``name`` (``fit``); keep the new weights only when they lower its rate
+        error (re-quantized when the layer was), else restore them. Its history entry."""
+        g, op = self.g, self.g.op(name)
         assert isinstance(op, (Conv2d, Dense))
-        mod = net.module.ops[net.module.keys[name]]
-        before = layer_error(name)
+        mod = self.net.module.ops[self.net.module.keys[name]]
+        before = self.error(name)
         saved = (mod.weight.detach().clone(),
                  None if mod.bias is None else mod.bias.detach().clone())
-        w = torch.nn.Parameter(mod.weight.detach().clone())
-        b = torch.nn.Parameter(mod.bias.detach().clone()) if mod.bias is not None else None
-        params = [w] + ([b] if b is not None else [])
-        opt = torch.optim.Adam(params, lr=config.lr)
-        spk = outputs[name]
-        pool = g.op(spk) if spk != name else None
-        theta = net.module.theta(spk)
-        losses = []
-        for _ in range(epochs):
-            perm = torch.randperm(len(x_all), generator=gen)
-            for i in range(0, len(x_all), config.batch_size):
-                idx = perm[i:i + config.batch_size]
-                xb = x_all[idx].to(device)
-                with torch.no_grad():
-                    r_in, r_out = _rates(net, name, xb, steps, spk)
-                z = _ann_fn(op, w, b, r_in)
-                if pool is not None:  # the pool's neuron integrates max_i of the currents
-                    z = maxpool(pool, z)
-                y = torch.minimum(torch.relu(z), theta)
-                y_hat = y + (r_out - y).detach()
-                a = torch.from_numpy(acts[spk][idx.numpy()]).to(y)
-                loss = F.mse_loss(y_hat, a)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                with torch.no_grad():
-                    mod.weight.copy_(w)
-                    if b is not None:
-                        mod.bias.copy_(b)
-                losses.append(float(loss.detach()))
-        after = layer_error(name)
+        w, b, losses = self.fit(name, op, mod, epochs)
+        after = self.error(name)
         kept = after < before
         if kept:
             weight = w.detach().cpu().double().numpy()
@@ -202,7 +205,7 @@ def layerwise(ir: Graph, data: TrainData, config: FinetuneConfig) -> FinetuneRes
             if b is not None:
                 changes["bias"] = b.detach().cpu().double().numpy().astype(op.bias.dtype)
             g.replace(name, **changes)
-            after = layer_error(name) if op.quant is not None else after
+            after = self.error(name) if op.quant is not None else after
         else:
             with torch.no_grad():
                 mod.weight.copy_(saved[0])
@@ -211,14 +214,44 @@ def layerwise(ir: Graph, data: TrainData, config: FinetuneConfig) -> FinetuneRes
         tuned = after
         if not kept:
             after = before
-        history.append({"layer": name, "error_before": before, "error_tuned": tuned,
-                        "error_after": after, "kept": kept,
-                        "loss_first": losses[0] if losses else None,
-                        "loss_last": losses[-1] if losses else None, "batch_losses": losses})
-        if config.progress:
-            print(f"layerwise {name}: rate error {before:.4g} -> {tuned:.4g} "
-                  f"({'kept' if kept else 'reverted'})")
-    return FinetuneResult(graph=g, method="layerwise", history=history,
-                          seconds=time.perf_counter() - t0)
+        return {"layer": name, "error_before": before, "error_tuned": tuned,
+                "error_after": after, "kept": kept,
+                "loss_first": losses[0] if losses else None,
+                "loss_last": losses[-1] if losses else None, "batch_losses": losses}
 
-
+    def fit(self, name: str, op: Conv2d | Dense, mod: Any, epochs: int
+            ) -> tuple[Tensor, Tensor | None, list[float]]:
+        """Adam on the layer's weight and bias: its ANN function of the input rates, clipped at
+        θ, with the spiking rates' values in the forward pass (straight-through), against the
+        teacher's activations; the network's layer follows every step."""
+        config = self.config
+        w = torch.nn.Parameter(mod.weight.detach().clone())
+        b = torch.nn.Parameter(mod.bias.detach().clone()) if mod.bias is not None else None
+        opt = torch.optim.Adam([w] + ([b] if b is not None else []), lr=config.lr)
+        spk = self.outputs[name]
+        pool = self.g.op(spk) if spk != name else None
+        theta = self.net.module.theta(spk)
+        losses: list[float] = []
+        for _ in range(epochs):
+            perm = torch.randperm(len(self.x_all), generator=self.gen)
+            for i in range(0, len(self.x_all), config.batch_size):
+                idx = perm[i:i + config.batch_size]
+                xb = self.x_all[idx].to(self.device)
+                with torch.no_grad():
+                    r_in, r_out = _rates(self.net, name, xb, self.steps, spk)
+                z = _ann_fn(op, w, b, r_in)
+                if pool is not None:  # the pool's neuron integrates max_i of the currents
+                    z = maxpool(pool, z)
+                y = torch.minimum(torch.relu(z), theta)
+                y_hat = y + (r_out - y).detach()
+                a = torch.from_numpy(self.acts[spk][idx.numpy()]).to(y)
+                loss = F.mse_loss(y_hat, a)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                with torch.no_grad():
+                    mod.weight.copy_(w)
+                    if b is not None:
+                        mod.bias.copy_(b)
+                losses.append(float(loss.detach()))
+        return w, b, losses

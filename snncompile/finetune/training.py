@@ -330,9 +330,9 @@ def run_stages(net: Any, stages: Sequence[Stage], data: TrainData, cfg: Finetune
                teacher: Graph, method: str, fp: str
                ) -> tuple[list[dict[str, Any]], int, str | None]:
     """Train ``net`` through ``stages``. Returns (history, peak saved-tensor bytes, the
-    checkpoint resumed from or None)."""
-    from tqdm import tqdm
-
+    checkpoint resumed from or None). Steps: resume from ``cfg.out_dir``'s checkpoint
+    (``_resume``), then per stage an Adam over its parameters and its epochs
+    (``_Loop.epoch``), each followed by a checkpoint."""
     frames = data.x.ndim == len(teacher.shape(teacher.input_name)) + 2  # (N, T, *in) events
     if frames and data.x.shape[1] != cfg.timesteps:
         raise CompileError("frames do not fit the fine-tuning run", [Diagnostic(
@@ -341,44 +341,11 @@ def run_stages(net: Any, stages: Sequence[Stage], data: TrainData, cfg: Finetune
     check_input(teacher, data.x[:1].mean(1) if frames else data.x, "fine-tuning data")
     device = resolve_device(cfg.device)
     net.to(device)
-    teacher_dtype = torch.float32
     trainables = dict(net.named_trainables())
     ckpt_path = cfg.out_dir / "checkpoint.pt" if cfg.out_dir is not None else None
-    history: list[dict[str, Any]] = []
-    start_stage, start_epoch, opt_state, resumed = 0, 0, None, None
-    state = _load_checkpoint(ckpt_path, device, fp, trainables) if ckpt_path else None
-    if state is not None:
-        with torch.no_grad():
-            for k, v in state["params"].items():
-                trainables[k].copy_(v)
-        history = list(state["history"])
-        start_stage, start_epoch = state["stage"], state["epoch"]
-        opt_state = state["optimizer"]
-        resumed = str(ckpt_path)
-    from snncompile import distributed
-
-    if distributed.active():  # every rank resumes (or not) exactly as rank 0 did
-        box = distributed.broadcast(
-            None if resumed is None else ({k: v.cpu() for k, v in trainables.items()}, history,
-                                          start_stage, start_epoch, opt_state, resumed))
-        if box is not None:
-            params0, history, start_stage, start_epoch, opt_state, resumed = box
-            with torch.no_grad():
-                for k, v in params0.items():
-                    trainables[k].copy_(v.to(device))
-    simulate: Any = net.simulate
-    if distributed.active():
-        from torch.nn.parallel import DistributedDataParallel
-
-        # DDP broadcasts rank 0's parameters at construction and all-reduces (averages) the
-        # gradients in the backward of each rank's last chunk; stages train subsets of the
-        # parameters, hence find_unused_parameters
-        simulate = DistributedDataParallel(
-            _Simulate(net), device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=True, broadcast_buffers=False)
-    world = distributed.world()
-    meter = _SavedBytes()
-    n = len(data)
+    history, start_stage, start_epoch, opt_state, resumed = _resume(
+        ckpt_path, device, fp, trainables)
+    loop = _Loop(net, _simulator(net, device), data, cfg, teacher, method, device)
     for si, stage in enumerate(stages):
         if si < start_stage or not stage.params:
             continue
@@ -391,73 +358,151 @@ def run_stages(net: Any, stages: Sequence[Stage], data: TrainData, cfg: Finetune
             except ValueError:
                 pass  # a different parameter set (the stage changed): fresh Adam moments
         for epoch in range(first, stage.epochs):
-            t0 = time.perf_counter()
-            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + si * 1009 + epoch)
-            order = torch.randperm(n, generator=gen).numpy()
-            dgen = torch.Generator(device=device).manual_seed(cfg.seed + 7919 * (si * 1009 + epoch))
-            batches = [order[i:i + cfg.batch_size] for i in range(0, n, cfg.batch_size)]
-            bar = tqdm(batches, desc=f"{method} {stage.name} {epoch + 1}/{stage.epochs}",
-                       unit="batch", leave=False, disable=not cfg.progress, file=sys.stderr)
-            losses: list[float] = []
-            for bi, idx in enumerate(bar):
-                opt.zero_grad(set_to_none=True)
-                total = 0.0
-                mine = np.array_split(idx, world)[distributed.rank()]
-                # a rank without samples (a last batch smaller than the world) still joins
-                # DDP's all-reduce: one sample with weight 0
-                weight = 1.0 if len(mine) else 0.0
-                mine = mine if len(mine) else idx[:1]
-                starts = list(range(0, len(mine), cfg.chunk_size))
-                for ci in starts:
-                    sub = np.sort(mine[ci:ci + cfg.chunk_size])
-                    xb = torch.from_numpy(data.x[sub]).to(device)
-                    yb = torch.from_numpy(data.y[sub]).to(device) if data.y is not None else None
-                    tch = None
-                    # event frames (b, T, *in): frame t at step t; the ANN reads their mean
-                    x_ann = xb.mean(1) if frames else xb
-                    if stage.needs_teacher:
-                        with torch.no_grad():
-                            # ANN mode runs on the CPU (its kernels build CPU weight tensors)
-                            _, rec = run_ann_torch(teacher, x_ann.cpu().to(teacher_dtype),
-                                                   record=True)
-                        tch = {k: v.to(device, xb.dtype) for k, v in rec.items()}
-                    xin = (xb.transpose(0, 1) if frames
-                           else _encode(xb, cfg.timesteps, cfg.encoding, dgen))
-                    meter.current = 0
-                    sync = (contextlib.nullcontext() if world == 1 or ci == starts[-1]
-                            else simulate.no_sync())  # DDP all-reduces after the last chunk
-                    with sync, torch.autograd.graph.saved_tensors_hooks(meter.pack,
-                                                                        meter.unpack):
-                        pot, spikes = simulate(xin, cfg.timesteps)
-                        loss = stage.loss(StepOutputs(x_ann, yb, pot, spikes, net, tch))
-                        if not torch.isfinite(loss):
-                            raise CompileError("fine-tuning diverged", [Diagnostic(
-                                f"{method}, stage {stage.name}, epoch {epoch + 1}: "
-                                f"loss is {loss.item()}",
-                                hint="lower --finetune-lr")])
-                        # the backward inside no_sync too; DDP averages over ranks: × world
-                        # turns that into the sum of the ranks' shares of the global batch
-                        (loss * (weight * len(sub) / len(idx) * world)).backward()
-                    total += weight * loss.item() * len(sub) / len(idx)
-                if world > 1:
-                    total = float(distributed.all_reduce(np.array([total]), "sum")[0])
-                opt.step()
-                net.clamp_thresholds()
-                losses.append(total)
-                bar.set_postfix(loss=f"{total:.4f}")
-            bar.close()
-            history.append({"stage": stage.name, "epoch": epoch + 1, "loss": float(np.mean(losses)),
-                            "seconds": time.perf_counter() - t0, "samples": n,
-                            "batch_losses": losses})
+            history.append(loop.epoch(stage, si, epoch, opt))
             if cfg.progress:
                 print(f"{method} {stage.name} epoch {epoch + 1}/{stage.epochs}: loss "
                       f"{history[-1]['loss']:.4f} ({history[-1]['seconds']:.1f} s)",
                       file=sys.stderr)
             if ckpt_path is not None:
-                nxt_stage, nxt_epoch = (si, epoch + 1)
                 _save_checkpoint(ckpt_path, {
-                    "fingerprint": fp, "method": method, "stage": nxt_stage, "epoch": nxt_epoch,
+                    "fingerprint": fp, "method": method, "stage": si, "epoch": epoch + 1,
                     "params": {k: v.detach().cpu() for k, v in trainables.items()},
                     "optimizer": opt.state_dict(), "history": history})
         start_epoch, opt_state = 0, None
-    return history, meter.peak, resumed
+    return history, loop.meter.peak, resumed
+
+
+def _resume(ckpt_path: Path | None, device: torch.device, fp: str,
+            trainables: dict[str, Tensor]) -> tuple[list[dict[str, Any]], int, int, Any,
+                                                    str | None]:
+    """(history, stage, epoch, optimizer state, checkpoint path) to resume from, with the
+    checkpoint's parameters copied into ``trainables``; under torchrun every rank resumes (or
+    not) exactly as rank 0 did. Nothing to resume: ([], 0, 0, None, None)."""
+    from snncompile import distributed
+
+    history: list[dict[str, Any]] = []
+    start_stage, start_epoch, opt_state, resumed = 0, 0, None, None
+    state = _load_checkpoint(ckpt_path, device, fp, trainables) if ckpt_path else None
+    if state is not None:
+        with torch.no_grad():
+            for k, v in state["params"].items():
+                trainables[k].copy_(v)
+        history = list(state["history"])
+        start_stage, start_epoch = state["stage"], state["epoch"]
+        opt_state = state["optimizer"]
+        resumed = str(ckpt_path)
+    if distributed.active():
+        box = distributed.broadcast(
+            None if resumed is None else ({k: v.cpu() for k, v in trainables.items()}, history,
+                                          start_stage, start_epoch, opt_state, resumed))
+        if box is not None:
+            params0, history, start_stage, start_epoch, opt_state, resumed = box
+            with torch.no_grad():
+                for k, v in params0.items():
+                    trainables[k].copy_(v.to(device))
+    return history, start_stage, start_epoch, opt_state, resumed
+
+
+def _simulator(net: Any, device: torch.device) -> Any:
+    """``net.simulate``, or under torchrun a DistributedDataParallel around it: DDP broadcasts
+    rank 0's parameters at construction and all-reduces (averages) the gradients in the
+    backward of each rank's last chunk; stages train subsets of the parameters, hence
+    find_unused_parameters."""
+    from snncompile import distributed
+
+    if not distributed.active():
+        return net.simulate
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(
+        _Simulate(net), device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=True, broadcast_buffers=False)
+
+
+@dataclass
+class _Loop:
+    """What every epoch of ``run_stages`` uses: the network and its (DDP-wrapped) simulate,
+    the data, the configuration, the ANN teacher, and the saved-tensor meter."""
+
+    net: Any
+    simulate: Any
+    data: TrainData
+    cfg: FinetuneConfig
+    teacher: Graph
+    method: str
+    device: torch.device
+    meter: Any = field(default_factory=lambda: _SavedBytes())
+
+    def epoch(self, stage: Stage, si: int, epoch: int, opt: Any) -> dict[str, Any]:
+        """One epoch of ``stage`` in seeded random order; returns its history entry."""
+        from tqdm import tqdm
+
+        cfg, n = self.cfg, len(self.data)
+        t0 = time.perf_counter()
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + si * 1009 + epoch)
+        order = torch.randperm(n, generator=gen).numpy()
+        dgen = torch.Generator(device=self.device).manual_seed(
+            cfg.seed + 7919 * (si * 1009 + epoch))
+        batches = [order[i:i + cfg.batch_size] for i in range(0, n, cfg.batch_size)]
+        bar = tqdm(batches, desc=f"{self.method} {stage.name} {epoch + 1}/{stage.epochs}",
+                   unit="batch", leave=False, disable=not cfg.progress, file=sys.stderr)
+        losses: list[float] = []
+        for idx in bar:
+            opt.zero_grad(set_to_none=True)
+            total = self.batch(stage, epoch, idx, dgen)
+            opt.step()
+            self.net.clamp_thresholds()
+            losses.append(total)
+            bar.set_postfix(loss=f"{total:.4f}")
+        bar.close()
+        return {"stage": stage.name, "epoch": epoch + 1, "loss": float(np.mean(losses)),
+                "seconds": time.perf_counter() - t0, "samples": n, "batch_losses": losses}
+
+    def batch(self, stage: Stage, epoch: int, idx: np.ndarray, dgen: torch.Generator) -> float:
+        """The gradients of one global batch ``idx`` (this rank's share, in chunks of
+        ``chunk_size``); returns the batch's loss (summed over ranks)."""
+        from snncompile import distributed
+
+        cfg, data, device, world = self.cfg, self.data, self.device, distributed.world()
+        total = 0.0
+        mine = np.array_split(idx, world)[distributed.rank()]
+        # a rank without samples (a last batch smaller than the world) still joins
+        # DDP's all-reduce: one sample with weight 0
+        weight = 1.0 if len(mine) else 0.0
+        mine = mine if len(mine) else idx[:1]
+        starts = list(range(0, len(mine), cfg.chunk_size))
+        for ci in starts:
+            sub = np.sort(mine[ci:ci + cfg.chunk_size])
+            xb = torch.from_numpy(data.x[sub]).to(device)
+            yb = torch.from_numpy(data.y[sub]).to(device) if data.y is not None else None
+            # event frames (b, T, *in): frame t at step t; the ANN reads their mean
+            frames = xb.dim() == len(self.teacher.shape(self.teacher.input_name)) + 2
+            x_ann = xb.mean(1) if frames else xb
+            tch = self.teacher_values(x_ann) if stage.needs_teacher else None
+            xin = (xb.transpose(0, 1) if frames
+                   else _encode(xb, cfg.timesteps, cfg.encoding, dgen))
+            self.meter.current = 0
+            sync = (contextlib.nullcontext() if world == 1 or ci == starts[-1]
+                    else self.simulate.no_sync())  # DDP all-reduces after the last chunk
+            with sync, torch.autograd.graph.saved_tensors_hooks(self.meter.pack,
+                                                                self.meter.unpack):
+                pot, spikes = self.simulate(xin, cfg.timesteps)
+                loss = stage.loss(StepOutputs(x_ann, yb, pot, spikes, self.net, tch))
+                if not torch.isfinite(loss):
+                    raise CompileError("fine-tuning diverged", [Diagnostic(
+                        f"{self.method}, stage {stage.name}, epoch {epoch + 1}: "
+                        f"loss is {loss.item()}", hint="lower --finetune-lr")])
+                # the backward inside no_sync too; DDP averages over ranks: × world
+                # turns that into the sum of the ranks' shares of the global batch
+                (loss * (weight * len(sub) / len(idx) * world)).backward()
+            total += weight * loss.item() * len(sub) / len(idx)
+        if world > 1:
+            total = float(distributed.all_reduce(np.array([total]), "sum")[0])
+        return total
+
+    def teacher_values(self, xb: Tensor) -> dict[str, Tensor]:
+        """Every value of the ANN teacher on ``xb`` (ANN mode runs on the CPU: its kernels
+        build CPU weight tensors)."""
+        with torch.no_grad():
+            _, rec = run_ann_torch(self.teacher, xb.cpu().to(torch.float32), record=True)
+        return {k: v.to(self.device, xb.dtype) for k, v in rec.items()}

@@ -35,6 +35,7 @@ output, a Scale not after an IF, an I not before the Output, several Inputs or O
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +132,10 @@ def load_nir(source: str | Path | Any, *, reset: str | None = None) -> Graph:
     """NIR file (or ``nir.NIRGraph``) → verified spiking IR (see the module docstring).
 
     ``reset``: None reads each IF's metadata (no metadata: NIR's reset-to-value);
-    "subtract" or "zero" applies to every IF.
+    "subtract" or "zero" applies to every IF. Steps: every node type supported, the edges
+    name known nodes and form a feed-forward graph with one Input and one Output
+    (``_digraph``); each node, in a fixed topological order, by its reader (``_Reader``);
+    every problem at once; the verifier.
     """
     nir = _nir()
     if reset is not None and reset not in RESETS:
@@ -139,15 +143,29 @@ def load_nir(source: str | Path | Any, *, reset: str | None = None) -> Graph:
     g = source if isinstance(source, nir.NIRGraph) else read_nir(source)
     nodes: dict[str, Any] = dict(g.nodes)
     kind = {k: type(v).__name__ for k, v in nodes.items()}
-    bad: list[Diagnostic] = []
     unsupported = [f"{t} at node {k}" + (f" ({_WHY[t]})" if t in _WHY else "")
                    for k, t in kind.items() if t not in SUPPORTED]
     if unsupported:  # every unsupported node in one line, like the ONNX frontend
         raise CompileError("unsupported NIR node", [Diagnostic(
             ", ".join(unsupported), hint=f"supported: {', '.join(SUPPORTED)}")])
+    dg = _digraph(g.edges, nodes, kind)
+    r = _Reader(nodes, kind, {k: sorted(dg.predecessors(k)) for k in nodes},
+                {k: sorted(dg.successors(k)) for k in nodes}, reset)
+    for k in nx.lexicographical_topological_sort(dg):
+        r.read(k)
+    if r.bad:
+        raise CompileError("unsupported NIR graph", r.bad)
+    verify(r.ir)
+    return r.ir
+
+
+def _digraph(edges: Any, nodes: dict[str, Any], kind: dict[str, str]) -> nx.DiGraph:
+    """The NIR graph as a networkx DiGraph, refused when an edge names an unknown node, when
+    it has a cycle, or when it has other than one Input and one Output."""
+    bad: list[Diagnostic] = []
     dg = nx.DiGraph()
     dg.add_nodes_from(nodes)
-    for src, dst in g.edges:
+    for src, dst in edges:
         for end in (src, dst):
             if end not in nodes:
                 bad.append(Diagnostic(f"edge ({src}, {dst}) names an unknown node {end!r}"))
@@ -163,123 +181,151 @@ def load_nir(source: str | Path | Any, *, reset: str | None = None) -> Graph:
     if len(ins) != 1 or len(outs) != 1:
         raise CompileError("unsupported NIR graph", [Diagnostic(
             f"{len(ins)} Input and {len(outs)} Output nodes; snn-compile reads one of each")])
-    preds = {k: sorted(dg.predecessors(k)) for k in nodes}
-    succs = {k: sorted(dg.successors(k)) for k in nodes}
+    return dg
 
-    ir = Graph()
-    #: NIR node -> the IR node holding its value
-    val: dict[str, str] = {}
-    #: Scale nodes folded into the IF before them
-    absorbed: set[str] = set()
 
-    def operand(k: str) -> str | None:
+@dataclass
+class _Reader:
+    """NIR nodes -> IR nodes, one at a time in topological order. ``val``: NIR node -> the IR
+    node holding its value; ``absorbed``: the Scale nodes folded into the IF before them;
+    ``bad``: every problem met. One reader method per NIR node type (``READERS``)."""
+
+    nodes: dict[str, Any]
+    kind: dict[str, str]
+    preds: dict[str, list[str]]
+    succs: dict[str, list[str]]
+    reset: str | None
+    ir: Graph = field(default_factory=Graph)
+    val: dict[str, str] = field(default_factory=dict)
+    absorbed: set[str] = field(default_factory=set)
+    bad: list[Diagnostic] = field(default_factory=list)
+
+    def operand(self, k: str) -> str | None:
         """The IR value of everything flowing into NIR node ``k`` (fan-in summed by an Add;
         for an IF, the Add that will carry its neuron takes our name from the metadata)."""
-        ps = preds[k]
+        ps = self.preds[k]
         if not ps:
-            bad.append(Diagnostic("no input edge", node=k))
+            self.bad.append(Diagnostic("no input edge", node=k))
             return None
-        if any(p not in val for p in ps):
+        if any(p not in self.val for p in ps):
             return None  # an upstream problem was reported already
         if len(ps) == 1:
-            return val[ps[0]]
-        base = _our_name(nodes[k]) if kind[k] == "IF" else None
-        return ir.add(ir.unique(base or f"{k}_sum"), Add(origin=f"{k} fan-in"),
-                      [val[p] for p in ps])
+            return self.val[ps[0]]
+        base = _our_name(self.nodes[k]) if self.kind[k] == "IF" else None
+        return self.ir.add(self.ir.unique(base or f"{k}_sum"), Add(origin=f"{k} fan-in"),
+                           [self.val[p] for p in ps])
 
-    order = list(nx.lexicographical_topological_sort(dg))
-    for k in order:
-        node, t = nodes[k], kind[k]
+    def read(self, k: str) -> None:
+        """NIR node ``k`` into the IR (``val[k]`` when it has a value)."""
+        node, t = self.nodes[k], self.kind[k]
         origin = f"{k} ({t})"
         if t == "Input":
             shape = tuple(int(d) for d in _arr(node.input_type["input"]).ravel())
-            val[k] = ir.add(ir.unique(k), Input(shape=shape, origin=origin))
-            continue
-        if t == "Scale" and k in absorbed:  # the IF's layer already emits c·s
-            val[k] = val[preds[k][0]]
-            continue
-        if t == "Output" and any(kind[p] in ("IF", "Scale") for p in preds[k]):
-            bad.append(Diagnostic("a spiking output; snn-compile reads the prediction from a "
-                                  "non-spiking readout (Affine/Conv2d [→ I] → Output)",
-                                  node=k))
-            continue
-        src = operand(k)
+            self.val[k] = self.ir.add(self.ir.unique(k), Input(shape=shape, origin=origin))
+            return
+        if t == "Scale" and k in self.absorbed:  # the IF's layer already emits c·s
+            self.val[k] = self.val[self.preds[k][0]]
+            return
+        if t == "Output" and any(self.kind[p] in ("IF", "Scale") for p in self.preds[k]):
+            self.bad.append(Diagnostic("a spiking output; snn-compile reads the prediction "
+                                       "from a non-spiking readout (Affine/Conv2d [→ I] → "
+                                       "Output)", node=k))
+            return
+        src = self.operand(k)
         if src is None:
-            continue
-        if t in ("Affine", "Linear"):
-            w = _arr(node.weight).astype(np.float32)
-            b = _arr(node.bias).astype(np.float32) if t == "Affine" else None
-            if b is not None:
-                b = np.broadcast_to(b, (w.shape[0],)).astype(np.float32)
-            val[k] = ir.add(ir.unique(k), Dense(weight=w, bias=b, origin=origin), [src])
-        elif t == "Conv2d":
-            w = _arr(node.weight).astype(np.float32)
-            stride, dil = _pair(node.stride), _pair(node.dilation)
-            if isinstance(node.padding, str) and node.padding == "same" and stride != (1, 1):
-                bad.append(Diagnostic("padding 'same' with a stride other than 1", node=k))
-                continue
-            bias = getattr(node, "bias", None)
-            b = None if bias is None else np.broadcast_to(_arr(bias).astype(np.float32),
-                                                          (w.shape[0],)).astype(np.float32)
-            val[k] = ir.add(ir.unique(k), Conv2d(weight=w, bias=b, stride=stride,
-                                      padding=_conv_padding(node, w.shape[2:], dil),
-                                      dilation=dil, groups=int(node.groups), origin=origin), [src])
-        elif t == "AvgPool2d":
-            ph, pw = _pair(node.padding)
-            pool = AvgPool2d(kernel=_pair(node.kernel_size), stride=_pair(node.stride),
-                             padding=(ph, pw, ph, pw), origin=origin)
-            val[k] = ir.add(ir.unique(k), pool, [src])
-        elif t == "SumPool2d":
-            ph, pw = _pair(node.padding)
-            kh, kw = _pair(node.kernel_size)
-            c = ir.shape(src)[0]
-            ones = np.ones((c, 1, kh, kw), np.float32)  # sum pooling = depthwise conv with ones
-            conv = Conv2d(weight=ones, stride=_pair(node.stride), padding=(ph, pw, ph, pw),
-                          groups=c, origin=origin)
-            val[k] = ir.add(ir.unique(k), conv, [src])
-        elif t == "Flatten":
-            shape = ir.shape(src)
-            start, end = int(node.start_dim), int(node.end_dim)
-            end = end + len(shape) if end < 0 else end
-            if len(shape) > 1 and (start != 0 or end != len(shape) - 1):
-                bad.append(Diagnostic(f"Flatten of axes {start}..{end} of a {shape} value (axes "
-                                      "without the batch); snn-compile flattens every axis",
-                                      node=k))
-                continue
-            val[k] = ir.add(ir.unique(k), Flatten(origin=origin), [src])
-        elif t == "IF":
-            val[k] = _if_layer(ir, k, node, src, preds[k], succs, nodes, kind, reset, absorbed, bad)
-            if val[k] == "":
-                del val[k]
-        elif t == "Scale":
-            bad.append(Diagnostic("a Scale that does not follow an IF (ours scale spikes only)",
-                                  node=k))
-        elif t == "I":
-            if [kind[s] for s in succs[k]] != ["Output"]:
-                bad.append(Diagnostic("an integrator I that does not feed the Output", node=k))
-                continue
-            op = ir.op(src)
-            if not isinstance(op, (Dense, Conv2d)) or op.neuron is not None or len(ir.users(src)):
-                bad.append(Diagnostic("an integrator I after something other than a linear "
-                                      "Affine/Linear/Conv2d layer", node=k))
-                continue
-            r = _per_channel(node.r, ir.shape(src), "I.r", k, bad)
-            if r is not None and np.any(r != 1):
-                _scale_layer(ir, src, r)
-            val[k] = src
-        elif t == "Output":
-            if isinstance(ir.op(src), Layer) and ir.op(src).neuron is not None:
-                bad.append(Diagnostic("a spiking output; the readout must not spike", node=k))
-                continue
-            if not isinstance(ir.op(src), (Dense, Conv2d, Add)):
-                bad.append(Diagnostic(f"the Output is fed by {type(ir.op(src)).__name__}; the "
-                                      "readout must be an Affine/Linear/Conv2d layer", node=k))
-                continue
-            ir.add(ir.unique(k), Output(origin=origin), [src])
-    if bad:
-        raise CompileError("unsupported NIR graph", bad)
-    verify(ir)
-    return ir
+            return
+        out = getattr(self, READERS[t])(k, node, src, origin)
+        if out is not None:
+            self.val[k] = out
+
+    def affine(self, k: str, node: Any, src: str, origin: str) -> str | None:
+        w = _arr(node.weight).astype(np.float32)
+        b = _arr(node.bias).astype(np.float32) if self.kind[k] == "Affine" else None
+        if b is not None:
+            b = np.broadcast_to(b, (w.shape[0],)).astype(np.float32)
+        return self.ir.add(self.ir.unique(k), Dense(weight=w, bias=b, origin=origin), [src])
+
+    def conv2d(self, k: str, node: Any, src: str, origin: str) -> str | None:
+        w = _arr(node.weight).astype(np.float32)
+        stride, dil = _pair(node.stride), _pair(node.dilation)
+        if isinstance(node.padding, str) and node.padding == "same" and stride != (1, 1):
+            self.bad.append(Diagnostic("padding 'same' with a stride other than 1", node=k))
+            return None
+        bias = getattr(node, "bias", None)
+        b = None if bias is None else np.broadcast_to(_arr(bias).astype(np.float32),
+                                                      (w.shape[0],)).astype(np.float32)
+        return self.ir.add(self.ir.unique(k), Conv2d(
+            weight=w, bias=b, stride=stride, padding=_conv_padding(node, w.shape[2:], dil),
+            dilation=dil, groups=int(node.groups), origin=origin), [src])
+
+    def avgpool2d(self, k: str, node: Any, src: str, origin: str) -> str | None:
+        ph, pw = _pair(node.padding)
+        pool = AvgPool2d(kernel=_pair(node.kernel_size), stride=_pair(node.stride),
+                         padding=(ph, pw, ph, pw), origin=origin)
+        return self.ir.add(self.ir.unique(k), pool, [src])
+
+    def sumpool2d(self, k: str, node: Any, src: str, origin: str) -> str | None:
+        ph, pw = _pair(node.padding)
+        kh, kw = _pair(node.kernel_size)
+        c = self.ir.shape(src)[0]
+        ones = np.ones((c, 1, kh, kw), np.float32)  # sum pooling = depthwise conv with ones
+        conv = Conv2d(weight=ones, stride=_pair(node.stride), padding=(ph, pw, ph, pw),
+                      groups=c, origin=origin)
+        return self.ir.add(self.ir.unique(k), conv, [src])
+
+    def flatten(self, k: str, node: Any, src: str, origin: str) -> str | None:
+        shape = self.ir.shape(src)
+        start, end = int(node.start_dim), int(node.end_dim)
+        end = end + len(shape) if end < 0 else end
+        if len(shape) > 1 and (start != 0 or end != len(shape) - 1):
+            self.bad.append(Diagnostic(f"Flatten of axes {start}..{end} of a {shape} value "
+                                       "(axes without the batch); snn-compile flattens every "
+                                       "axis", node=k))
+            return None
+        return self.ir.add(self.ir.unique(k), Flatten(origin=origin), [src])
+
+    def if_(self, k: str, node: Any, src: str, origin: str) -> str | None:
+        out = _if_layer(self.ir, k, node, src, self.preds[k], self.succs, self.nodes,
+                        self.kind, self.reset, self.absorbed, self.bad)
+        return out if out != "" else None
+
+    def scale(self, k: str, node: Any, src: str, origin: str) -> str | None:
+        self.bad.append(Diagnostic("a Scale that does not follow an IF (ours scale spikes "
+                                   "only)", node=k))
+        return None
+
+    def integrator(self, k: str, node: Any, src: str, origin: str) -> str | None:
+        if [self.kind[s] for s in self.succs[k]] != ["Output"]:
+            self.bad.append(Diagnostic("an integrator I that does not feed the Output", node=k))
+            return None
+        op = self.ir.op(src)
+        if not isinstance(op, (Dense, Conv2d)) or op.neuron is not None \
+                or len(self.ir.users(src)):
+            self.bad.append(Diagnostic("an integrator I after something other than a linear "
+                                       "Affine/Linear/Conv2d layer", node=k))
+            return None
+        r = _per_channel(node.r, self.ir.shape(src), "I.r", k, self.bad)
+        if r is not None and np.any(r != 1):
+            _scale_layer(self.ir, src, r)
+        return src
+
+    def output(self, k: str, node: Any, src: str, origin: str) -> str | None:
+        op = self.ir.op(src)
+        if isinstance(op, Layer) and op.neuron is not None:
+            self.bad.append(Diagnostic("a spiking output; the readout must not spike", node=k))
+            return None
+        if not isinstance(op, (Dense, Conv2d, Add)):
+            self.bad.append(Diagnostic(f"the Output is fed by {type(op).__name__}; the "
+                                       "readout must be an Affine/Linear/Conv2d layer", node=k))
+            return None
+        self.ir.add(self.ir.unique(k), Output(origin=origin), [src])
+        return None
+
+
+#: NIR node type -> the ``_Reader`` method that reads it
+READERS = {"Affine": "affine", "Linear": "affine", "Conv2d": "conv2d",
+           "AvgPool2d": "avgpool2d", "SumPool2d": "sumpool2d", "Flatten": "flatten",
+           "IF": "if_", "Scale": "scale", "I": "integrator", "Output": "output"}
 
 
 def _our_name(node: Any) -> str | None:

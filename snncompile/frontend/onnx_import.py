@@ -300,10 +300,32 @@ def unsupported_ops_diagnostic(bad: dict[str, list[str]]) -> Diagnostic:
 def load_onnx(src: str | Path | onnx.ModelProto) -> Graph:
     """Read, check and convert an ONNX model into a verified IR graph (ANN form).
 
+    Steps: read and check the model, upgrade an old opset, decode the initializers and fold
+    quantized activations (``_read``); a ``Builder`` holding the constants and the graph input
+    (``_builder``); every node through its converter (``_convert_node``); every problem at
+    once, then the folds that resolve layout views and the graph output (``_finish``).
+
     Raises:
         CompileError: unreadable or invalid file, unsupported signature, unsupported ops (all
             of them, one diagnostic each), or an IR that fails verification (e.g. NaN weights).
     """
+    model, opset, arrays, inp, out_name, quant_notes = _read(src)
+    b, model = _builder(model, arrays, inp, out_name, opset)
+    onnx_shapes = {vi.name: _dims(vi) for vi in (*model.graph.value_info, *model.graph.output)}
+    folder = _Folder(opset)
+    diags: list[Diagnostic] = []
+    bad_types: dict[str, list[str]] = {}  # unsupported op type -> its nodes, in graph order
+    poisoned: set[str] = set()
+    for idx, proto in enumerate(model.graph.node):
+        _convert_node(proto, idx, b, folder, onnx_shapes, diags, bad_types, poisoned)
+    return _finish(b, out_name, diags, bad_types, poisoned, quant_notes)
+
+
+def _read(src: str | Path | onnx.ModelProto) -> tuple[Any, int, dict[str, np.ndarray], Any,
+                                                      str, list[Diagnostic]]:
+    """(checked model with inferred shapes and no large initializers, opset, every
+    initializer as a numpy array, the graph input, the output name, why a Floor/Round/
+    QuantizeLinear did not fold); opsets before 13 are upgraded."""
     raw, where = read_model(src)
     inp, out_name = _io(raw, where)
     model = _check(raw, where)  # a new ModelProto (inferred shapes, no large initializers)
@@ -327,7 +349,14 @@ def load_onnx(src: str | Path | onnx.ModelProto) -> Graph:
     # QCFS clip-floor-shift chains and Q/DQ pairs -> one ai.snncompile.QuantReLU node each
     quant_notes: list[Diagnostic] = []  # why a Floor/Round/QuantizeLinear did not fold
     model = fold_quantized_activations(model, quant_notes)
+    return model, opset, arrays, inp, out_name, quant_notes
 
+
+def _builder(model: Any, arrays: dict[str, np.ndarray], inp: Any, out_name: str,
+             opset: int) -> tuple[Builder, Any]:
+    """The ``Builder`` (tensor use counts, the constants, the graph input) and the model
+    without its initializers: the weights live on as numpy arrays only (``arrays`` is emptied
+    of the ones it does not keep)."""
     uses: dict[str, int] = {}
     for n in model.graph.node:
         for i in n.input:
@@ -341,69 +370,79 @@ def load_onnx(src: str | Path | onnx.ModelProto) -> Graph:
     for name in [i.name for i in (*model.graph.initializer, *model.graph.input)]:
         if name in arrays:
             b.consts[name] = (arrays[name], arrays[name])
-    del arrays
+    arrays.clear()
     model = _without_initializers(model)  # the weights live on as numpy arrays only
-    onnx_shapes = {vi.name: _dims(vi) for vi in (*model.graph.value_info, *model.graph.output)}
     in_ir = b.graph.add(sanitize(inp.name) or "input",
                         Input(origin=f"{inp.name} (graph input)", shape=tuple(dims[1:])))
     b.tensors[inp.name] = in_ir
+    return b, model
 
-    folder = _Folder(opset)
-    diags: list[Diagnostic] = []
-    bad_types: dict[str, list[str]] = {}  # unsupported op type -> its nodes, in graph order
-    poisoned: set[str] = set()
-    for idx, proto in enumerate(model.graph.node):
-        name = proto.name or f"{proto.op_type}_{idx}"
-        op_type = proto.op_type if proto.domain in ("", "ai.onnx") else \
-            f"{proto.domain}.{proto.op_type}"
-        origin = f"{name} ({op_type})"
-        if any(i in poisoned for i in proto.input if i):
-            # downstream of a problem: nothing to convert (a shape or value it would need is
-            # missing, so any error here would be a misleading echo), but every node of an
-            # unsupported op type is still counted
-            unsupported = _unsupported_type(op_type, proto, b)
-            if unsupported:
-                bad_types.setdefault(unsupported, []).append(name)
-            poisoned.update(proto.output)
-            continue
-        try:
-            if op_type == "Shape" or all(i in b.consts for i in proto.input if i):
-                _fold(proto, b, folder)
-                continue
-            conv = CONVERTERS.get(op_type)
-            unsupported = _unsupported_type(op_type, proto, b)
-            if conv is None or unsupported:
-                bad_types.setdefault(unsupported or op_type, []).append(name)
-                poisoned.update(proto.output)
-                continue
-            node = OnnxNode(name, op_type, tuple(proto.input), tuple(proto.output), _attrs(proto))
-            b.tensors[proto.output[0]] = conv(node, b)
-            if b.graph.shape(b.tensors[proto.output[0]]) is None:  # a converter bug, said here
-                raise Unsupported("the IR cannot infer its output shape")
-        except Unsupported as e:
-            diags.append(Diagnostic(f"unsupported use of {op_type} at node {name}: {e}",
-                                    origin=origin))
-            poisoned.update(proto.output)
-            continue
-        except CompileError:
-            raise
-        except Exception as e:  # the reference evaluator rejecting a constant subgraph
-            diags.append(Diagnostic(f"cannot evaluate {op_type} at node {name}: {_first_line(e)}",
-                                    origin=origin))
-            poisoned.update(proto.output)
-            continue
-        if proto.output[0] in b.views or proto.output[0] in b.spatial \
-                or proto.output[0] in b.unchecked or proto.output[0] in b.nhwc \
-                or proto.output[0] in b.padded or proto.output[0] in b.selected:
-            continue  # a view (e.g. 5-D inside a channel shuffle): no IR tensor of its own
-        # cross-check the IR's shape with ONNX shape inference (catches converter bugs)
-        want = onnx_shapes.get(proto.output[0])
-        got = b.graph.shape(b.tensors[proto.output[0]])
-        if want and all(d is not None for d in want[1:]) and got is not None \
-                and tuple(want[1:]) != tuple(got):
-            diags.append(Diagnostic(f"IR shape {got} differs from the ONNX shape "
-                                    f"{tuple(want[1:])} at node {name}", origin=origin))
 
+def _convert_node(proto: Any, idx: int, b: Builder, folder: Any,
+                  onnx_shapes: dict[str, Any], diags: list[Diagnostic],
+                  bad_types: dict[str, list[str]], poisoned: set[str]) -> None:
+    """One ONNX node into ``b``: folded when its inputs are constants, else converted
+    (``CONVERTERS``) and its shape checked against ONNX shape inference. A problem goes to
+    ``diags`` (or ``bad_types``: an unsupported op type) and poisons the node's outputs, so
+    that the nodes downstream are skipped, not misreported."""
+    name = proto.name or f"{proto.op_type}_{idx}"
+    op_type = proto.op_type if proto.domain in ("", "ai.onnx") else \
+        f"{proto.domain}.{proto.op_type}"
+    origin = f"{name} ({op_type})"
+    if any(i in poisoned for i in proto.input if i):
+        # downstream of a problem: nothing to convert (a shape or value it would need is
+        # missing, so any error here would be a misleading echo), but every node of an
+        # unsupported op type is still counted
+        unsupported = _unsupported_type(op_type, proto, b)
+        if unsupported:
+            bad_types.setdefault(unsupported, []).append(name)
+        poisoned.update(proto.output)
+        return
+    try:
+        if op_type == "Shape" or all(i in b.consts for i in proto.input if i):
+            _fold(proto, b, folder)
+            return
+        conv = CONVERTERS.get(op_type)
+        unsupported = _unsupported_type(op_type, proto, b)
+        if conv is None or unsupported:
+            bad_types.setdefault(unsupported or op_type, []).append(name)
+            poisoned.update(proto.output)
+            return
+        node = OnnxNode(name, op_type, tuple(proto.input), tuple(proto.output), _attrs(proto))
+        b.tensors[proto.output[0]] = conv(node, b)
+        if b.graph.shape(b.tensors[proto.output[0]]) is None:  # a converter bug, said here
+            raise Unsupported("the IR cannot infer its output shape")
+    except Unsupported as e:
+        diags.append(Diagnostic(f"unsupported use of {op_type} at node {name}: {e}",
+                                origin=origin))
+        poisoned.update(proto.output)
+        return
+    except CompileError:
+        raise
+    except Exception as e:  # the reference evaluator rejecting a constant subgraph
+        diags.append(Diagnostic(f"cannot evaluate {op_type} at node {name}: {_first_line(e)}",
+                                origin=origin))
+        poisoned.update(proto.output)
+        return
+    if proto.output[0] in b.views or proto.output[0] in b.spatial \
+            or proto.output[0] in b.unchecked or proto.output[0] in b.nhwc \
+            or proto.output[0] in b.padded or proto.output[0] in b.selected:
+        return  # a 5-D view inside a channel shuffle: no IR tensor of its own
+    # cross-check the IR's shape with ONNX shape inference (catches converter bugs)
+    want = onnx_shapes.get(proto.output[0])
+    got = b.graph.shape(b.tensors[proto.output[0]])
+    if want and all(d is not None for d in want[1:]) and got is not None \
+            and tuple(want[1:]) != tuple(got):
+        diags.append(Diagnostic(f"IR shape {got} differs from the ONNX shape "
+                                f"{tuple(want[1:])} at node {name}", origin=origin))
+
+
+def _finish(b: Builder, out_name: str, diags: list[Diagnostic],
+            bad_types: dict[str, list[str]], poisoned: set[str],
+            quant_notes: list[Diagnostic]) -> Graph:
+    """Every problem at once (unsupported op types first, with the quantized-activation notes
+    that explain them); then the folds that resolve the layout views, the graph output and
+    the verifier."""
     if out_name in b.consts and out_name not in poisoned:
         diags.append(Diagnostic(f"the graph output {out_name!r} is a constant"))
     if bad_types:

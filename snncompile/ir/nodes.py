@@ -304,6 +304,12 @@ class BatchNorm(Node):
     def out_shape(self, in_shapes: list[Shape]) -> Shape:
         return in_shapes[0]
 
+    def affine(self) -> tuple[np.ndarray, np.ndarray]:
+        """(a, c) of y = a·x + c per channel, in float64: a = scale / sqrt(var + eps),
+        c = bias − mean·a."""
+        a = self.scale.astype(np.float64) / np.sqrt(self.var.astype(np.float64) + self.eps)
+        return a, self.bias.astype(np.float64) - self.mean.astype(np.float64) * a
+
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class AvgPool2d(Node):

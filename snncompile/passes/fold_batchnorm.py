@@ -29,9 +29,8 @@ def folded(layer: Conv2d | Dense, bn: BatchNorm) -> dict[str, np.ndarray]:
 
 
 def affine(bn: BatchNorm) -> tuple[np.ndarray, np.ndarray]:
-    """(a, c) of y = a·x + c per channel, in float64."""
-    a = bn.scale.astype(np.float64) / np.sqrt(bn.var.astype(np.float64) + bn.eps)
-    return a, bn.bias.astype(np.float64) - bn.mean.astype(np.float64) * a
+    """(a, c) of y = a·x + c per channel, in float64 (``BatchNorm.affine``)."""
+    return bn.affine()
 
 
 def folded_forward(bn: BatchNorm, layer: Conv2d | Dense,

@@ -8,24 +8,32 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import shutil
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from snncompile import distributed, driver, validate
 from snncompile.ir.diagnostics import CompileError, Diagnostic, RuntimeFault
 from snncompile.ir.verify import reads_channels_last
-from snncompile.options import OPTIONS, TARGETS, CompileOptions, choices_of
+from snncompile.options import (
+    DATA_OPTIONS,
+    FINETUNE_OPTIONS,
+    OPTIONS,
+    TARGETS,
+    CompileOptions,
+    DataOptions,
+    FinetuneOptions,
+    choices_of,
+)
 from snncompile.tools.output import (
-    Output,
+    OutputDir,
     Terminated,
     check_out,
     check_report,
@@ -48,29 +56,12 @@ def _add_option(group: argparse._ArgumentGroup, f: dataclasses.Field) -> None:
         group.add_argument(flag, *md.get("flags", ()), dest=f.name, action="store_true",
                            help=md.get("help"))
         return
-    typ = _TYPES[str(f.type).split("|")[0].strip()]
-    choices = choices_of(f)
-    default = f" (default {f.default})" if f.default is not None else ""
+    typ = md.get("parse") or _TYPES[str(f.type).split("|")[0].strip()]
+    shown = f.default is not None and md.get("show_default", True)
+    default = f" (default {f.default})" if shown else ""
     group.add_argument(flag, *md.get("flags", ()), dest=f.name, type=typ, default=f.default,
-                       choices=choices, help=(md.get("help") or "") + default)
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        v = tuple(int(t) for t in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected N or H,W, got {text!r}") from None
-    if len(v) not in (1, 2) or min(v) < 1:
-        raise argparse.ArgumentTypeError(f"expected N or H,W (positive), got {text!r}")
-    return v if len(v) == 2 else (v[0], v[0])
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(t) for t in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") \
-            from None
+                       choices=choices_of(f), metavar=md.get("metavar"),
+                       help=(md.get("help") or "") + default)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,40 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     groups = {"main": p, "data": p.add_argument_group("data"),
               "conversion": p.add_argument_group("conversion"),
               "simulation": p.add_argument_group("simulation")}
-    groups["data"].add_argument("--dataset", choices=("digits",),
-                                help="bundled dataset for calib + eval")
-    groups["data"].add_argument("--calibration", metavar="DATA",
-                                help="calibration data: F.npz (x, optional y), an image folder "
-                                     "(ROOT/<class>/<image>) or module:callable returning a "
-                                     "torch Dataset")
-    groups["data"].add_argument("--eval", metavar="DATA",
-                                help="evaluation data (labelled): as --calibration")
-    groups["data"].add_argument("--preprocess", default="none",
-                                choices=("none", "imagenet", "cifar10", "mnist"),
-                                help="image-folder preset (imagenet: resize 256, crop 224, RGB, "
-                                     "ImageNet mean/std; default none: pixels/255); the flags "
-                                     "below override it")
-    groups["data"].add_argument("--resize", type=int, default=None,
-                                help="images: shorter side to this many pixels (bilinear)")
-    groups["data"].add_argument("--crop", type=_ints, default=None, metavar="S|H,W",
-                                help="images: center crop (default: the model's input size "
-                                     "when neither --resize nor --crop is given)")
-    groups["data"].add_argument("--mean", type=_floats, default=None, metavar="M[,M,M]",
-                                help="images: per-channel mean subtracted from pixel/255")
-    groups["data"].add_argument("--std", type=_floats, default=None, metavar="S[,S,S]",
-                                help="images: per-channel std dividing (pixel/255 - mean)")
-    groups["data"].add_argument("--color", choices=("rgb", "gray"), default=None,
-                                help="images: colour mode (default: from the model's input "
-                                     "channels)")
-    groups["data"].add_argument("--workers", type=int, default=2,
-                                help="DataLoader worker processes decoding images ahead of the "
-                                     "simulator (default 2; 0: in the main process)")
-    for f in OPTIONS:  # every compile option, from its declaration
+    for f in (*DATA_OPTIONS, *OPTIONS):  # every option, from its declaration
         _add_option(groups[f.metadata.get("group", "conversion")], f)
-    groups["data"].add_argument("--nir-reset", choices=("file", "subtract", "zero"),
-                                default="file",
-                                help=".nir model: how its IF neurons reset (file: each IF's "
-                                     "metadata, else NIR's reset to 0; sinabs files: subtract)")
     pm = p.add_argument_group("passes")
     pm.add_argument("--pass", dest="extra_passes", action="append", default=[], metavar="SPEC",
                     help="append a pass: name, name{k=v}, or my_module:my_pass (repeatable)")
@@ -128,9 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     pm.add_argument("--list-passes", action="store_true", help="list registered passes and exit")
     pm.add_argument("--dump-ir-after", action="append", default=[], metavar="PASS",
                     help="write the IR after PASS (or 'all') under OUT/ir-after/")
-    from snncompile.finetune.cli import add_arguments as _finetune_arguments
-
-    _finetune_arguments(p)
+    ft = p.add_argument_group("fine-tuning (post-conversion training, issue 6)")
+    for f in FINETUNE_OPTIONS:
+        _add_option(ft, f)
     p.add_argument("--check", action="store_true",
                    help="compare the IR's ANN mode with onnxruntime and exit (1 if it fails)")
     p.add_argument("--data", type=Path, default=None, help="input .npz for --check")
@@ -152,6 +111,23 @@ def options_from_args(a: argparse.Namespace) -> CompileOptions:
     return CompileOptions(**{f.name: getattr(a, f.name) for f in OPTIONS})
 
 
+def compilation_from_args(a: argparse.Namespace) -> driver.Compilation:
+    """The flags as a ``driver.Compilation`` (``a.given``: the flags set explicitly); every
+    option group is checked against its declarations here."""
+    d = DataOptions(**{f.name: getattr(a, f.name) for f in DATA_OPTIONS})
+    spec = driver.DataSpec(dataset=d.dataset, calibration=d.calibration, evaluation=d.eval,
+                           preprocess=d.preprocess, color=d.color, resize=d.resize, crop=d.crop,
+                           mean=d.mean, std=d.std, workers=d.workers)
+    ft = FinetuneOptions(**{f.name: getattr(a, f.name) for f in FINETUNE_OPTIONS}) \
+        if a.finetune else None
+    return driver.Compilation(
+        model=Path(a.model) if a.model else "", target=a.target, options=options_from_args(a),
+        given=frozenset(getattr(a, "given", ())), pipeline=a.pipeline,
+        extra_passes=tuple(a.extra_passes), data=spec, finetune=ft,
+        dump_ir_after=tuple(a.dump_ir_after), echo=True,
+        nir_reset=None if d.nir_reset == "file" else d.nir_reset)
+
+
 class _Scratch:
     """What a torchrun rank other than 0 writes into: a private folder in the system's
     temporary directory, never committed, removed at the end (only rank 0 writes ``--out``)."""
@@ -164,198 +140,62 @@ class _Scratch:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def preprocess_from_args(a: argparse.Namespace, input_shape: Any = None) -> Any:
-    from snncompile import data
-
-    return data.preprocess_from(a.preprocess, color=a.color, resize=a.resize, crop=a.crop,
-                                mean=a.mean, std=a.std, input_shape=input_shape)
-
-
-def _datasets(a: argparse.Namespace, opts: CompileOptions, input_shape: Any = None):
-    """(calibration, evaluation, calibration is the evaluation set) as ``data.Source``s
-    (streamed, or arrays in memory). A subset of a streamed set is spread over all of it
-    (``Source.spread``: an image folder is sorted by class)."""
-    from snncompile import data, events
-
-    if a.dataset and (a.calibration or a.eval):
-        raise CompileError("bad usage",
-                           [Diagnostic("give --dataset or --calibration/--eval, not both")])
-    if a.workers < 0:
-        raise CompileError("bad usage", [Diagnostic(f"--workers {a.workers}; must be >= 0")])
-    for flag, given in (("--calibration", a.calibration), ("--eval", a.eval)):
-        if given is not None and not given.strip():  # an unset shell variable: not "no data"
-            raise CompileError("bad usage", [Diagnostic(f"{flag} is empty")])
-    from_eval = False
-    if a.dataset == "digits":
-        calib = data.Source.of(data.digits("train", seed=opts.seed)).take(
-            opts.calibration_samples)
-        ev = data.Source.of(data.digits("test", seed=opts.seed))
-    else:
-        pre = preprocess_from_args(a, input_shape)
-        # event recordings: the calibration set is read as summed frames (the ANN's view),
-        # the evaluation set as T frames per sample (snncompile.events)
-        summed, frames = (None, None) if input_shape is None else (
-            events.binning_for(opts, input_shape, frames=f) for f in (False, True))
-        calib = (data.open_data(a.calibration, preprocess=pre, workers=a.workers,
-                                events=summed).spread(opts.calibration_samples)
-                 if a.calibration else None)
-        ev = (data.open_data(a.eval, need_labels=True, preprocess=pre, workers=a.workers,
-                             events=frames) if a.eval else None)
-        if calib is None and ev is not None:
-            calib = ev.spread(opts.calibration_samples)
-            from_eval = True
-    if ev is not None and opts.eval_samples is not None:
-        ev = ev.spread(opts.eval_samples)
-    if from_eval:  # event recordings: thresholds from the ANN's view (summed) of --eval
-        calib = events.summed_source(calib)
-    return calib, ev, from_eval
-
-
-def run(a: argparse.Namespace) -> int:
-    import snncompile
+def _list_passes() -> int:
     from snncompile import passes
-    from snncompile.ir import save
 
-    if a.list_passes:
-        for name, obj in passes.registered().items():
-            print(f"{name:<24} {passes.doc_line(obj)}")
-        return 0
-    opts = options_from_args(a)
-    if os.getcwd() not in sys.path:  # `--pass my_module:my_pass` finds my_module.py in the cwd
-        sys.path.append(os.getcwd())
-    specs = snncompile.pipeline_for(a.target, opts, a.pipeline, a.extra_passes)
-    pm = passes.PassManager.from_specs(specs)
-    if a.print_pipeline:
-        print(pm.spec())
-        for p in pm.passes:
-            print(f"  {p.name:<24} {passes.doc_line(p)}")
-        return 0
+    for name, obj in passes.registered().items():
+        print(f"{name:<24} {passes.doc_line(obj)}")
+    return 0
+
+
+def _print_pipeline(c: driver.Compilation) -> int:
+    from snncompile import passes
+
+    pm = driver.fixed_pipeline(c)
+    print(pm.spec())
+    for p in pm.passes:
+        print(f"  {p.name:<24} {passes.doc_line(p)}")
+    return 0
+
+
+def _check_args(a: argparse.Namespace) -> Path:
+    """The refusals of flag combinations, before any work; returns the model's path."""
     if not a.model:
         raise CompileError("bad usage", [Diagnostic("no model given",
                                                     hint="snn-compile MODEL.onnx ...")])
-    from snncompile import validate
-
     model = validate.model_file(a.model)
     if a.check and model.suffix.lower() == ".nir":
         raise CompileError("bad usage", [Diagnostic(
             "--check compares the IR with onnxruntime; a .nir model has no ONNX graph")])
     a.report = check_report(a.report, out=a.out if a.out is not None else Path("out") / model.stem,
                             inputs=[model, a.calibration, a.eval, a.data])
-    if a.dump_ir_after:
-        validate.names(a.dump_ir_after, [p.name for p in pm.passes], "--dump-ir-after",
-                       extra=["all"])
     if a.export == "netx" and a.target != "loihi":
         raise CompileError("bad usage", [Diagnostic(f"--export {a.export} needs --target loihi")])
     if a.export is not None and a.target == "ir":
         raise CompileError("bad usage", [Diagnostic(
             f"--export {a.export} writes a spiking network: use --target gpu or loihi")])
+    return model
+
+
+def run(a: argparse.Namespace) -> int:
+    """The command line as one ``driver`` run: refusals first (exit 2, nothing written), then
+    the stages into a temporary folder that only a successful run moves into ``--out``."""
+    if a.list_passes:
+        return _list_passes()
+    if os.getcwd() not in sys.path:  # `--pass my_module:my_pass` finds my_module.py in the cwd
+        sys.path.append(os.getcwd())
+    c = compilation_from_args(a)
+    if a.print_pipeline:
+        return _print_pipeline(c)
+    model = _check_args(a)
     if a.check:
-        return _check(model, a)
+        return _check(model, a, c.options)
     out_path = check_out(a.out if a.out is not None else Path("out") / model.stem)
-
-    t0 = time.perf_counter()
-    if a.target == "loihi":
-        from snncompile.backends.loihi.lava_runtime import require_lava
-
-        require_lava()  # one line and exit 2 before anything runs
-    is_nir = model.suffix.lower() == ".nir"
-    if is_nir:  # already spiking: no conversion passes
-        from snncompile.frontend.nir_import import load_nir
-
-        graph = load_nir(model, reset=None if a.nir_reset == "file" else a.nir_reset)
-        pm = passes.PassManager([])
-    else:
-        from snncompile.frontend import load_onnx
-
-        graph = load_onnx(model)
-    calib, ev, calib_is_eval = _datasets(a, opts, graph.shape(graph.input_name))
-    from snncompile import data
-
-    calib, ev = (data.channels_first(ds, graph.shape(graph.input_name),
-                                     reads_channels_last(graph)) for ds in (calib, ev))
-    from snncompile import distributed
-    from snncompile.interp import check_input
-
-    for ds, what in ((calib, "calibration data"), (ev, "evaluation data")):
-        if ds is not None:  # all of an in-memory set; the first sample of a streamed one
-            x, y = (ds.arrays.x, ds.arrays.y) if ds.arrays is not None else ds.first(1)
-            from snncompile.backends.common import ann_input
-
-            check_input(graph, ann_input(graph, x), f"{what} ({ds.source})")  # frames: summed
-            if y is not None:
-                validate.labels(y, len(y), validate.classes(graph), f"{what} ({ds.source}) y")
-    if ev is not None and a.target != "ir":
-        pieces = None
-        if a.target == "gpu":  # the chunked simulator holds the pieces its budget picks
-            from snncompile.backends.common import resolve_device
-            from snncompile.backends.memory import run_bytes
-
-            pieces = run_bytes(graph, opts.timesteps, min(len(ev), opts.batch_size),
-                               budget=opts.memory_budget, device=resolve_device(opts.device))
-        validate.check_memory(validate.run_memory(
-            len(ev), opts.timesteps, validate.graph_units(graph), opts.batch_size,
-            validate.classes(graph) or 1, pieces=pieces),
-            f"simulating {len(ev)} samples for T={opts.timesteps}",
-            hint="fewer --eval-samples, a smaller --timesteps or --memory-budget")
+    driver.prepare(c)
     main = distributed.is_main()  # under torchrun only rank 0 writes
-    out: Any = Output(out_path) if main else _Scratch(out_path)
+    out: Any = OutputDir(out_path) if main else _Scratch(out_path)
     try:
-        if a.dump_ir_after and main:
-            pm.dump_dir = out.tmp / "ir-after"
-            pm.dump_after = set(x.replace("_", "-") for x in a.dump_ir_after)
-        cal: Any = None
-        labels = None
-        if calib is not None:  # arrays stay arrays for passes; a streamed set is a Source
-            cal, labels = calib.first(len(calib)) if calib.arrays is not None else (calib, None)
-        ctx = passes.PassContext(calibration=cal, labels=labels, seed=opts.seed)
-        tuning = None
-        if _tuning_on(a, opts) and calib is not None and calib_is_eval and main:
-            print("note: no --calibration: thresholds come from the --eval data and tuning is "
-                  "off (it never selects settings on the evaluation set); give --calibration "
-                  "to tune", file=sys.stderr)
-        if _tuning_on(a, opts) and calib is not None and not is_nir and not calib_is_eval:
-            from snncompile.tune import MAX_SAMPLES, neuron_choices, tune
-
-            if main:  # rank 0 tunes and broadcasts its choice to all ranks
-                tx = calib.spread(MAX_SAMPLES).materialize()  # in memory: ≤ 2048 samples
-                tuning = tune(graph, tx.x, tx.y, opts.timesteps, budget=opts.tune_budget,
-                              seed=opts.seed, base_options=opts,
-                              per_channel=a.target != "loihi",
-                              neurons=neuron_choices(opts, a.target,
-                                                     explicit="neuron" in getattr(a, "given", ())),
-                              eval_samples=len(ev) if ev is not None else None)
-                print(tuning.summary())
-                print(f"  replay without tuning: --pipeline '{tuning.pipeline}'")
-            tuning = distributed.broadcast(tuning)
-            pm.passes = passes.PassManager.from_specs(
-                [*tuning.front, *tuning.passes, *a.extra_passes]).passes
-        snn = pm.run(graph, ctx)
-        finetune_info = None
-        if a.finetune:
-            from snncompile.finetune.cli import run_finetune
-
-            snn, finetune_info = run_finetune(a, opts, snn, ev, out.tmp, out.final,
-                                              ann=None if is_nir else graph)
-        if main:
-            save(snn, out.tmp)
-        if a.target == "ir":
-            print(snn.summary())
-            report: dict[str, Any] | None = None
-        else:
-            from snncompile.evaluate import evaluate
-
-            validate.spiking_ready(snn, a.target)
-            report = evaluate(a.target, snn, None if is_nir else graph, ev, opts, out.tmp,
-                              model=str(model), pipeline=pm, ctx=ctx)
-        if report is not None:
-            if finetune_info is not None:
-                report["finetune"] = finetune_info
-            if tuning is not None:
-                report["tuning"] = tuning.report()
-            report["seconds_total"] = time.perf_counter() - t0
-            text = json.dumps(report, indent=1, default=_jsonable) + "\n"
-            if main:
-                (out.tmp / "report.json").write_text(text)
+        text = driver.run(c, out.tmp, out.final)
         if main:
             out.commit()
         else:
@@ -364,31 +204,13 @@ def run(a: argparse.Namespace) -> int:
         out.discard()
         raise
     if main:
-        if report is not None and a.report:
+        if text is not None and a.report:
             write_report(a.report, text)  # only on success
         print(f"wrote {out.final}/")
     return 0
 
 
-def _tuning_on(a: argparse.Namespace, opts: CompileOptions) -> bool:
-    """Tuning is the default; --no-tune, --pipeline, or a non-default --norm, --channelwise or
-    --alpha (an explicit conversion choice) turns it off, as does --target ir."""
-    base = CompileOptions()
-    explicit = (opts.norm != base.norm or opts.channelwise or opts.alpha != base.alpha)
-    return not (opts.no_tune or explicit or a.pipeline is not None or a.target == "ir")
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, Path):
-        return str(v)
-    raise TypeError(type(v).__name__)
-
-
-def _check(model: Path, a: argparse.Namespace) -> int:
+def _check(model: Path, a: argparse.Namespace, opts: CompileOptions) -> int:
     """IR ANN mode vs onnxruntime on ``--data`` (or seeded random input in [0, 1])."""
     from snncompile import data
     from snncompile.frontend import load_onnx, run_onnxruntime
@@ -411,11 +233,9 @@ def _check(model: Path, a: argparse.Namespace) -> int:
     # one sample must fit the free memory (a hostile Pad or a huge layer: not a torch traceback)
     validate.check_memory(sample_bytes(graph), "the ANN forward pass of one sample",
                           hint="a smaller model")
-    import torch
+    from snncompile.memory import room_bytes
 
-    from snncompile.backends.memory import room_bytes
-
-    ours = run_ann(graph, x, max_bytes=room_bytes(a.memory_budget, torch.device("cpu")))
+    ours = run_ann(graph, x, max_bytes=room_bytes(opts.memory_bytes))
     try:  # onnxruntime reads the model's own layout
         ref = run_onnxruntime(model, x.transpose(0, 2, 3, 1) if last else x)
     except Exception as e:  # onnxruntime's own error types (Fail, InvalidGraph, ...)

@@ -55,7 +55,7 @@ class Terminated(BaseException):
 @contextlib.contextmanager
 def sigterm_unwinds() -> Iterator[None]:
     """While inside: SIGTERM raises ``Terminated`` in the main thread, so that ``finally``
-    blocks and ``Output.discard`` run. The previous handler is restored on exit."""
+    blocks and ``OutputDir.discard`` run. The previous handler is restored on exit."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         raise Terminated()
@@ -284,8 +284,9 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
-class Output:
-    """A run's output: written into ``tmp``; ``commit`` puts it at ``final`` in one step."""
+class OutputDir:
+    """A run's output folder: written into ``tmp``; ``commit`` puts it at ``final`` in one step
+    (``OutputDir``, not ``Output``: ``ir.nodes.Output`` is the graph's output node)."""
 
     def __init__(self, final: Path) -> None:
         self.final = check_out(final)
@@ -343,3 +344,7 @@ class Output:
             with contextlib.suppress(OSError):
                 d.rmdir()
         self._made = []
+
+
+#: the former name (deprecated): ``OutputDir``
+Output = OutputDir

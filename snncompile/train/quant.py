@@ -37,7 +37,8 @@ Recipe (see ``examples/train_quantized_digits.py``):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -113,9 +114,8 @@ def quantize_relus(model: nn.Module, levels: int, *, init_bound: float = 8.0,
         x = torch.as_tensor(np.asarray(sample, np.float32)) if isinstance(sample, np.ndarray) \
             else sample
         outs: dict[int, torch.Tensor] = {}
-        hooks = [getattr(p, n).register_forward_hook(
-            lambda m, i, o, key=id(getattr(p, n)): outs.__setitem__(key, o.detach()))
-            for p, n in relus]
+        hooks = [getattr(p, n).register_forward_hook(_recorder(outs, id(getattr(p, n))))
+                 for p, n in relus]
         was_training = model.training
         model.eval()
         with torch.no_grad():
@@ -130,6 +130,13 @@ def quantize_relus(model: nn.Module, levels: int, *, init_bound: float = 8.0,
     for p, n in relus:
         setattr(p, n, QuantReLU(levels, bounds.get(id(getattr(p, n)), init_bound)))
     return model
+
+
+def _recorder(outs: dict[int, torch.Tensor], key: int) -> Callable[..., None]:
+    """A forward hook that keeps the module's output under ``key``."""
+    def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+        outs[key] = output.detach()
+    return hook
 
 
 def quant_parameters(model: nn.Module) -> Iterator[nn.Parameter]:

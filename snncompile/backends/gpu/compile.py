@@ -45,7 +45,10 @@ from snncompile.backends.common import (
 )
 from snncompile.backends.gpu.lowerings import fanout, lower
 from snncompile.backends.gpu.neurons import SpikeFn, get_model, heaviside
-from snncompile.backends.memory import (
+from snncompile.ir.diagnostics import CompileError, Diagnostic
+from snncompile.ir.graph import Graph
+from snncompile.ir.nodes import Input, Layer, Output
+from snncompile.memory import (
     Footprint,
     Pieces,
     budget_bytes,
@@ -54,9 +57,6 @@ from snncompile.backends.memory import (
     piece_bytes,
     plan_pieces,
 )
-from snncompile.ir.diagnostics import CompileError, Diagnostic
-from snncompile.ir.graph import Graph
-from snncompile.ir.nodes import Input, Layer, Output
 from snncompile.options import CompileOptions
 
 Tensor = torch.Tensor
@@ -401,12 +401,12 @@ class GpuNetwork:
 
     def plan(self, steps: int, batch: int, *, record: bool = False) -> Pieces:
         """Samples simulated at once and the time chunk, from ``options.memory_budget``
-        (``backends.memory``). CPU: also at most ``CPU_CHUNK_BYTES`` in the widest value, so
+        (``snncompile.memory``). CPU: also at most ``CPU_CHUNK_BYTES`` in the widest value, so
         that the allocator reuses freed memory instead of mapping fresh pages for every op
         (page faults cost more than the arithmetic) and the scans work in cache."""
         itemsize = torch.finfo(self.dtype).bits // 8
         fp = self._footprint(steps, record)
-        budget = budget_bytes(self.options.memory_budget, self.device)
+        budget = budget_bytes(self.options.memory_bytes, self.device)
         held = current_bytes(self.device)
         cache = CPU_CHUNK_BYTES if self.device.type == "cpu" else None
         pieces = plan_pieces(fp, steps, batch, budget=budget, held=held, itemsize=itemsize,

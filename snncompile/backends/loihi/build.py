@@ -72,7 +72,7 @@ class LavaBuilder:
     def neuron(self, p: Population, steps: int, n_samples: int) -> Any:
         """The Lava process of population ``p`` (the readout, or the model's ``build``)."""
         import_lava()
-        from snncompile.backends.loihi.lava_models.neurons import Integrator
+        from snncompile.backends.loihi.lava_models.processes import Integrator
 
         fixed = self.mode == "fixed"
         shape = lava_shape(p.shape)
@@ -152,7 +152,7 @@ class LavaBuilder:
         from lava.proc.io.sink import RingBuffer as Sink
         from lava.proc.io.source import RingBuffer as Source
 
-        from snncompile.backends.loihi.lava_models.neurons import DelayLine
+        from snncompile.backends.loihi.lava_models.processes import DelayLine
         from snncompile.backends.loihi.lava_models.recorder import SpikeRecorder
 
         total = payload.shape[-1]

@@ -138,7 +138,7 @@ def export_netx(plan: LoihiPlan, path: str | Path, timesteps: int,
         g.create_dataset("type", data=np.bytes_("input"))
         g.create_dataset("shape", data=np.array(plan.pops[order[0]].shape))
         idx = 1
-        for i, name in enumerate(order[1:], 1):
+        for name in order[1:]:
             p = plan.pops[name]
             s = plan.synapses_into(name)[0]
             if s.kind == "dense" and len(plan.pops[s.src].shape) == 3:

@@ -192,7 +192,7 @@ def _v_init(p: Population, fixed: bool, vth: np.ndarray) -> np.ndarray:
 
 
 def _build_if(p: Population, fixed: bool, kw: dict[str, Any]) -> Any:
-    from snncompile.backends.loihi.lava_models.neurons import IFReset
+    from snncompile.backends.loihi.lava_models.processes import IFReset
     from snncompile.backends.loihi.layout import to_lava
 
     vth = _vth(p, fixed)

@@ -419,8 +419,6 @@ def _host_input_affine(graph: Graph) -> tuple[Graph, tuple[np.ndarray, np.ndarra
     host, which sends a·x + c instead of x (``LoihiPlan.input_value``), so the first layer
     keeps a convolution synapse (a shift cannot pass its zero padding, and x -> conv would
     otherwise be a dense matrix). Returns (the graph without them, (a, c)) or (graph, None)."""
-    from snncompile.passes.fold_batchnorm import affine
-
     name, chain = graph.input_name, []
     while len(users := graph.users(name)) == 1 and isinstance(graph.op(users[0]), BatchNorm):
         name = users[0]
@@ -431,7 +429,7 @@ def _host_input_affine(graph: Graph) -> tuple[Graph, tuple[np.ndarray, np.ndarra
     a, c = np.ones(c_in), np.zeros(c_in)
     g = graph.copy()
     for name in chain:
-        a_k, c_k = affine(graph.op(name))
+        a_k, c_k = graph.op(name).affine()
         a, c = a * a_k, c * a_k + c_k
         g.bypass(name)
     return g, (a, c)
@@ -441,115 +439,164 @@ def build_plan(graph: Graph, grid_exp: int | None = None) -> LoihiPlan:
     """Spiking IR -> ``LoihiPlan`` (float and fixed-point parameters, synapses, depths).
 
     ``grid_exp``: sigma-delta payload unit exponent for every sigma-delta population
-    (``NETX_GRID_EXP`` when exporting netx; default: chosen per layer, ``_choose_grid``)."""
+    (``NETX_GRID_EXP`` when exporting netx; default: chosen per layer, ``_choose_grid``).
+    Steps: the host takes the input's own affine preprocessing (``_host_input_affine``); one
+    population per spiking layer, gate and readout with its incoming synapses
+    (``_population``); every problem collected, then raised at once; depths and alignment
+    delays (``_set_depths``); connections; the fixed-point parameters (``fix``); wide dense
+    synapses split over cores (``split_wide_synapses``)."""
     graph, affine = _host_input_affine(graph)
     problems: list[Diagnostic] = []
     pops: dict[str, Population] = {}
     syns: list[Synapse] = []
-    readout = graph.readout_name
-    inp = graph.input_name
     for name, op in graph.topo():
-        if isinstance(op, Input):
-            pops[name] = Population(name=name, shape=tuple(graph.shape(name)), kind="input")
-            continue
-        if _is_gate(graph, name):
-            src = graph.inputs(name)[0]
-            pops[name] = Population(name=name, shape=tuple(graph.shape(name)), kind="maxpool",
-                                    origin=op.origin, gate=op, gate_src=src)
-            continue
-        if name != readout and not _is_source(graph, name):
-            if isinstance(op, MaxPool2d):
-                problems.append(_maxpool_diag(name, op))
-            continue
-        if isinstance(op, Output):
-            continue
-        shape = tuple(graph.shape(name))
-        if name == readout:
-            if not isinstance(op, (Conv2d, Dense, Add, ReLU)) or (
-                    isinstance(op, Layer) and op.neuron is not None):
-                problems.append(Diagnostic(f"readout {type(op).__name__} must be a non-spiking "
-                                           "Conv/Dense/Add", node=name, origin=op.origin or None))
-                continue
-            kind, theta, alpha, members = "readout", None, 0.0, 1
-        else:
-            kind = op.neuron.model
-            try:
-                loihi_neurons.get(kind, node=name, origin=op.origin or None)
-            except CompileError as e:
-                problems.extend(e.diagnostics)
-                continue
-            th = np.asarray(op.neuron.threshold, np.float64)
-            theta = np.broadcast_to(th.reshape((-1,) + (1,) * (len(shape) - 1)), shape).copy()
-            alpha = float(op.neuron.alpha)
-            members = int(op.neuron.members)
-        # a CurrentMaxPool2d: the synapses deliver its input's value (the pooled candidates)
-        pool = op if isinstance(op, CurrentMaxPool2d) else None
-        at = graph.inputs(name)[0] if pool is not None else name
-        if pool is not None and _is_source(graph, at):
-            problems.append(Diagnostic(
-                "a current max-pool reads synaptic currents, not the spikes of a population",
-                node=name, origin=op.origin or None, hint="use --maxpool gate"))
-            continue
-        at_shape = tuple(graph.shape(at))
-        srcs = _sources(graph, at)
-        n_syns = len(syns)
-        try:
-            zero = {s: torch.zeros((1, *graph.shape(s)), dtype=torch.float64) for s in srcs}
-            bias = _evaluate(graph, at, zero).reshape(at_shape).numpy().astype(np.float64)
-            for root in _branches(graph, at):
-                syn = _conv_branch(graph, root, at)
-                if syn is not None:
-                    syns.append(syn)
-                    continue
-                root_srcs = [root] if _is_source(graph, root) and root != at else \
-                    _sources(graph, root) if root != at else srcs
-                for s in root_srcs:
-                    if _is_source(graph, root) and root != at:
-                        # identity shortcut that is not conv-shaped: a diagonal dense matrix
-                        th = _theta_per_channel(graph, root)
-                        n = int(np.prod(at_shape))
-                        diag = np.ones(n) if th is None else np.broadcast_to(
-                            th.reshape((-1,) + (1,) * (len(at_shape) - 1)), at_shape).ravel()
-                        syns.append(Synapse(src=s, dst=name, kind="dense",
-                                            weight=np.diag(diag), note="identity"))
-                    else:
-                        syns.append(_linearize(graph, root, at, s, root_srcs))
-        except CompileError as e:
-            problems.extend(e.diagnostics)
-            continue
-        for syn in syns[n_syns:]:
-            syn.dst = name
-        if pool is not None:
-            per_channel = bias.reshape(at_shape[0], -1)
-            if np.ptp(per_channel, axis=1).max() > 1e-9 * max(1.0, np.abs(per_channel).max()):
-                problems.append(Diagnostic(
-                    "a current max-pool whose input bias varies within a channel (the bias "
-                    "must move behind the max)", node=name, origin=op.origin or None,
-                    hint="use --maxpool gate"))
-                continue
-            bias = np.broadcast_to(per_channel[:, :1, None], shape).astype(np.float64)
-        pops[name] = Population(name=name, shape=shape, kind=kind, threshold=theta,
-                                alpha=alpha, bias=bias, origin=op.origin, members=members,
-                                pool=pool, pool_in=at_shape if pool is not None else None)
-    graded = sorted({p.kind for p in pops.values() if p.graded})
-    if graded:  # a graded network carries deltas on every synapse: every layer must be graded
-        for name, p in pops.items():
-            if p.spiking and not p.graded:
-                problems.append(Diagnostic(
-                    f"neuron model {p.kind!r} in a {graded[0]} network", node=name,
-                    origin=p.origin or None, hint=f"use {graded[0]} for every layer"))
-            if p.pool is not None:
-                problems.append(Diagnostic(
-                    f"a current max-pool of {p.kind} neurons (graded deltas)", node=name,
-                    origin=p.origin or None, hint="use AvgPool"))
-            if p.kind == "maxpool" and pops[p.gate_src].graded:
-                problems.append(Diagnostic(
-                    f"MaxPool after a {pops[p.gate_src].kind} layer (graded deltas cannot be "
-                    "gated)", node=name, origin=p.origin or None, hint="use AvgPool"))
+        pop = _population(graph, name, op, syns, problems)
+        if pop is not None:
+            pops[name] = pop
+    problems += _graded_problems(pops)
     if problems:
         unique = {(d.message, d.node): d for d in problems}  # a MaxPool is met twice
         raise CompileError("cannot compile for the loihi target", list(unique.values()))
-    # depths and alignment delays
+    _set_depths(pops, syns)
+    for s in syns:
+        s.connections = _connections(graph, s)
+    plan = LoihiPlan(pops=pops, syns=syns, input_name=graph.input_name,
+                     readout_name=graph.readout_name, input_affine=affine)
+    fix(plan, grid_exp)
+    split_wide_synapses(plan, graph)
+    return plan
+
+
+def _population(graph: Graph, name: str, op: Any, syns: list[Synapse],
+                problems: list[Diagnostic]) -> Population | None:
+    """The population of node ``name`` (None: the node has none, or a problem went to
+    ``problems``); its incoming synapses are appended to ``syns``."""
+    if isinstance(op, Input):
+        return Population(name=name, shape=tuple(graph.shape(name)), kind="input")
+    if _is_gate(graph, name):
+        return Population(name=name, shape=tuple(graph.shape(name)), kind="maxpool",
+                          origin=op.origin, gate=op, gate_src=graph.inputs(name)[0])
+    if name != graph.readout_name and not _is_source(graph, name):
+        if isinstance(op, MaxPool2d):
+            problems.append(_maxpool_diag(name, op))
+        return None
+    if isinstance(op, Output):
+        return None
+    shape = tuple(graph.shape(name))
+    params = _neuron_params(graph, name, op, shape, problems)
+    if params is None:
+        return None
+    kind, theta, alpha, members = params
+    # a CurrentMaxPool2d: the synapses deliver its input's value (the pooled candidates)
+    pool = op if isinstance(op, CurrentMaxPool2d) else None
+    at = graph.inputs(name)[0] if pool is not None else name
+    if pool is not None and _is_source(graph, at):
+        problems.append(Diagnostic(
+            "a current max-pool reads synaptic currents, not the spikes of a population",
+            node=name, origin=op.origin or None, hint="use --maxpool gate"))
+        return None
+    at_shape = tuple(graph.shape(at))
+    try:
+        bias, incoming = _incoming(graph, name, at)
+    except CompileError as e:
+        problems.extend(e.diagnostics)
+        return None
+    syns.extend(incoming)
+    if pool is not None:
+        per_channel = bias.reshape(at_shape[0], -1)
+        if np.ptp(per_channel, axis=1).max() > 1e-9 * max(1.0, np.abs(per_channel).max()):
+            problems.append(Diagnostic(
+                "a current max-pool whose input bias varies within a channel (the bias "
+                "must move behind the max)", node=name, origin=op.origin or None,
+                hint="use --maxpool gate"))
+            return None
+        bias = np.broadcast_to(per_channel[:, :1, None], shape).astype(np.float64)
+    return Population(name=name, shape=shape, kind=kind, threshold=theta,
+                      alpha=alpha, bias=bias, origin=op.origin, members=members,
+                      pool=pool, pool_in=at_shape if pool is not None else None)
+
+
+def _neuron_params(graph: Graph, name: str, op: Any, shape: tuple[int, ...],
+                   problems: list[Diagnostic]) -> tuple[str, Any, float, int] | None:
+    """(kind, θ broadcast to ``shape``, α, members) of a spiking layer, or of the readout
+    ("readout", None, 0, 1); None with a problem when the target cannot take it."""
+    if name == graph.readout_name:
+        if not isinstance(op, (Conv2d, Dense, Add, ReLU)) or (
+                isinstance(op, Layer) and op.neuron is not None):
+            problems.append(Diagnostic(f"readout {type(op).__name__} must be a non-spiking "
+                                       "Conv/Dense/Add", node=name, origin=op.origin or None))
+            return None
+        return "readout", None, 0.0, 1
+    kind = op.neuron.model
+    try:
+        loihi_neurons.get(kind, node=name, origin=op.origin or None)
+    except CompileError as e:
+        problems.extend(e.diagnostics)
+        return None
+    th = np.asarray(op.neuron.threshold, np.float64)
+    theta = np.broadcast_to(th.reshape((-1,) + (1,) * (len(shape) - 1)), shape).copy()
+    return kind, theta, float(op.neuron.alpha), int(op.neuron.members)
+
+
+def _incoming(graph: Graph, name: str, at: str) -> tuple[np.ndarray, list[Synapse]]:
+    """The bias (the value at ``at`` with every source at zero, float64) and the synapses into
+    population ``name`` from the sources ``at`` reads: a conv-shaped branch as one conv synapse,
+    an identity shortcut that is not conv-shaped as a diagonal dense matrix, anything else
+    linearised (``_linearize``). A CompileError names what cannot be mapped."""
+    at_shape = tuple(graph.shape(at))
+    srcs = _sources(graph, at)
+    zero = {s: torch.zeros((1, *graph.shape(s)), dtype=torch.float64) for s in srcs}
+    bias = _evaluate(graph, at, zero).reshape(at_shape).numpy().astype(np.float64)
+    out: list[Synapse] = []
+    for root in _branches(graph, at):
+        syn = _conv_branch(graph, root, at)
+        if syn is not None:
+            out.append(syn)
+            continue
+        shortcut = _is_source(graph, root) and root != at
+        root_srcs = [root] if shortcut else _sources(graph, root) if root != at else srcs
+        for s in root_srcs:
+            if shortcut:  # identity shortcut that is not conv-shaped: a diagonal dense matrix
+                th = _theta_per_channel(graph, root)
+                n = int(np.prod(at_shape))
+                diag = np.ones(n) if th is None else np.broadcast_to(
+                    th.reshape((-1,) + (1,) * (len(at_shape) - 1)), at_shape).ravel()
+                out.append(Synapse(src=s, dst=name, kind="dense", weight=np.diag(diag),
+                                   note="identity"))
+            else:
+                out.append(_linearize(graph, root, at, s, root_srcs))
+    for syn in out:
+        syn.dst = name
+    return bias, out
+
+
+def _graded_problems(pops: dict[str, Population]) -> list[Diagnostic]:
+    """A graded network carries deltas on every synapse: every layer must be graded, and
+    neither a current max-pool nor a gate may meet graded deltas."""
+    graded = sorted({p.kind for p in pops.values() if p.graded})
+    if not graded:
+        return []
+    problems = []
+    for name, p in pops.items():
+        if p.spiking and not p.graded:
+            problems.append(Diagnostic(
+                f"neuron model {p.kind!r} in a {graded[0]} network", node=name,
+                origin=p.origin or None, hint=f"use {graded[0]} for every layer"))
+        if p.pool is not None:
+            problems.append(Diagnostic(
+                f"a current max-pool of {p.kind} neurons (graded deltas)", node=name,
+                origin=p.origin or None, hint="use AvgPool"))
+        if p.kind == "maxpool" and pops[p.gate_src].graded:
+            problems.append(Diagnostic(
+                f"MaxPool after a {pops[p.gate_src].kind} layer (graded deltas cannot be "
+                "gated)", node=name, origin=p.origin or None, hint="use AvgPool"))
+    return problems
+
+
+def _set_depths(pops: dict[str, Population], syns: list[Synapse]) -> None:
+    """Each population's depth (1 + the deepest source; a gate: its source's) and each
+    synapse's alignment delay (depth − source depth − 1), so that all inputs of a population
+    arrive in the same step."""
     for name, p in pops.items():
         ins = [s for s in syns if s.dst == name]
         if p.kind == "maxpool":
@@ -558,13 +605,6 @@ def build_plan(graph: Graph, grid_exp: int | None = None) -> LoihiPlan:
             p.depth = max(pops[s.src].depth + 1 for s in ins)
             for s in ins:
                 s.delay = p.depth - pops[s.src].depth - 1
-    for s in syns:
-        s.connections = _connections(graph, s)
-    plan = LoihiPlan(pops=pops, syns=syns, input_name=inp, readout_name=readout,
-                     input_affine=affine)
-    fix(plan, grid_exp)
-    split_wide_synapses(plan, graph)
-    return plan
 
 
 def split_wide_synapses(plan: LoihiPlan, graph: Graph, axons: int = AXONS_PER_CORE) -> None:

@@ -190,15 +190,15 @@ class LoihiNetwork:
         return rec.result(str(self.device))
 
     def _batch(self, steps: int, record: bool) -> int:
-        """Samples per batch within ``options.memory_budget`` (``backends.memory``). This
+        """Samples per batch within ``options.memory_budget`` (``snncompile.memory``). This
         reference is not chunked in time: a sample holds every population's (T, ...) float64
         values (about three live at once), plus its int8 spike trains when recording, so the
         bound is per sample and grows with T."""
-        from snncompile.backends.memory import room_bytes
+        from snncompile.memory import room_bytes
 
         units = sum(p.size for p in self.plan.pops.values())
         per_sample = steps * units * (3 * 8 + (1 if record else 0))
-        room = room_bytes(self.options.memory_budget, self.device)
+        room = room_bytes(self.options.memory_bytes, self.device)
         return max(1, min(self.options.batch_size, room // max(per_sample, 1)))
 
     def save(self, directory: str | Path) -> None:

@@ -38,7 +38,7 @@ from lava.magma.core.process.variable import Var
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from snncompile.backends.loihi.lava_models.neurons import ACT_SHIFT, V_MAX, VTH_SHIFT, _ResetMixin
+from snncompile.backends.loihi.lava_models.processes import ACT_SHIFT, V_MAX, VTH_SHIFT, _ResetMixin
 
 SD_MAX = 2 ** 23 - 64
 
