@@ -1,9 +1,9 @@
 """Benchmark of post-conversion fine-tuning (issue 6): accuracy by timestep before/after each
 method, seconds per epoch on the CPU, and peak memory.
 
-    .venv/bin/python benchmarks/finetune.py                     # both models, every method
-    .venv/bin/python benchmarks/finetune.py --models digits_cnn --epochs 3
-    .venv/bin/python benchmarks/finetune.py --quick             # smoke run (1 epoch, 256 samples)
+    .venv/bin/python -m benchmarks.finetune                     # both models, every method
+    .venv/bin/python -m benchmarks.finetune --models digits_cnn --epochs 3
+    .venv/bin/python -m benchmarks.finetune --quick             # smoke run (1 epoch, 256 samples)
 
 Models: the bundled digits CNN (``examples/digits_cnn.onnx``) and the ResNet-style
 ``tests/models.py:resnet_block`` (trained on digits in seconds, exported to ONNX in a temp dir).
@@ -39,16 +39,13 @@ from typing import Any
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-for p in (str(ROOT), str(ROOT / "tests")):
-    if p not in sys.path:
-        sys.path.insert(0, p)
+import snncompile
+from snncompile.backends.gpu import compile as gpu_compile
+from snncompile.data import digits
+from snncompile.finetune import train
+from snncompile.interp import run_ann
 
-import snncompile  # noqa: E402
-from snncompile.backends.gpu import compile as gpu_compile  # noqa: E402
-from snncompile.data import digits  # noqa: E402
-from snncompile.finetune import train  # noqa: E402
-from snncompile.interp import run_ann  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = ROOT / "benchmarks" / "results"
 METHODS = ("converted", "distill", "distill{layer_loss=rate}", "temporal-consistency",
@@ -76,7 +73,7 @@ def _reset_peak() -> None:
 def _model(name: str, tmp: Path) -> Path:
     if name == "digits_cnn":
         return ROOT / "examples" / "digits_cnn.onnx"
-    import models
+    from benchmarks.models import tests as models  # tests/models.py
 
     m = models.trained(models.resnet_block, epochs=10)
     return models.export(m, tmp / "resnet.onnx")
@@ -193,7 +190,7 @@ def main() -> None:
     md = table(rows)
     print(md)
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = "python benchmarks/finetune.py " + " ".join(sys.argv[1:])
+    cmd = "python -m benchmarks.finetune " + " ".join(sys.argv[1:])
     a.out.write_text(json.dumps({
         "command": cmd.strip(), "machine": platform.platform(), "cpu_threads": a.threads,
         "torch": torch.__version__, "rows": rows, "table": md}, indent=1) + "\n")

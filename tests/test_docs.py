@@ -105,3 +105,31 @@ def test_site_nav_lists_every_page() -> None:
     pages = {p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md")}
     assert not pages & GENERATED, "generated pages must not be kept as files"
     assert set(nav) == pages | GENERATED, (set(nav) ^ (pages | GENERATED))
+
+
+def test_architecture_page_gets_every_import_contract() -> None:
+    spec = importlib.util.spec_from_file_location("hooks", ROOT / "docs" / "hooks.py")
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    page = (ROOT / "docs" / "develop" / "architecture.md").read_text(encoding="utf-8")
+    assert "<!-- contracts -->" in page  # replaced by the generated table at build time
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    table = hooks.contracts_table()
+    assert len(table.splitlines()) - 2 == pyproject.count("[[tool.importlinter.contracts]]")
+    assert hooks.readme_as_index("[a](docs/guide/data.md)") == "[a](guide/data.md)"
+
+
+def test_benchmarks_import_as_a_package_without_sys_path_edits() -> None:
+    """``python -m benchmarks.NAME`` from the root: every script imports, none edits sys.path."""
+    import importlib
+
+    scripts = sorted(p for p in (ROOT / "benchmarks").glob("*.py") if p.stem != "__init__")
+    edits = [p.name for p in scripts if re.search(r"sys\.path\.(insert|append)", p.read_text())]
+    assert not edits, f"{edits} edit sys.path"
+    for p in scripts:
+        if p.stem != "sj2_runner":  # runs in SpikingJelly's own venv, as a script
+            importlib.import_module(f"benchmarks.{p.stem}")
+    from benchmarks import models
+
+    assert callable(models.tests.trained) and callable(models.mnist.digits28)
+    assert callable(models.train_digits.train) and "resnet18" in models.IMAGENET
