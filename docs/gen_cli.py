@@ -58,7 +58,10 @@ def cli_parser() -> argparse.ArgumentParser:
     argparse.ArgumentParser.parse_known_args = capture  # type: ignore[method-assign]
     sys.argv = ["snn-compile", "--help"]
     try:
-        cli.main(["--help"])
+        try:
+            cli.main(["--help"])
+        except TypeError:  # a main() that reads sys.argv itself
+            cli.main()
     except _Parsed as got:
         return got.parser
     finally:

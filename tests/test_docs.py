@@ -133,3 +133,15 @@ def test_benchmarks_import_as_a_package_without_sys_path_edits() -> None:
 
     assert callable(models.tests.trained) and callable(models.mnist.digits28)
     assert callable(models.train_digits.train) and "resnet18" in models.IMAGENET
+
+
+@pytest.mark.slow
+def test_python_api_page_example_runs() -> None:
+    """The longer example of docs/guide/python-api.md (the README's before it became a page)."""
+    page = (ROOT / "docs" / "guide" / "python-api.md").read_text(encoding="utf-8")
+    code = re.search(r"```python\n(.*?)```", page, re.S).group(1)
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(), capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    accuracy, spikes = r.stdout.split()
+    assert float(accuracy) > 0.95 and float(spikes) > 0
