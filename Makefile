@@ -21,7 +21,7 @@ NETX_PKGS := lava-dl==0.6.0 'opencv-python-headless<4.12' torchvision==0.29.1
 # NIR code does not use), so it goes in without its dependencies, like lava-dl
 NIR_PEER_PKGS := sinabs==3.1.3 nirtorch==2.6 pbr
 
-.PHONY: venv demo test test-core lint bench clean
+.PHONY: venv demo test test-core lint docs bench clean
 
 venv: $(VENV)/.installed
 
@@ -63,17 +63,25 @@ lint: venv
 	$(VENV)/bin/lint-imports
 	$(PY) -m ruff check .
 
+# the documentation site (mkdocs.yml, docs/) into site/; --strict: a broken link or anchor, or a
+# page left out of the nav, fails the build. guide/cli.md and index.md are generated (docs/hooks.py)
+docs: venv
+	$(PIP_RETRY) $(PY) -m pip install -q -e '.[docs]'
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
+# the benchmarks are modules of the benchmarks package, run from the repository root
+# (benchmarks/README.md: which script answers which question, and where its table is)
 bench: venv
 	$(PIP_RETRY) $(PY) -m pip install -q -e '.[dev,bench]'
-	$(PY) benchmarks/gpu_sim.py
-	$(PY) benchmarks/vs_spikingjelly.py
-	$(PY) benchmarks/vs_spikingjelly.py --splits 3 --out benchmarks/results/vs_spikingjelly_3splits.json
-	$(PY) benchmarks/maxpool.py
-	$(PY) benchmarks/lava_sim.py
-	$(PY) benchmarks/thresholds.py
-	$(PY) benchmarks/latency.py
-	$(PY) benchmarks/scale.py --rounds 2 --repeats 2
-	$(PY) benchmarks/finetune.py
+	$(PY) -m benchmarks.gpu_sim
+	$(PY) -m benchmarks.vs_spikingjelly
+	$(PY) -m benchmarks.vs_spikingjelly --splits 3 --out benchmarks/results/vs_spikingjelly_3splits.json
+	$(PY) -m benchmarks.maxpool
+	$(PY) -m benchmarks.lava_sim
+	$(PY) -m benchmarks.thresholds
+	$(PY) -m benchmarks.latency
+	$(PY) -m benchmarks.scale --rounds 2 --repeats 2
+	$(PY) -m benchmarks.finetune
 
 clean:
-	rm -rf $(VENV) $(CORE) out dist .pytest_cache
+	rm -rf $(VENV) $(CORE) out dist site .pytest_cache

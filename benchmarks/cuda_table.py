@@ -1,7 +1,7 @@
 """The CUDA table: the ``--target gpu`` simulator on a GPU, at 224×224, against SpikingJelly 2.0.
 
-    python benchmarks/cuda_table.py          # on a machine with CUDA (and spikingjelly)
-    .venv/bin/python benchmarks/cuda_table.py --device cpu --quick --models resnet18   # smoke run
+    python -m benchmarks.cuda_table          # on a machine with CUDA (and spikingjelly)
+    .venv/bin/python -m benchmarks.cuda_table --device cpu --quick --models resnet18   # smoke run
 
 Models: torchvision's resnet18, vgg11_bn and mobilenet_v2 (seed 0, random weights: speed and
 memory do not depend on training), exported to ONNX and converted with ``--norm max`` on 4
@@ -17,7 +17,7 @@ random calibration images, as ``benchmarks/scale.py`` does on the CPU. For each 
 - ``peak_mb``: ``torch.cuda.max_memory_allocated`` during the run above what was allocated
   before it (weights and buffers excluded); ``peak_T/peak_T0``: its growth with T;
 - SpikingJelly 2.0 (``sj2_runner.py``'s speed job, ``FXConverter(RateCodingRecipe("max"))`` on
-  the same state dict, loaded into ``bench_models.IMAGENET``'s twin of torchvision's model):
+  the same state dict, loaded into the twin of torchvision's model in ``benchmarks/models.py``):
   single-step and multi-step (chunks of 8 and 32 steps) modes; its fastest mode whose summed
   output agrees with the single-step loop's; input already on the GPU.
 
@@ -42,15 +42,12 @@ from typing import Any
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT, ROOT / "benchmarks"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
+from benchmarks.scale import SIZE, export, images
 
-from scale import SIZE, export, images  # noqa: E402  (benchmarks/scale.py)
+ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = ROOT / "benchmarks" / "results"
-SJ_MODELS = ("resnet18", "vgg11_bn")  # those with a twin in bench_models.IMAGENET
+SJ_MODELS = ("resnet18", "vgg11_bn")  # those with a twin in models.IMAGENET
 
 
 def say(msg: str) -> None:
@@ -276,7 +273,7 @@ def main(argv: list[str] | None = None) -> None:
                     "torch": torch.__version__, "cuda": torch.version.cuda,
                     "load_average_at_end": list(os.getloadavg())},
         "threads": args.threads, "images": args.images, "size": args.size,
-        "command": "python " + " ".join(["benchmarks/cuda_table.py", *(argv or sys.argv[1:])]),
+        "command": "python -m " + " ".join(["benchmarks.cuda_table", *(argv or sys.argv[1:])]),
         "tf32": args.tf32, "rows": rows,
         "faithful": None if args.no_faithful else faithful(args),
         "seconds": time.perf_counter() - t0}

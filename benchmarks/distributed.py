@@ -1,7 +1,7 @@
 """Benchmark of ``torchrun --nproc-per-node N -m snncompile``: 1 vs 2 processes.
 
-    .venv/bin/python benchmarks/distributed.py         # digits CNN: gpu T=32, Lava 16 samples
-    .venv/bin/python benchmarks/distributed.py --lava-samples 8
+    .venv/bin/python -m benchmarks.distributed         # digits CNN: gpu T=32, Lava 16 samples
+    .venv/bin/python -m benchmarks.distributed --lava-samples 8
 
 Rows (the bundled digits CNN, ``examples/digits_cnn.onnx``, default pipeline, CPU, gloo):
 
@@ -156,7 +156,7 @@ def main() -> None:
     doc = {"rows": rows, "load_before": load_before, "load_after": _load(),
            "cpus": os.cpu_count(), "machine": platform.platform(),
            "python": platform.python_version(),
-           "command": "python benchmarks/distributed.py " + " ".join(sys.argv[1:])}
+           "command": "python -m benchmarks.distributed " + " ".join(sys.argv[1:])}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "distributed.json").write_text(json.dumps(doc, indent=1) + "\n")
     print(markdown(rows))

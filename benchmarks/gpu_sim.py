@@ -1,8 +1,8 @@
 """Benchmark of the ``--target gpu`` simulator: throughput, peak memory, and the cost over the ANN.
 
-    .venv/bin/python benchmarks/gpu_sim.py                  # CPU (and CUDA when present)
-    .venv/bin/python benchmarks/gpu_sim.py --device cpu --repeats 5
-    .venv/bin/python benchmarks/gpu_sim.py --quick          # smoke run: small batch, T=8
+    .venv/bin/python -m benchmarks.gpu_sim                  # CPU (and CUDA when present)
+    .venv/bin/python -m benchmarks.gpu_sim --device cpu --repeats 5
+    .venv/bin/python -m benchmarks.gpu_sim --quick          # smoke run: small batch, T=8
 
 Two models: the bundled digits CNN (``examples/digits_cnn.onnx``, 1×8×8, digits test images) and a
 deeper VGG-style CNN on 1×32×32 (five 3×3 convs, three AvgPools, two dense layers; seeded random
@@ -46,16 +46,14 @@ import numpy as np
 import torch
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import snncompile
+from snncompile.backends.gpu.lowerings import lower
+from snncompile.data import digits
+from snncompile.interp import activation, run_ann
+from snncompile.ir.graph import Graph
+from snncompile.ir.nodes import Input, Layer
 
-import snncompile  # noqa: E402
-from snncompile.backends.gpu.lowerings import lower  # noqa: E402
-from snncompile.data import digits  # noqa: E402
-from snncompile.interp import activation, run_ann  # noqa: E402
-from snncompile.ir.graph import Graph  # noqa: E402
-from snncompile.ir.nodes import Input, Layer  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = ROOT / "benchmarks" / "results"
 DIGITS_CNN = ROOT / "examples" / "digits_cnn.onnx"
@@ -219,9 +217,10 @@ def _reset_peak_rss() -> bool:
 
 def memory_in_subprocess(name: str, batch: int, steps: int, device: str, what: str,
                          threads: int) -> float | None:
-    cmd = [sys.executable, __file__, "--_memory", name, what, "--batch", str(batch),
-           "--timesteps", str(steps), "--device", device, "--threads", str(threads)]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    cmd = [sys.executable, "-m", "benchmarks.gpu_sim", "--_memory", name, what,
+           "--batch", str(batch), "--timesteps", str(steps), "--device", device,
+           "--threads", str(threads)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
     if r.returncode != 0:
         print(r.stderr[-2000:], file=sys.stderr)
         return None
@@ -308,7 +307,8 @@ def main(argv: list[str] | None = None) -> None:
                         "cpu_count": __import__("os").cpu_count(), "torch": torch.__version__,
                         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available()
                         else None},
-            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "command": " ".join([Path(sys.executable).name, "-m", "benchmarks.gpu_sim",
+                                 *sys.argv[1:]]),
             "quick": a.quick, "repeats": a.repeats,
             "load_average_at_end": __import__("os").getloadavg(), "rows": rows}
     a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """Latency benchmark of the low-latency conversion methods (issue 5): accuracy vs timesteps.
 
-    .venv/bin/python benchmarks/latency.py                 # all models, every neuron option
-    .venv/bin/python benchmarks/latency.py --quick         # smoke run: 100 samples, T <= 8
+    .venv/bin/python -m benchmarks.latency                 # all models, every neuron option
+    .venv/bin/python -m benchmarks.latency --quick         # smoke run: 100 samples, T <= 8
 
 Models (all on the bundled digits data, 1×8×8, seeded; trained here in seconds):
 
@@ -38,16 +38,14 @@ from typing import Any
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT, ROOT / "tests"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
+import snncompile
+from benchmarks import models
+from snncompile.backends.gpu import compile as gpu_compile
+from snncompile.data import digits
+from snncompile.interp import run_ann
+from snncompile.options import CompileOptions
 
-import snncompile  # noqa: E402
-from snncompile.backends.gpu import compile as gpu_compile  # noqa: E402
-from snncompile.data import digits  # noqa: E402
-from snncompile.interp import run_ann  # noqa: E402
-from snncompile.options import CompileOptions  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = ROOT / "benchmarks" / "results"
 TS = (1, 2, 4, 8, 16, 32, 64)
@@ -63,16 +61,15 @@ RESNET_EXTRA = {"if +sync": {"sync_shortcuts": True},
 
 # ------------------------------------------------------------------ models
 def make_models(tmp: Path, quick: bool, resnet_epochs: int) -> dict[str, Path]:
-    from examples.train_digits import build, export, train
-    from examples.train_quantized_digits import finetune
     from snncompile.train import quantize_relus
 
-    import models  # tests/models.py
-
+    build, export, train = (models.train_digits.build, models.train_digits.export,
+                            models.train_digits.train)
+    finetune = models.train_quantized_digits.finetune
     out = {"digits_cnn": ROOT / "examples" / "digits_cnn.onnx"}
     t0 = time.perf_counter()
-    res = models.trained(models.resnet_block, epochs=2 if quick else resnet_epochs)
-    out["resnet"] = models.export(res, tmp / "resnet.onnx")
+    res = models.tests.trained(models.tests.resnet_block, epochs=2 if quick else resnet_epochs)
+    out["resnet"] = models.tests.export(res, tmp / "resnet.onnx")
     tr = digits("train")
     torch.manual_seed(0)
     base = build()

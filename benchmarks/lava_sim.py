@@ -1,7 +1,7 @@
 """Benchmark of the ``--target loihi`` Lava simulation against the GPU simulator.
 
-    .venv/bin/python benchmarks/lava_sim.py                # digits CNN, T=32, 32 samples
-    .venv/bin/python benchmarks/lava_sim.py --samples 8    # quicker
+    .venv/bin/python -m benchmarks.lava_sim                # digits CNN, T=32, 32 samples
+    .venv/bin/python -m benchmarks.lava_sim --samples 8    # quicker
 
 Model: the bundled digits CNN (``examples/digits_cnn.onnx``), converted with the default
 pipeline, first N digits test images, T=32. Rows:
@@ -24,20 +24,17 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import snncompile
+from snncompile.backends.gpu import compile as gpu_compile
+from snncompile.backends.loihi import compile as lava_compile
+from snncompile.backends.loihi import compile_reference as loihi_reference
+from snncompile.data import digits
 
-import snncompile  # noqa: E402
-from snncompile.backends.gpu import compile as gpu_compile  # noqa: E402
-from snncompile.backends.loihi import compile as lava_compile  # noqa: E402
-from snncompile.backends.loihi import compile_reference as loihi_reference  # noqa: E402
-from snncompile.data import digits  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = ROOT / "benchmarks" / "results"
 DIGITS_CNN = ROOT / "examples" / "digits_cnn.onnx"

@@ -1,6 +1,6 @@
 """The two MNIST-shaped models of issue 10 on ``--target loihi``: resource report and exactness.
 
-    .venv/bin/python benchmarks/loihi_mnist.py [--samples 8] [--timesteps 16]
+    .venv/bin/python -m benchmarks.loihi_mnist [--samples 8] [--timesteps 16]
 
 Models (``tests/mnist_models.py``): an MNIST CNN ((Conv-BN-ReLU-AvgPool) ×2 -> Linear(1568, 128)
 -> Linear(128, 10)) and a small ResNet (stem, two residual blocks, AvgPool, Linear(1568, 10)),
@@ -18,19 +18,18 @@ import io
 import json
 import math
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchmarks import models
+from snncompile.tools.cli import main as cli
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
 
-from snncompile.tools.cli import main as cli  # noqa: E402
-
-import mnist_models  # noqa: E402
+mnist_models = models.mnist  # tests/mnist_models.py
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Pass pipeline on long graphs: a chain of n Identity nodes between two layers (issue 13).
 
-    .venv/bin/python benchmarks/long_graph.py            # n = 1000, 3000, 10000
+    .venv/bin/python -m benchmarks.long_graph            # n = 1000, 3000, 10000
 
 The model: Flatten → MatMul (64→16) → n × Identity → Relu → MatMul (16→10), opset 17, built
 with onnx.helper. Measured in-process: ``load_onnx`` (frontend) and ``snncompile.convert``

@@ -1,9 +1,9 @@
 """Spiking max-pool variants on MaxPool networks: ``--maxpool gate`` vs ``--maxpool current``.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/maxpool.py [--models vgg_maxpool,...]
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.maxpool [--models vgg_maxpool,...]
 
 Models (``tests/models.py``, trained here in seconds on the digits data, seed 0):
-``vgg_maxpool`` (two MaxPool2d, 12 epochs; the same weights as ``benchmarks/bench_models.py``'s
+``vgg_maxpool`` (two MaxPool2d, 12 epochs; the same weights as ``benchmarks/models.py``'s
 vgg_maxpool, which ``vs_spikingjelly.py`` and ``thresholds.py`` train the same way),
 ``vgg_maxpool_long`` (the same, 40 epochs: larger activations), ``vgg3_maxpool`` (three
 MaxPools, Conv+BN, 12 epochs) and ``pool_mix`` (MaxPool 3/stride 2/padding 1, a MaxPool after a
@@ -19,7 +19,6 @@ markdown table (accuracy %, and the difference to the ANN in points).
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,17 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import snncompile
+from benchmarks.models import tests as models  # tests/models.py
+from benchmarks.thresholds import write_results
+from snncompile.data import digits
+from snncompile.interp import run_ann
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from thresholds import write_results  # noqa: E402  (benchmarks/thresholds.py)
-
-import snncompile  # noqa: E402
-from snncompile.data import digits  # noqa: E402
-from snncompile.interp import run_ann  # noqa: E402
-
-import models  # noqa: E402
 
 STEPS = (4, 8, 16, 32, 64)
 MODELS = {"vgg_maxpool": (models.vgg_maxpool, 12), "vgg_maxpool_long": (models.vgg_maxpool, 40),

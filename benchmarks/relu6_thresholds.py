@@ -1,6 +1,6 @@
 """ReLU6 / Clip layers: threshold = clip bound (before issue 10) vs min(bound, statistic).
 
-    .venv/bin/python benchmarks/relu6_thresholds.py
+    .venv/bin/python -m benchmarks.relu6_thresholds
 
 Model: ``tests/models.py``'s ``clip_cnn`` (ReLU6 and hardtanh(0, 2) after its two convs) trained
 8 epochs on digits (seconds). Every hidden layer is a Clip, so converting it *without*
@@ -14,20 +14,17 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
+import snncompile
+from benchmarks.models import tests as models  # tests/models.py
+from snncompile.backends.gpu import compile as gpu_compile
+from snncompile.data import digits
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-import snncompile  # noqa: E402
-from snncompile.backends.gpu import compile as gpu_compile  # noqa: E402
-from snncompile.data import digits  # noqa: E402
-
-import models  # noqa: E402
 
 STEPS = (4, 8, 16, 32, 64)
 

@@ -2,11 +2,11 @@
 time against T × ANN forward, image·steps per second against SpikingJelly 2.0 on the same
 models, 1 vs 2 processes (torchrun) and Lava samples/s with 1 and 2 ranks — one benchmark.
 
-    .venv/bin/python benchmarks/scale.py                 # everything (~15 min here)
-    .venv/bin/python benchmarks/scale.py --quick         # resnet18 only, ~2 min
-    .venv/bin/python benchmarks/scale.py --only speed --rounds 2 --repeats 2 --merge
-    .venv/bin/python benchmarks/scale.py --only speed --speed vgg11_bn@32 --threads 1 2
-    .venv/bin/python benchmarks/scale.py --only memory --models resnet18 --budgets resnet18:1G
+    .venv/bin/python -m benchmarks.scale                 # everything (~15 min here)
+    .venv/bin/python -m benchmarks.scale --quick         # resnet18 only, ~2 min
+    .venv/bin/python -m benchmarks.scale --only speed --rounds 2 --repeats 2 --merge
+    .venv/bin/python -m benchmarks.scale --only speed --speed vgg11_bn@32 --threads 1 2
+    .venv/bin/python -m benchmarks.scale --only memory --models resnet18 --budgets resnet18:1G
 
 Models: torchvision resnet18, vgg11_bn, mobilenet_v2 with seeded random weights (speed and
 memory do not depend on training), 3×224×224, exported to ONNX, converted with ``norm=max`` on
@@ -35,7 +35,8 @@ OMP_NUM_THREADS and torch's thread count set to the row's ``threads``.
   each one's fastest round (all rounds in ``rounds``).
 - **SpikingJelly** columns of the speed rows (resnet18, vgg11_bn): SpikingJelly 2.0 needs
   Python ≥ 3.11 and has no torchvision for its torch there, so ``benchmarks/sj2_runner.py``
-  (job kind ``speed``) runs in its own venv (``--sj-python``) on ``bench_models.IMAGENET``'s
+  (job kind ``speed``) runs in its own venv (``--sj-python``) on the ``IMAGENET`` twins of
+  ``benchmarks/models.py``:
   architectures (torchvision's layer names and shapes, written without torchvision) loaded with
   the *same* state dict as the exported torchvision model — checked here: the architecture's
   output equals torchvision's bit for bit (``arch_max_abs_diff``). Converted with
@@ -78,9 +79,6 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT, ROOT / "benchmarks"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
 
 RESULTS = ROOT / "benchmarks" / "results"
 SIZE = 224
@@ -99,7 +97,7 @@ def _env(threads: int) -> dict[str, str]:
 def export(name: str, d: Path, size: int = SIZE) -> Path:
     """torchvision model, seed 0, to ONNX (input 3×size×size); its state dict to
     ``d/name.pt`` (SpikingJelly's weights; ``arch_check`` compares them with
-    ``bench_models.IMAGENET[name]``)."""
+    ``models.IMAGENET[name]``)."""
     import torchvision
 
     torch.manual_seed(0)
@@ -112,9 +110,11 @@ def export(name: str, d: Path, size: int = SIZE) -> Path:
 
 
 def arch_check(name: str, d: Path) -> float | None:
-    """max |torchvision(x) − bench_models arch(x)| with the saved state dict (None: no arch)."""
+    """max |torchvision(x) − its benchmarks.models twin(x)| with the saved state dict (None:
+    no twin)."""
     import torchvision
-    from bench_models import IMAGENET
+
+    from benchmarks.models import IMAGENET
 
     if name not in IMAGENET:
         return None
@@ -244,7 +244,7 @@ def _timed(fn: Any) -> tuple[float, float]:
 
 def child(kind: str, job: dict[str, Any]) -> dict[str, Any]:
     """Run ``kind`` (memory | speed) in a fresh interpreter with the job's thread count."""
-    cmd = [sys.executable, __file__, "--_child", kind, json.dumps(job)]
+    cmd = [sys.executable, "-m", "benchmarks.scale", "--_child", kind, json.dumps(job)]
     ld = load()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=3600,
                        env=_env(job["threads"]))
@@ -453,7 +453,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--images", type=int, default=2)
     ap.add_argument("--speed", nargs="*", default=["resnet18@32", "resnet18@128",
                                                    "vgg11_bn@32", "mobilenet_v2@32"],
-                    help="speed rows MODEL@T (SpikingJelly too where bench_models has MODEL)")
+                    help="speed rows MODEL@T (SpikingJelly too where benchmarks/models.py "
+                         "has MODEL)")
     ap.add_argument("--threads", nargs="+", type=int, default=[1],
                     help="speed rows at each; memory rows at the first")
     ap.add_argument("--repeats", type=int, default=3,
@@ -494,8 +495,9 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(job["threads"])
         print(json.dumps((memory_child if a._child[0] == "memory" else speed_child)(job)))
         return
-    from bench_models import IMAGENET
     from tqdm import tqdm
+
+    from benchmarks.models import IMAGENET
 
     sj_ok = a.sj_python.exists()
     th0 = a.threads[0]
@@ -556,7 +558,7 @@ def main(argv: list[str] | None = None) -> None:
                 tqdm.write(json.dumps({k: v for k, v in r.items() if k != "modes"}))
             rows += new
     rows = best_rounds(rows)
-    command = "python benchmarks/scale.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m benchmarks.scale " + " ".join(argv if argv is not None else sys.argv[1:])
     commands = [command]
     if a.merge and a.out.exists():
         old = json.loads(a.out.read_text())

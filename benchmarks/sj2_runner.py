@@ -16,7 +16,7 @@ of 100, as in the example. Torch only: this file imports nothing from snncompile
 
 A job with ``"kind": "speed"`` times SpikingJelly's simulation instead (``speed``, used by
 ``benchmarks/scale.py``): {"kind": "speed", "model": "resnet18" | "vgg11_bn"
-(``bench_models.IMAGENET``), "state_dict": "sd.pt", "data": "d.npz" (cal_x, x), "timesteps":
+(``IMAGENET`` of ``models.py``), "state_dict": "sd.pt", "data": "d.npz" (cal_x, x), "timesteps":
 [T, ...], "threads": n, "modes": ["single", "multi", "multi:8", ...], "repeats": r, "out":
 "result.json", "device": "cpu" | "cuda" (default cpu)}. On CUDA the times are taken after
 ``torch.cuda.synchronize`` and the memory is ``torch.cuda.max_memory_allocated`` above what the
@@ -35,8 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_models
+import models as bench_models  # benchmarks/models.py: a script's own folder is on sys.path
 
 RECIPES = {
     "rate max": {"mode": "max"},

@@ -1,6 +1,6 @@
 """Threshold balancing choices: --norm (max, p99.9, p99.99) × layer-wise / channel-wise.
 
-    .venv/bin/python benchmarks/thresholds.py          # digits CNN, ResNet and MaxPool test models
+    .venv/bin/python -m benchmarks.thresholds          # digits CNN, ResNet and MaxPool test models
 
 Models: the bundled ``examples/digits_cnn.onnx`` and, trained here in seconds with the seeds the
 tests use, ``tests/models.py``'s ``resnet_block`` (10 epochs) and ``vgg_maxpool`` (12 epochs).
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,14 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import snncompile
+from benchmarks.models import tests as models  # tests/models.py
+from snncompile.data import digits
+from snncompile.interp import run_ann
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-import snncompile  # noqa: E402
-from snncompile.data import digits  # noqa: E402
-from snncompile.interp import run_ann  # noqa: E402
-
-import models  # noqa: E402
 
 STEPS = (4, 8, 16, 32, 64)
 

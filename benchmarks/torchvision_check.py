@@ -1,6 +1,6 @@
 """torchvision architectures through the frontend: does ``--check`` pass, or why is it refused?
 
-    .venv/bin/python benchmarks/torchvision_check.py [--size 64] [--models densenet121,googlenet]
+    .venv/bin/python -m benchmarks.torchvision_check [--size 64] [--models densenet121,googlenet]
 
 Each model is built with random weights (``weights=None``, seed 0), exported with the
 TorchScript exporter at opset 17 on a 1×3×S×S input (dynamic batch axis; a model written

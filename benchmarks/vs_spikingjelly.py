@@ -3,11 +3,11 @@
     /root/.pyenv/versions/3.11.7/bin/python -m venv /work/sj-venv      # SpikingJelly 2.0 needs
     /work/sj-venv/bin/pip install --no-deps spikingjelly==2.0.0         # Python >= 3.11, torch
     /work/sj-venv/bin/pip install torch tqdm loguru requests "numpy<2" scipy   # >= 2.6
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/vs_spikingjelly.py \
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.vs_spikingjelly \
         --sj-python /work/sj-venv/bin/python
 
 Models (trained here in seconds on digits("train"); evaluated on the 540 digits("test") images;
-architectures in ``benchmarks/bench_models.py``): ``digits_cnn`` (examples/train_digits.py's
+architectures in ``benchmarks/models.py``): ``digits_cnn`` (examples/train_digits.py's
 recipe), ``resnet`` (two residual blocks, 10 epochs), ``resnet_long`` (the same, 60 epochs:
 larger activations, the issue's hard case), ``vgg_maxpool`` (two MaxPool2d, 12 epochs).
 Each trained model is exported to ONNX for us and saved as a state dict for SpikingJelly, whose
@@ -48,18 +48,14 @@ from typing import Any
 import numpy as np
 import torch
 
+import snncompile
+from benchmarks import models as bench_models
+from snncompile.data import digits
+
 ROOT = Path(__file__).resolve().parents[1]
-for p in (str(ROOT), str(ROOT / "tests"), str(ROOT / "examples"), str(ROOT / "benchmarks")):
-    if p not in sys.path:
-        sys.path.insert(0, p)
 
-import bench_models  # noqa: E402  (benchmarks/bench_models.py)
-import train_digits  # noqa: E402  (examples/train_digits.py)
-
-import snncompile  # noqa: E402
-from snncompile.data import digits  # noqa: E402
-
-import models as test_models  # noqa: E402  (tests/models.py)
+train_digits = bench_models.train_digits  # examples/train_digits.py
+test_models = bench_models.tests  # tests/models.py
 
 RESULTS = ROOT / "benchmarks" / "results"
 T_REPORT = (4, 8, 16, 32, 64)
@@ -257,7 +253,8 @@ def main(argv: list[str] | None = None) -> None:
             "threads": 1, "batch": a.batch, "calibration": 512,
             "machine": {"platform": platform.platform(), "torch": torch.__version__,
                         "cpu_count": os.cpu_count()},
-            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "command": " ".join([Path(sys.executable).name, "-m", "benchmarks.vs_spikingjelly",
+                                 *sys.argv[1:]]),
             "seconds": time.perf_counter() - t_start,
             "load_average_at_end": os.getloadavg(), "table": text, "splits": a.splits,
             "pooled": pooled_rows, "rows": rows}

@@ -1,9 +1,25 @@
-"""The benchmark models, torch only (no snncompile import): loaded both by our benchmarks and by
-``sj2_runner.py`` in SpikingJelly's own Python 3.11 venv, which rebuilds each architecture here
-and loads the trained weights from a state-dict file. ReLUs are modules (SpikingJelly converts
-ReLU *modules*). Same layers as ``tests/models.py`` and ``examples/train_digits.py``."""
+"""Every model the benchmarks run, from this one module.
+
+Defined here, torch only (no snncompile import): the benchmark architectures, loaded both by
+our benchmarks and by ``sj2_runner.py`` in SpikingJelly's own Python 3.11 venv, which rebuilds
+each architecture here and loads the trained weights from a state-dict file. ReLUs are modules
+(SpikingJelly converts ReLU *modules*). Same layers as ``tests/models.py`` and
+``examples/train_digits.py``.
+
+Kept where they are and loaded from their files on first use (PEP 562 ``__getattr__``, so that
+importing this module needs torch only and nothing is added to ``sys.path``):
+
+- ``models.tests``: ``tests/models.py``, the tests' model builders and ``trained``/``export``;
+- ``models.mnist``: ``tests/mnist_models.py``, the MNIST-shaped models;
+- ``models.train_digits``, ``models.train_quantized_digits``: the examples' training scripts.
+"""
 
 from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
 
 import torch
 from torch import nn
@@ -151,3 +167,23 @@ class VGG11BN(nn.Module):
 
 #: ImageNet-sized architectures, state-dict-compatible with torchvision.models' same names
 IMAGENET = {"resnet18": ResNet18, "vgg11_bn": VGG11BN}
+
+
+_ROOT = Path(__file__).resolve().parents[1]
+#: attribute -> the file it is loaded from (relative to the repository root)
+_ELSEWHERE = {"tests": "tests/models.py", "mnist": "tests/mnist_models.py",
+              "train_digits": "examples/train_digits.py",
+              "train_quantized_digits": "examples/train_quantized_digits.py"}
+
+
+def __getattr__(name: str) -> ModuleType:
+    """``models.tests`` and the others of ``_ELSEWHERE``: the module, loaded once by path."""
+    if name not in _ELSEWHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    key = f"{__name__}.{name}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, _ROOT / _ELSEWHERE[name])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module
+        spec.loader.exec_module(module)
+    return sys.modules[key]
