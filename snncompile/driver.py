@@ -184,6 +184,10 @@ def data(c: Compilation) -> None:
         if c.calibration is None and c.evaluation is not None:
             c.calibration = c.evaluation.spread(o.calibration_samples)
             c.calibration_is_eval = True
+            # event recordings: thresholds from the ANN's view (summed) of the --eval data
+            from snncompile import events
+
+            c.calibration = events.summed_source(c.calibration)
     if c.evaluation is not None and o.eval_samples is not None:
         c.evaluation = c.evaluation.spread(o.eval_samples)
     for ds, what in ((c.calibration, "calibration data"), (c.evaluation, "evaluation data")):
@@ -200,8 +204,16 @@ def _open(c: Compilation, spec: Any, what: str) -> data_mod.Source | None:
     if spec is None:
         return None
     if isinstance(spec, (str, Path)):
+        from snncompile import events
+
+        if not str(spec).strip():  # an unset shell variable: not "no data"
+            raise CompileError("bad usage", [Diagnostic(f"the {what} data path is empty")])
+        # event recordings: the calibration set is read as summed frames (the ANN's view),
+        # the evaluation set as T frames per sample (snncompile.events)
+        binning = events.binning_for(c.options, shape, frames=what == "evaluation")
         src = data_mod.open_data(spec, need_labels=what == "evaluation",
-                                 preprocess=c.data.preprocessing(shape), workers=c.data.workers)
+                                 preprocess=c.data.preprocessing(shape), workers=c.data.workers,
+                                 events=binning)
         if what == "calibration":
             src = src.spread(c.options.calibration_samples)
         return data_mod.channels_first(src, shape, reads_channels_last(g))
@@ -221,8 +233,10 @@ def _open(c: Compilation, spec: Any, what: str) -> data_mod.Source | None:
 
 def _check_source(graph: Graph, ds: data_mod.Source, what: str) -> None:
     """All of an in-memory set, the first sample of a streamed one, fits the model."""
+    from snncompile.backends.common import ann_input
+
     x, y = (ds.arrays.x, ds.arrays.y) if ds.arrays is not None else ds.first(1)
-    check_input(graph, x, f"{what} ({ds.source})")
+    check_input(graph, ann_input(graph, x), f"{what} ({ds.source})")  # frames: summed
     if y is not None:
         validate.labels(y, len(y), validate.classes(graph), f"{what} ({ds.source}) y")
 
@@ -315,7 +329,8 @@ def _tune(c: Compilation) -> Any:
         tx = c.calibration.spread(MAX_SAMPLES).materialize()
         result = tune(c.graph, tx.x, tx.y, o.timesteps, budget=o.tune_budget, seed=o.seed,
                       base_options=o, per_channel=c.target != "loihi",
-                      neurons=neuron_choices(o, c.target, explicit="neuron" in c.given))
+                      neurons=neuron_choices(o, c.target, explicit="neuron" in c.given),
+                      eval_samples=None if c.evaluation is None else len(c.evaluation))
         if c.echo:
             print(result.summary())
             print(f"  replay without tuning: --pipeline '{result.pipeline}'")
@@ -365,9 +380,20 @@ def training_data(c: Compilation, samples: int | None) -> data_mod.Dataset:
         return data_mod.digits("train", seed=c.options.seed).take(samples)
     if d.calibration is not None:  # a streamed set is read into memory
         if isinstance(d.calibration, (str, Path)):
+            from snncompile import events
+            from snncompile.finetune import parse_method
+
             shape = g.shape(g.input_name)
+            # event recordings: temporal-consistency alone trains on the T frames of each
+            # recording (frame t at step t), anything else on the summed frames (the ANN's view)
+            ft = c.finetune
+            on_frames = {m for m, _ in parse_method(ft.finetune)} == {"temporal-consistency"}
+            steps = c.options.timesteps if ft.finetune_timesteps is None else \
+                ft.finetune_timesteps
+            binning = events.EventBinning(tuple(shape), steps if on_frames else None,
+                                          c.options.event_binning)
             src = data_mod.open_data(d.calibration, preprocess=d.preprocessing(shape),
-                                     workers=d.workers).spread(samples)
+                                     workers=d.workers, events=binning).spread(samples)
             return data_mod.channels_first(src, shape, reads_channels_last(g)).materialize()
         return _open(c, d.calibration, "calibration").spread(samples).materialize()
     if d.evaluation is not None:
