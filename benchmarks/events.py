@@ -43,8 +43,6 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 import snncompile  # noqa: E402
 from snncompile import data, events  # noqa: E402

@@ -43,9 +43,6 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-for p in (str(ROOT), str(ROOT / "tests")):
-    if p not in sys.path:
-        sys.path.insert(0, p)
 
 import snncompile  # noqa: E402
 from snncompile.backends.gpu import compile as gpu_compile  # noqa: E402
@@ -62,14 +59,14 @@ STEPS = (2, 4, 8)
 def _model(name: str, tmp: Path, ann_epochs: int) -> tuple[Path, Dataset, Dataset]:
     """(ONNX path, training split, test split) of ``name``."""
     if name in MNIST:
-        import mnist_models
+        from benchmarks.models import mnist as mnist_models
 
         m = mnist_models.trained(getattr(mnist_models, name)(), epochs=ann_epochs)
         return (mnist_models.export(m, tmp / f"{name}.onnx"), mnist_models.digits28("train"),
                 mnist_models.digits28("test"))
     if name == "digits_cnn":
         return ROOT / "examples" / "digits_cnn.onnx", digits("train"), digits("test")
-    import models
+    from benchmarks.models import tests as models
 
     m = models.trained(models.resnet_block, epochs=10)
     return models.export(m, tmp / "resnet.onnx"), digits("train"), digits("test")

@@ -43,9 +43,8 @@ STEPS = 32
 
 def data(tmp: Path) -> tuple[Path, Path, Path]:
     """Train the CNN; write cnn.onnx, cal.npz (512) and test.npz (4000) into ``tmp``."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    import mnist_models
-    import models as test_models
+    from benchmarks.models import mnist as mnist_models
+    from benchmarks.models import tests as test_models
 
     train, test = mnist_models.digits28("train"), mnist_models.digits28("test")
     model = mnist_models.trained(mnist_models.mnist_cnn(), epochs=4)

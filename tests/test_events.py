@@ -179,14 +179,16 @@ def test_temporal_finetuning_trains_on_frames(folders: Path, tmp_path: Path, cap
     ft = report["finetune"]
     assert ft["samples"] == 40 and ft["timesteps"] == 4
     assert set(ft["accuracy_before"]) == set(ft["accuracy_after"]) == {"1", "2", "3", "4"}
-    from snncompile.finetune.cli import _training_data
-    from snncompile.tools.cli import build_parser
+    from snncompile import driver
+    from snncompile.options import CompileOptions, FinetuneOptions
 
-    def data_for(method: str):
-        a = build_parser().parse_args([str(folders / "bar.onnx"), "--calibration",
-                                       str(folders / "npy" / "train"), "-T", "4",
-                                       "--finetune", method, "--workers", "0"])
-        return _training_data(a, 0, (2, 12, 12))
+    def data_for(method: str):  # the driver's fine-tuning set for the method
+        c = driver.Compilation(model=folders / "bar.onnx", options=CompileOptions(timesteps=4),
+                               data=driver.DataSpec(calibration=str(folders / "npy" / "train"),
+                                                    workers=0),
+                               finetune=FinetuneOptions(finetune=method))
+        c.snn = snncompile.load_onnx(folders / "bar.onnx")
+        return driver.training_data(c, None)
 
     assert data_for("temporal-consistency").x.shape == (40, 4, 2, 12, 12)  # frames
     assert data_for("distill").x.shape == (40, 2, 12, 12)  # summed

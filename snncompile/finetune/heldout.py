@@ -63,7 +63,8 @@ def _readout(graph: Graph, x: np.ndarray, steps: int, encoding: str, seed: int,
     with torch.no_grad():
         for i in range(0, len(x), 256):
             xb = torch.from_numpy(np.ascontiguousarray(x[i:i + 256])).to(device)
-            pot = net(_encode(xb, steps, encoding, gen), steps)
+            frames = xb.dim() == len(graph.shape(graph.input_name)) + 2  # frame t at step t
+            pot = net(xb.transpose(0, 1) if frames else _encode(xb, steps, encoding, gen), steps)
             outs.append(pot[-1].flatten(1).cpu().numpy() / steps)
     return np.concatenate(outs)
 
@@ -122,7 +123,8 @@ def check(candidates: list[tuple[str, Graph]], held: TrainData, teacher: Graph, 
     """Score ``candidates`` ((name, graph), the converted network first) on ``held``; return
     the best (module docstring) and the record of the check."""
     device = device or torch.device("cpu")
-    logits = run_ann(teacher, held.x)
+    frames = held.x.ndim == len(teacher.shape(teacher.input_name)) + 2  # event frames
+    logits = run_ann(teacher, held.x.mean(1) if frames else held.x)  # the ANN's view: summed
     target = held.y if held.y is not None else logits.argmax(1)
     rec = HeldOutCheck(len(held), steps, disjoint, held.y is not None)
     best, key = candidates[0][1], (-1.0, 0.0)

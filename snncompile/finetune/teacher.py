@@ -58,7 +58,10 @@ def _mismatch(teacher: Graph, ir: Graph, x: np.ndarray) -> str | None:
             return f"the ANN has no op {n}"
         if type(teacher.op(n)) is not type(ir.op(n)) or teacher.shape(n) != ir.shape(n):
             return f"the ANN's {n} is not the IR's"
-    xb = torch.from_numpy(np.ascontiguousarray(x[:16], np.float32))
+    x = np.asarray(x[:16], np.float32)
+    if x.ndim == len(ir.shape(ir.input_name)) + 2:  # event frames (N, T, *in): the ANN's view
+        x = x.mean(1)
+    xb = torch.from_numpy(np.ascontiguousarray(x))
     with torch.no_grad():
         _, a = run_ann_torch(teacher, xb, record=True)
         _, b = run_ann_torch(ir, xb, record=True)

@@ -991,7 +991,7 @@ def _pad_args(node: OnnxNode, b: Builder) -> tuple[str, list[int], float]:
 
 #: Slice's "to the end" as exporters write it (INT64_MAX; torch's legacy exporter also writes
 #: INT64_MIN + 1 as the end of a reversal)
-_END = 2**31 - 1
+_END = 0x7FFFFFFF  # INT32_MAX: the batch end exporters write
 
 
 def _slice_args(node: OnnxNode, b: Builder) -> list[tuple[int, int, int, int]]:

@@ -164,6 +164,9 @@ def _check_args(a: argparse.Namespace) -> Path:
         raise CompileError("bad usage", [Diagnostic("no model given",
                                                     hint="snn-compile MODEL.onnx ...")])
     model = validate.model_file(a.model)
+    for flag, given in (("--calibration", a.calibration), ("--eval", a.eval)):
+        if given is not None and not given.strip():  # an unset shell variable: not "no data"
+            raise CompileError("bad usage", [Diagnostic(f"{flag} is empty")])
     if a.check and model.suffix.lower() == ".nir":
         raise CompileError("bad usage", [Diagnostic(
             "--check compares the IR with onnxruntime; a .nir model has no ONNX graph")])

@@ -316,7 +316,8 @@ class GpuNetwork:
         self.module = SpikingNetwork(self.graph, self.dtype).to(self.device)
         self.module.tf32 = self.options.tf32
         self.fanouts = {n: fanout(self.graph, n) for n in self.module.neurons}
-        self.input_fanout = fanout(self.graph, self.graph.input_name)
+        with float32_math(self.options.tf32):  # the conv precision of the run, here too
+            self.input_fanout = fanout(self.graph, self.graph.input_name)
         self.pieces = Pieces(self.options.batch_size, self.options.timesteps)  # of the last run
 
     @torch.no_grad()
