@@ -21,7 +21,7 @@ Rows, per network, each T one command-line run exactly as a user types it::
   samples; its accuracy at T, the tuning's share of the whole job's wall time, the simulation
   time, spikes and synaptic operations per image;
 - ``snn-compile --finetune distill`` (``--finetune``): the same plus distillation fine-tuning
-  for T (``--finetune-epochs 2`` on the calibration images), at T ≤ 8;
+  for T (``--finetune-epochs 2`` on the calibration images), at T ≤ 4;
 - SpikingJelly 2.0 (``--sj-python``: a Python with spikingjelly 2.0.0, see
   ``benchmarks/sj2_runner.py``): the recipes ``SJ_RECIPES`` on the same float networks and
   images, one run to max(T); the row is its best recipe per T, chosen on the test set.
@@ -50,7 +50,7 @@ from benchmarks import cifar_train
 ROOT = Path(__file__).resolve().parents[1]
 NETS = ("resnet20a", "vgg11", "resnet20a_qcfs4")
 TIMESTEPS = (1, 2, 4, 8, 16, 32, 64)
-FINETUNE_MAX_T = 8  # the --finetune rows: where conversion alone leaves most to gain
+FINETUNE_MAX_T = 4  # the --finetune rows: where conversion alone leaves most to gain
 SNN_COMPILE = Path(sys.executable).with_name("snn-compile")
 #: SpikingJelly's recipes run here: the three that were its best in some cell of the three-split
 #: digits comparison (benchmarks/results/vs_spikingjelly_3splits.json: 15, 4 and 1 of 20 cells)
@@ -103,11 +103,16 @@ def snn_rows(net: str, onnx: Path, calib: Path, test: Path, args: argparse.Names
     cells: dict[str, Any] = {}
     for steps in timesteps:
         out = args.work / "runs" / f"{net}-{label.replace(' ', '_')}-T{steps}"
-        if out.exists():
-            import shutil
+        if args.reuse and (out / "run.json").exists():  # an earlier run of the same command
+            r = json.loads((out / "run.json").read_text())
+        else:
+            if out.exists():
+                import shutil
 
-            shutil.rmtree(out)
-        r = run_cli(onnx, calib, test, steps, out, args.threads, extra)
+                shutil.rmtree(out)
+            r = run_cli(onnx, calib, test, steps, out, args.threads, extra)
+            if "error" not in r:
+                (out / "run.json").write_text(json.dumps(r))
         if "error" in r:
             cells[str(steps)] = r
             print(f"{net} {label} T={steps}: {r['error']}", file=sys.stderr)
@@ -157,6 +162,8 @@ def table(results: dict[str, Any], steps: tuple[int, ...]) -> str:
         for label, cells in r["rows"].items():
             vals = [cells.get(str(t), {}) for t in steps]
             txt = [f"{100 * v['accuracy']:.2f}" if "accuracy" in v else "–" for v in vals]
+            if "error" in cells:  # e.g. SpikingJelly refusing the network
+                txt = [f"refused: {cells['error'][:60]}"] + [""] * (len(steps) - 1)
             lines.append(f"| {net} | {label} | {ann:.2f} | " + " | ".join(txt) + " |")
         for label, key, fmt in (("tuning share of the job", "tuning_share", "{:.0%}"),
                                 ("whole job, s", "wall_seconds", "{:.0f}"),
@@ -182,6 +189,8 @@ def main() -> None:
     ap.add_argument("--finetune", action="store_true", help="add the --finetune distill rows")
     ap.add_argument("--sj-python", default=None)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--reuse", action="store_true",
+                    help="take a cell from an earlier run of the same command in --work/runs")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "cifar.json")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -224,6 +233,8 @@ def main() -> None:
                 if accs:
                     k = max(accs, key=accs.get)
                     best[str(t)] = {"accuracy": accs[k], "recipe": k}
+            if not best:  # every recipe refused the network: say why, once
+                best = {"error": next(v["error"] for v in recipes.values() if "error" in v)}
             results["networks"][net]["rows"]["SpikingJelly 2.0 (best recipe per T)"] = best
             results["networks"][net]["spikingjelly"] = recipes
     results["load_average_at_end"] = os.getloadavg()
