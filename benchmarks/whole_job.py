@@ -44,11 +44,10 @@ STEPS = 32
 def data(tmp: Path) -> tuple[Path, Path, Path]:
     """Train the CNN; write cnn.onnx, cal.npz (512) and test.npz (4000) into ``tmp``."""
     from benchmarks.models import mnist as mnist_models
-    from benchmarks.models import tests as test_models
 
     train, test = mnist_models.digits28("train"), mnist_models.digits28("test")
     model = mnist_models.trained(mnist_models.mnist_cnn(), epochs=4)
-    onnx = test_models.export(model, tmp / "cnn.onnx")
+    onnx = mnist_models.export(model, tmp / "cnn.onnx")
     rng = np.random.default_rng(0)
     xs, ys = [test.x], [test.y]
     while sum(len(x) for x in xs) < 4000:
