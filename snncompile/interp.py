@@ -31,6 +31,7 @@ from snncompile.ir.nodes import (
     MaxPool2d,
     Node,
     Output,
+    OutputActivation,
     ReLU,
 )
 from snncompile.ir.verify import check_input
@@ -91,14 +92,12 @@ def batchnorm(op: BatchNorm, x: Tensor) -> Tensor:
     return (x - _t(op.mean, x.dtype).reshape(shape)) * inv + _t(op.bias, x.dtype).reshape(shape)
 
 
-def identity(op: Identity, x: Tensor) -> Tensor:
+def output_activation(op: OutputActivation, x: Tensor) -> Tensor:
     if op.onnx_op == "Softmax":
         return torch.softmax(x, dim=1)
     if op.onnx_op == "LogSoftmax":
         return torch.log_softmax(x, dim=1)
-    if op.onnx_op == "Sigmoid":
-        return torch.sigmoid(x)
-    return x
+    return torch.sigmoid(x)
 
 
 #: the linear part of every op (no activation): inputs -> output
@@ -113,7 +112,8 @@ KERNELS: dict[type[Node], Callable[..., Tensor]] = {
     CurrentMaxPool2d: lambda op, xs: maxpool(op, xs[0]),
     Flatten: lambda op, xs: xs[0].flatten(1),
     Concat: lambda op, xs: torch.cat(xs, dim=op.axis + 1),
-    Identity: lambda op, xs: identity(op, xs[0]),
+    Identity: lambda op, xs: xs[0],
+    OutputActivation: lambda op, xs: output_activation(op, xs[0]),
     Output: lambda op, xs: xs[0],
 }
 

@@ -195,16 +195,12 @@ def test_option_bounds_are_declared_once():
 
 def test_no_function_over_80_lines():
     """Functions stay small (STYLE.md): at most 80 lines each in snncompile/ (docstring
-    included); ruff's C901 bounds their complexity (pyproject.toml). Exempt while its layout
-    views move out: the ONNX op table (``op_table.py``)."""
+    included); ruff's C901 bounds their complexity (pyproject.toml). No file is exempt."""
     import ast
 
-    exempt = {"frontend/op_table.py"}
     long = []
     for path in sorted((ROOT / "snncompile").rglob("*.py")):
         rel = path.relative_to(ROOT / "snncompile").as_posix()
-        if rel in exempt:
-            continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 n = node.end_lineno - node.lineno + 1

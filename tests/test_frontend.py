@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +25,12 @@ from snncompile.ir import (
     Identity,
     MaxPool2d,
     Output,
+    OutputActivation,
     ReLU,
+    load,
+    save,
 )
+from snncompile.ir.nodes import OUTPUT_FUNCTIONS
 
 import models
 
@@ -137,8 +142,32 @@ def test_final_softmax_and_dropout_are_identity(tail: nn.Module, tmp_path: Path)
     torch.manual_seed(0)
     path = models.export(_Head(tail).eval(), tmp_path / "h.onnx")
     g = load_onnx(path)
-    assert isinstance(g.op(g.readout_name), (Identity, Dense))
+    # Dropout is y = x (Identity); a Softmax is computed in ANN mode, under its own name
+    kind = Identity if isinstance(tail, nn.Dropout) else OutputActivation
+    assert isinstance(g.op(g.readout_name), (kind, Dense))
+    assert not any(isinstance(op, Identity) and op.onnx_op in OUTPUT_FUNCTIONS
+                   for _, op in g.topo())
     assert_matches_ort(path)
+
+
+def test_an_ir_file_saved_with_a_softmax_as_identity_loads_as_output_activation(
+        tmp_path: Path) -> None:
+    """ir.json files written before OutputActivation had a name: ``Identity`` with
+    ``onnx_op`` Softmax (which ANN mode computed) loads as the op it was, with equal outputs."""
+    torch.manual_seed(0)
+    path = models.export(_Head(nn.Softmax(dim=1)).eval(), tmp_path / "h.onnx")
+    g = load_onnx(path)
+    save(g, tmp_path / "ir")
+    doc = json.loads((tmp_path / "ir" / "ir.json").read_text())
+    (node,) = [n for n in doc["nodes"] if n["op"] == "OutputActivation"]
+    node["op"] = "Identity"  # as the earlier save wrote it
+    (tmp_path / "ir" / "ir.json").write_text(json.dumps(doc))
+    old = load(tmp_path / "ir")
+    assert isinstance(old.op(node["name"]), OutputActivation)
+    x = np.random.default_rng(0).random((4, *models.IN_SHAPE), dtype=np.float32)
+    ref = run_onnxruntime(path, x)
+    np.testing.assert_allclose(run_ann(old, x), ref, rtol=1e-5, atol=1e-6)
+    assert np.allclose(ref.sum(1), 1.0)  # the softmax is computed, not dropped
 
 
 def _error(path: Path | str) -> str:

@@ -16,7 +16,7 @@ Flatten                                 ``Flatten(start_dim=0, end_dim=-1)`` (no
 Add (residual)                          no node: each input gets an edge to each user
                                         (NIR sums fan-in); with a neuron, the edges go
                                         into its ``IF``
-Identity                                no node (edges pass through)
+Identity, OutputActivation              no node (edges pass through)
 neuron ``if`` (threshold θ_c)           ``IF(r=1, v_threshold=θ, v_reset=0)`` with metadata
                                         ``reset="subtract"``, then ``Scale(θ)`` when any
                                         θ ≠ 1 (NIR spikes are 1; ours weigh θ)
@@ -62,6 +62,7 @@ from snncompile.ir.nodes import (
     Input,
     Layer,
     Output,
+    OutputActivation,
     ReLU,
 )
 
@@ -121,7 +122,7 @@ def check_exportable(graph: Graph) -> list[Diagnostic]:
         elif isinstance(op, ReLU) and op.neuron is None:
             bad.append(Diagnostic("a ReLU without a neuron (ANN form)", node=name, origin=origin))
         elif not isinstance(op, (Input, Output, Conv2d, Dense, Add, ReLU, AvgPool2d, Flatten,
-                                 Identity)):
+                                 Identity, OutputActivation)):
             what = {"MaxPool2d": "the spiking max-pool gate",
                     "CurrentMaxPool2d": "the current max-pool (CurrentMaxPool2d: a max over "
                                         "cumulative currents)"}.get(type(op).__name__,
@@ -189,7 +190,7 @@ def _export_node(nir: Any, graph: Graph, name: str, op: Any, readout: str,
         nodes[key] = nir.Output(output_type=np.array(shape), metadata=meta)
         edges.extend((s, key) for s in value[graph.inputs(name)[0]])
         return
-    if isinstance(op, Identity):
+    if isinstance(op, (Identity, OutputActivation)):
         value[name] = srcs
         return
     node = _synapse_node(nir, graph, name, op, meta)

@@ -16,7 +16,7 @@ The mappings are exact (no approximation):
 - Slice (steps > 0), Split and Gather (constant 1-D indices) along C, H or W, and a zero Pad
   of C (with or without H, W): a selection y[c, h, w] = x[c_idx[c], h_idx[h], w_idx[w]] (0
   where an index is −1), lowered to a fixed 0/1 convolution (``selections``).
-- Cast to float -> Identity.
+- Cast to float -> Identity; a final Softmax / LogSoftmax / Sigmoid -> OutputActivation.
 - GlobalAveragePool and ReduceMean over (H, W) = AvgPool2d with kernel (H, W).
 - Flatten(axis=1), Reshape to (N, C·H·W) and Squeeze of (N, C, 1, 1) -> Flatten (C-order, as
   both ONNX and torch).
@@ -49,6 +49,7 @@ from snncompile.ir.nodes import (
     Layer,
     MaxPool2d,
     Node,
+    OutputActivation,
     ReLU,
     Shape,
 )
@@ -542,6 +543,8 @@ def _non_negative(g: Graph, name: str) -> bool:
     op = g.op(name)
     if isinstance(op, Layer) and op.act is not None:
         return True
+    if isinstance(op, OutputActivation):
+        return op.onnx_op != "LogSoftmax"
     if isinstance(op, (MaxPool2d, AvgPool2d, Flatten, Identity, Concat)) or (
             isinstance(op, (Conv2d, Dense)) and np.all(op.weight >= 0)
             and (op.bias is None or np.all(op.bias >= 0))):
@@ -1148,8 +1151,8 @@ OUTPUT_ONLY = ("Softmax", "LogSoftmax", "Sigmoid")
 
 @converts(*OUTPUT_ONLY)
 def softmax(node: OnnxNode, b: Builder) -> str:
-    """A final Softmax/LogSoftmax over the classes, or a final Sigmoid -> Identity (argmax
-    is unchanged)."""
+    """A final Softmax/LogSoftmax over the classes, or a final Sigmoid -> OutputActivation
+    (argmax is unchanged)."""
     x = node.inputs[0]
     if node.outputs[0] not in b.graph_outputs:
         raise Unsupported("only allowed right before the graph output")
@@ -1157,9 +1160,11 @@ def softmax(node: OnnxNode, b: Builder) -> str:
     if node.op_type == "Sigmoid":
         if len(s) != 1:
             raise Unsupported(f"on an (N, {', '.join(map(str, s))}) input; only on (N, K)")
-        return b.add(node, Identity(origin=node.origin, onnx_op="Sigmoid"), [b.tensor(x)])
+        return b.add(node, OutputActivation(origin=node.origin, onnx_op="Sigmoid"),
+                     [b.tensor(x)])
     axis = int(node.attr("axis", -1 if b.opset >= 13 else 1))
     if len(s) != 1 or axis % 2 != 1:
         raise Unsupported(f"axis={axis} on an (N, {', '.join(map(str, s))}) input; only over the "
                           "classes of an (N, K) input")
-    return b.add(node, Identity(origin=node.origin, onnx_op=node.op_type), [b.tensor(x)])
+    return b.add(node, OutputActivation(origin=node.origin, onnx_op=node.op_type),
+                 [b.tensor(x)])

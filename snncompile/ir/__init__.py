@@ -24,6 +24,7 @@ from snncompile.ir.nodes import (
     Neuron,
     Node,
     Output,
+    OutputActivation,
     QuantSpec,
     ReLU,
 )
@@ -33,6 +34,6 @@ from snncompile.ir.verify import verify
 __all__ = [
     "LAYER_TYPES", "OP_TYPES", "WEIGHTED_TYPES", "Activation", "Add", "AvgPool2d", "BatchNorm",
     "CompileError", "Concat", "Conv2d", "CurrentMaxPool2d", "Dense", "Diagnostic", "Flatten",
-    "Graph", "Identity", "Input", "Layer", "MaxPool2d", "Neuron", "Node", "Output", "PassError",
-    "QuantSpec", "ReLU", "load", "save", "verify",
+    "Graph", "Identity", "Input", "Layer", "MaxPool2d", "Neuron", "Node", "Output",
+    "OutputActivation", "PassError", "QuantSpec", "ReLU", "load", "save", "verify",
 ]

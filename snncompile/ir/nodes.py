@@ -395,15 +395,35 @@ class Concat(Node):
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class Identity(Node):
-    """y = x for ONNX Identity and Dropout (inference); y = softmax(x) / log_softmax(x) /
-    sigmoid(x) for a final Softmax / LogSoftmax / Sigmoid. The readout is argmax, which none
-    of them changes, so ``remove-identity`` drops them all; until then ANN mode computes them
-    (to match ONNX)."""
+    """y = x: ONNX Identity, inference Dropout, and the no-op forms of Reshape, Transpose,
+    Concat, Pad, Squeeze and Cast (``onnx_op`` says which). ``remove-identity`` drops it."""
 
     onnx_op: str = "Identity"
 
     def out_shape(self, in_shapes: list[Shape]) -> Shape:
         return in_shapes[0]
+
+
+#: the monotone functions an OutputActivation computes (ONNX op type -> what it is)
+OUTPUT_FUNCTIONS = {"Softmax": "softmax over the classes", "LogSoftmax": "log-softmax over the "
+                    "classes", "Sigmoid": "sigmoid of each class"}
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class OutputActivation(Node):
+    """y = softmax(x), log_softmax(x) or sigmoid(x) (``onnx_op``) right before the graph output.
+    The readout is the argmax, which none of them changes, so ``remove-identity`` drops it;
+    until then ANN mode computes it (to match ONNX)."""
+
+    onnx_op: str = "Softmax"
+
+    def out_shape(self, in_shapes: list[Shape]) -> Shape:
+        return in_shapes[0]
+
+    def check(self) -> Iterator[str]:
+        yield from super().check()
+        if self.onnx_op not in OUTPUT_FUNCTIONS:
+            yield f"onnx_op={self.onnx_op!r}; expected one of {', '.join(OUTPUT_FUNCTIONS)}"
 
 
 LAYER_TYPES = (Conv2d, Dense, Add, ReLU)

@@ -19,7 +19,16 @@ import numpy as np
 
 from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.graph import Graph
-from snncompile.ir.nodes import OP_TYPES, Activation, Layer, Neuron, QuantSpec
+from snncompile.ir.nodes import (
+    OP_TYPES,
+    OUTPUT_FUNCTIONS,
+    Activation,
+    Identity,
+    Layer,
+    Neuron,
+    OutputActivation,
+    QuantSpec,
+)
 from snncompile.ir.typecheck import conforms, expected, field_hints
 from snncompile.ir.verify import verify
 
@@ -164,6 +173,8 @@ def _header(n: Any, i: int, src: Path) -> tuple[str, type, list[str]]:
     cls = OP_TYPES.get(n["op"])
     if cls is None or cls is Layer:
         raise _bad(src, name, f"unknown op type {n['op']!r}")
+    if cls is Identity and n["attrs"].get("onnx_op") in OUTPUT_FUNCTIONS:
+        cls = OutputActivation  # saved before OutputActivation had a name of its own
     if not all(isinstance(x, str) for x in n["inputs"]):
         raise _bad(src, name, f"inputs {n['inputs']!r}; expected a list of node names")
     return name, cls, n["inputs"]

@@ -48,6 +48,7 @@ from snncompile.ir.nodes import (
     MaxPool2d,
     Neuron,
     Output,
+    OutputActivation,
     ReLU,
 )
 from snncompile.passes.registry import PassContext, register_pass
@@ -156,7 +157,7 @@ def fold_thresholds(graph: Graph, ctx: PassContext) -> Graph:
             if theta is not None:
                 g.replace(name, neuron=_ones_neuron(op.neuron))
             k[name] = target
-        elif isinstance(op, (AvgPool2d, MaxPool2d, Identity, Output)):
+        elif isinstance(op, (AvgPool2d, MaxPool2d, Identity, OutputActivation, Output)):
             k[name] = k[ins[0]]
         elif isinstance(op, BatchNorm):
             ks = _expand(k[ins[0]], c)

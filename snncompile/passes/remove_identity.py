@@ -8,7 +8,7 @@ output.
 from __future__ import annotations
 
 from snncompile.ir.graph import Graph
-from snncompile.ir.nodes import Identity
+from snncompile.ir.nodes import Identity, OutputActivation
 from snncompile.passes.registry import PassContext, register_pass
 
 
@@ -17,6 +17,6 @@ def remove_identity(graph: Graph, ctx: PassContext) -> Graph:
     """Drop Identity, Dropout and a final Softmax/LogSoftmax/Sigmoid (argmax is unchanged)."""
     g = graph.copy()
     for name, op in list(g.topo()):
-        if isinstance(op, Identity):
+        if isinstance(op, (Identity, OutputActivation)):
             g.bypass(name)
     return g

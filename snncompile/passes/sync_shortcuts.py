@@ -40,11 +40,13 @@ from snncompile.ir.nodes import (
     Input,
     Layer,
     MaxPool2d,
+    OutputActivation,
     ReLU,
 )
 from snncompile.passes.registry import PassContext, register_pass
 
-_LINEAR = (Conv2d, Dense, ReLU, BatchNorm, AvgPool2d, MaxPool2d, Flatten, Identity)
+_LINEAR = (Conv2d, Dense, ReLU, BatchNorm, AvgPool2d, MaxPool2d, Flatten, Identity,
+           OutputActivation)
 
 
 def _spiking(op: Any) -> bool:

@@ -47,6 +47,7 @@ from snncompile.ir.nodes import (
     MaxPool2d,
     Node,
     Output,
+    OutputActivation,
     ReLU,
 )
 from snncompile.pooling import cummax_current
@@ -163,6 +164,7 @@ class AddLowering(_Op):
 
 @lowers(ReLU)
 @lowers(Identity)
+@lowers(OutputActivation)
 @lowers(Output)
 class PassLowering(_Op):
     """I = x (identity synapses; a final Softmax is dropped: argmax of the readout ignores it)."""
