@@ -17,7 +17,7 @@ MODEL := examples/digits_cnn.onnx
 # pip with 3 tries (a dropped download must not fail a fresh install)
 PIP_RETRY := .ci/pip-retry
 NETX_PKGS := lava-dl==0.6.0 'opencv-python-headless<4.12' torchvision==0.29.1
-# the NIR peer of tests/test_nir.py: sinabs pins nir<=1.0.4 and wants samna (a Speck driver its
+# the NIR peer of tests/backends/test_nir.py: sinabs pins nir<=1.0.4 and wants samna (a Speck driver its
 # NIR code does not use), so it goes in without its dependencies, like lava-dl
 NIR_PEER_PKGS := sinabs==3.1.3 nirtorch==2.6 pbr
 

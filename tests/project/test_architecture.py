@@ -22,8 +22,8 @@ from snncompile.ir.verify import verify
 from snncompile.passes import PassContext, get_pass, registered
 from snncompile.passes.pipelines import default_pipeline
 
-ROOT = Path(__file__).resolve().parents[1]
-GOLDEN = Path(__file__).resolve().parent / "golden"
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 
 
 # ------------------------------------------------------------------------ a user's neuron model

@@ -28,7 +28,7 @@ import build
 import models
 
 nir = pytest.importorskip("nir")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = [ROOT / "examples" / "digits_cnn.onnx", ROOT / "examples" / "digits_cnn_q4.onnx"]
 CPU = snncompile.CompileOptions(device="cpu")
 

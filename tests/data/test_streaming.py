@@ -25,7 +25,7 @@ from snncompile.passes.statistics import (
 )
 from snncompile.tools.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NUMPY1 = int(np.__version__.split(".")[0]) < 2
 
 

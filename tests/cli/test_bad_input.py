@@ -26,7 +26,7 @@ from snncompile.ir import graph as irgraph
 from snncompile.tools.cli import main
 from snncompile.tools.output import MARKER, Output, sweep_stale
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "examples" / "digits_cnn.onnx"
 
 

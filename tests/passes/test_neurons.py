@@ -24,7 +24,7 @@ from snncompile.tools.cli import main
 
 import build
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 Q4 = ROOT / "examples" / "digits_cnn_q4.onnx"
 
 

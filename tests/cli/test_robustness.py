@@ -27,7 +27,7 @@ from onnx import TensorProto, helper, numpy_helper
 from snncompile.tools.cli import main
 from snncompile.tools.output import MARKER
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "examples" / "digits_cnn.onnx"
 
 

@@ -17,7 +17,7 @@ from snncompile.tools.cli import main
 
 import models
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

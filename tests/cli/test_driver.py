@@ -15,7 +15,7 @@ from snncompile import data, driver
 from snncompile.options import CompileOptions
 from snncompile.tools.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "examples" / "digits_cnn.onnx"
 T = 16
 #: the settings both runs use: small, so that the tuner's search stays short

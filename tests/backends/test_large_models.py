@@ -27,7 +27,7 @@ from snncompile.tools.cli import main
 
 import build
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "examples" / "digits_cnn.onnx"
 #: (kernel, stride, padding, dilation): VGG's tiling 2×2/2 (odd plane: a row and a column in
 #: no window), 3×3/3, non-square 2×3, ResNet's overlapping padded 3×3/2, a dilated one

@@ -18,7 +18,7 @@ from snncompile.passes import PassContext, PassManager, get_pass, pass_spec, spl
 from snncompile.passes.threshold_search import mse_thresholds, rate_quantize
 from snncompile.tune import FRONT, tune
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _front(path: Path):
@@ -378,7 +378,7 @@ def test_quantized_network_still_gets_its_neuron_model_tuned() -> None:
     from snncompile.options import CompileOptions
     from snncompile.tune import neuron_choices
 
-    q4 = Path(__file__).resolve().parents[1] / "examples" / "digits_cnn_q4.onnx"
+    q4 = Path(__file__).resolve().parents[2] / "examples" / "digits_cnn_q4.onnx"
     tr = digits("train")
     ann = snncompile.load_onnx(q4)
     r = tune(ann, tr.x[:512], tr.y[:512], 1, neurons=neuron_choices(CompileOptions(), "gpu"))

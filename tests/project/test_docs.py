@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 #: pages generated while the site builds (docs/hooks.py), not files under docs/
 GENERATED = {"guide/cli.md", "index.md"}

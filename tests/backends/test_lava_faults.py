@@ -17,7 +17,7 @@ import pytest
 
 from snncompile.data import save_npz
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "examples" / "digits_cnn.onnx"
 
 

@@ -24,7 +24,7 @@ from snncompile.passes.quantize_weights import QuantizeWeights
 
 from build import cnn
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "examples" / "digits_cnn.onnx"
 
 
