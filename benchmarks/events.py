@@ -2,8 +2,9 @@
 fed one event frame per step, at T = 1..16, with and without temporal-consistency fine-tuning
 on the frames.
 
-    flock /work/.cpu.lock .venv/bin/python benchmarks/events.py          # the full table
-    .venv/bin/python benchmarks/events.py --quick                        # smoke run
+    .venv/bin/python -m benchmarks.events --steps 1,2,4,8,16 --finetune-steps 2,8 --finetune-epochs 2
+    .venv/bin/python -m benchmarks.events                  # T = 1..16, fine-tuned at 1, 2, 4, 8, 16
+    .venv/bin/python -m benchmarks.events --quick          # smoke run
 
 Data: there is no event data set here, so scikit-learn's 8×8 digits are turned into events by
 *simulated saccades*, as N-MNIST was recorded (Orchard et al. 2015) but in software: each digit
@@ -231,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
               "ann_epochs": a.ann_epochs, "seconds": time.perf_counter() - t0,
               "machine": {"python": platform.python_version(), "torch": torch.__version__,
                           "threads": a.threads, "cpu": platform.processor() or platform.machine()},
-              "command": "benchmarks/events.py " + " ".join(argv if argv is not None
+              "command": "python -m benchmarks.events " + " ".join(argv if argv is not None
                                                             else sys.argv[1:])}
     if not a.quick:
         RESULTS.mkdir(parents=True, exist_ok=True)

@@ -177,7 +177,7 @@ def main() -> None:
 
 def _write(a: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = "python benchmarks/finetune.py " + " ".join(sys.argv[1:])
+    cmd = "python -m benchmarks.finetune " + " ".join(sys.argv[1:])
     a.out.write_text(json.dumps({
         "command": cmd.strip(), "machine": platform.platform(), "cpu_threads": a.threads,
         "cpu_count": os.cpu_count(), "load_average_at_end": os.getloadavg(),
