@@ -40,6 +40,7 @@ from snncompile.frontend.op_table import (
     supported_ops,
 )
 from snncompile.frontend.quant_patterns import fold_quantized_activations
+from snncompile.frontend.selections import Selection
 from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.graph import Graph
 from snncompile.ir.nodes import Input, Output
@@ -424,10 +425,8 @@ def _convert_node(proto: Any, idx: int, b: Builder, folder: Any,
                                 origin=origin))
         poisoned.update(proto.output)
         return
-    if proto.output[0] in b.views or proto.output[0] in b.spatial \
-            or proto.output[0] in b.unchecked or proto.output[0] in b.nhwc \
-            or proto.output[0] in b.padded or proto.output[0] in b.selected:
-        return  # a 5-D view inside a channel shuffle: no IR tensor of its own
+    if proto.output[0] in b.views or proto.output[0] in b.unchecked:
+        return  # a layout view (``frontend.views``), or flat in the IR on purpose
     # cross-check the IR's shape with ONNX shape inference (catches converter bugs)
     want = onnx_shapes.get(proto.output[0])
     got = b.graph.shape(b.tensors[proto.output[0]])
@@ -449,7 +448,7 @@ def _finish(b: Builder, out_name: str, diags: list[Diagnostic],
         diags.insert(0, unsupported_ops_diagnostic(bad_types))
         diags[1:1] = [d for d in quant_notes if d.origin and d.origin.endswith(
             tuple(f"({t})" for t in bad_types))]
-    if not diags and out_name in b.selected:  # the model ends in a selection
+    if not diags and isinstance(b.views.get(out_name), Selection):  # ends in a selection
         try:
             b.tensor(out_name)
         except Unsupported as e:

@@ -29,11 +29,19 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from snncompile.frontend.selections import Selection, fold_into, lower
+from snncompile.frontend.views import (
+    ChannelGroups,
+    ChannelsLast,
+    Padded,
+    SpatialGather,
+    Squeezed,
+    View,
+)
 from snncompile.ir.graph import Graph
 from snncompile.ir.nodes import (
     Activation,
@@ -53,6 +61,8 @@ from snncompile.ir.nodes import (
     ReLU,
     Shape,
 )
+
+V = TypeVar("V")
 
 
 class Unsupported(Exception):
@@ -98,36 +108,29 @@ class Builder:
         self.consts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.graph_outputs = graph_outputs
         self.uses = uses  # ONNX tensor -> number of readers (+1 per graph output)
-        #: channel-group views (N, g1, g2, ..., H, W) of an IR activation inside a channel
-        #: shuffle: ONNX tensor -> (IR op of the (C, H, W) data, channel index array (g1, g2, ...))
-        self.views: dict[str, tuple[str, np.ndarray]] = {}
+        #: ONNX tensors that are layout views of IR data, not IR tensors (``views``)
+        self.views: dict[str, View] = {}
         self.permutations: dict[str, np.ndarray] = {}  # IR 1×1 conv -> its channel permutation
-        #: spatial gather views inside an exported adaptive average pool: ONNX tensor -> (IR op
-        #: of the (C, H, W) data, flat H·W index per view position, whether N, C lead the axes)
-        self.spatial: dict[str, tuple[str, np.ndarray, bool]] = {}
         self.spatial_maps: dict[str, np.ndarray] = {}  # IR Dense op made from such a view -> S
         self.unchecked: set[str] = set()  # ONNX tensors whose IR shape is flat on purpose
-        #: channels-last views (N, H, W, C) of an IR (C, H, W) activation, as TensorFlow/Keras
-        #: exports write them (Transpose perm [0, 2, 3, 1]): ONNX tensor -> the ONNX tensor of
-        #: the (N, C, H, W) data
-        self.nhwc: dict[str, str] = {}
-        #: IR Flatten of such a view -> p: the flat channels-last vector is x_flat[p]
+        #: IR Flatten of a channels-last view -> p: the flat channels-last vector is x_flat[p]
         self.feature_perms: dict[str, np.ndarray] = {}
-        #: zero-padded views (an explicit Pad: TensorFlow's asymmetric "same", torch's F.pad,
-        #: opset 9's AvgPool): ONNX tensor -> (the ONNX tensor padded, (top, left, bottom,
-        #: right)); the Conv / AveragePool reading it takes the padding over
-        self.padded: dict[str, tuple[str, tuple[int, int, int, int]]] = {}
-        #: ONNX tensors (N, C, 1) between two Squeezes (flat in the IR) -> their ONNX shape
-        self.squeezed: dict[str, tuple[int, ...]] = {}
-        #: selections (Slice, Split, Gather, a channel Pad; ``selections``) not yet read by
-        #: anything else: ONNX tensor -> the selection; ``tensor`` lowers one when it is read
-        self.selected: dict[str, Selection] = {}
         #: IR 1×1 convs (Dense) made from a channel (feature) selection -> its index vector
         self.channel_selections: dict[str, np.ndarray] = {}
 
     # ------------------------------------------------------------------ queries
     def is_const(self, name: str) -> bool:
         return name in self.consts
+
+    def view(self, name: str, kind: type[V]) -> V | None:
+        """The view of ONNX tensor ``name`` if it is one of ``kind``."""
+        v = self.views.get(name)
+        return v if isinstance(v, kind) else None
+
+    def unpadded(self, name: str) -> tuple[str, tuple[int, int, int, int]]:
+        """(the ONNX tensor, its zero padding (top, left, bottom, right)) of ``name``."""
+        p = self.view(name, Padded)
+        return (p.data, p.pads) if p else (name, (0, 0, 0, 0))
 
     def const(self, name: str, what: str = "input") -> np.ndarray:
         """The value of a batch-independent constant tensor."""
@@ -142,41 +145,32 @@ class Builder:
         """The IR op producing activation tensor ``name``."""
         if name in self.consts:
             raise Unsupported(f"input {name!r} is a constant; expected an activation tensor")
-        if name in self.selected:
+        v = self.views.get(name)
+        if isinstance(v, Selection):
             return self._lower_selection(name)
-        # views of an activation that have no IR tensor of their own, and who may read them
-        for views, what in (
-                (self.views, "a 5-D channel-group view; only a channel shuffle (Reshape -> "
-                             "Transpose -> Reshape) may use it"),
-                (self.spatial, "a gathered spatial view; only the exported adaptive average "
-                               "pool (Transpose -> GatherND -> Transpose -> ReduceMean) may "
-                               "use it"),
-                (self.padded, "zero-padded by a Pad; only a Conv or an AveragePool may read "
-                              "it (it takes the padding over)"),
-                (self.nhwc, "a channels-last (N, H, W, C) view; only a Flatten/Reshape to "
-                            "(N, -1) read by MatMul/Gemm, a ReduceMean over H, W, or a "
-                            "Transpose back to (N, C, H, W) may use it")):
-            if name in views:
-                raise Unsupported(f"input {name!r} is {what}")
+        if v is not None and v.readers:  # no IR tensor of its own
+            raise Unsupported(f"input {name!r} is {v.readers}")
         return self.tensors[name]
 
     def selection(self, name: str) -> Selection:
         """Activation ``name`` as a selection (an identity one unless it is a view; a padded
         view as its zero padding)."""
-        if name in self.selected:
-            return self.selected[name]
-        if name in self.padded:
-            x, (top, left, bottom, right) = self.padded[name]
-            sel = self.selection(x)
+        v = self.views.get(name)
+        if isinstance(v, Selection):
+            return v
+        if isinstance(v, Padded):
+            top, left, bottom, right = v.pads
+            sel = self.selection(v.data)
             return sel.pad(1, top, bottom, f"{name} (Pad)").pad(2, left, right, f"{name} (Pad)")
         src = self.tensor(name)
         return Selection.identity(src, tuple(self.shape(name)))
 
     def _lower_selection(self, name: str) -> str:
         """The IR op of selection ``name``, made (``selections.lower``) when first read."""
-        sel = self.selected[name]
+        sel = self.views[name]
+        assert isinstance(sel, Selection)
         if sel.is_identity:
-            del self.selected[name]
+            del self.views[name]
             self.tensors[name] = sel.src
             return sel.src
         try:
@@ -184,7 +178,7 @@ class Builder:
         except ValueError as e:
             raise Unsupported(f"the selection {name!r} ({' + '.join(sel.nodes)}) is no strided "
                               f"window of H or W: {e}") from None
-        del self.selected[name]
+        del self.views[name]
         ir = self.graph.add(self.graph.unique(sanitize(sel.nodes[-1].split(" (")[0]) or "select"),
                             op, [sel.src])
         if all(sel.untouched(a) for a in range(1, len(sel.idx))):
@@ -338,7 +332,7 @@ def _f32(a: np.ndarray) -> np.ndarray:
 @converts("Conv")
 def conv(node: OnnxNode, b: Builder) -> str:
     """Conv (2-D; groups 1, depthwise or grouped) -> Conv2d."""
-    x, extra = b.padded.get(node.inputs[0], (node.inputs[0], (0, 0, 0, 0)))
+    x, extra = b.unpadded(node.inputs[0])
     c, h, w = _image(node, b, x)
     weight = b.const(node.inputs[1], "weight")
     if weight.ndim != 4:
@@ -569,7 +563,7 @@ def maxpool(node: OnnxNode, b: Builder) -> str:
 @converts("AveragePool")
 def avgpool(node: OnnxNode, b: Builder) -> str:
     """AveragePool (2-D, no dilation) -> AvgPool2d."""
-    x, extra = b.padded.get(node.inputs[0], (node.inputs[0], (0, 0, 0, 0)))
+    x, extra = b.unpadded(node.inputs[0])
     _, h, w = _image(node, b, x)
     k = _ints(node.attr("kernel_shape"), 2, 1, "kernel_shape")
     s = _ints(node.attr("strides"), 2, 1, "strides")
@@ -612,13 +606,13 @@ def reduce_mean(node: OnnxNode, b: Builder) -> str:
     axes = node.attr("axes")
     if len(node.inputs) > 1 and node.inputs[1]:
         axes = b.const(node.inputs[1], "axes").reshape(-1).tolist()
-    if x in b.spatial:
+    if b.view(x, SpatialGather):
         if node.attr("keepdims", 1):
             raise Unsupported("keepdims=1 on a gathered spatial view")
         return _spatial_mean(node, b, list(axes or []))
     spatial = [2, 3]
-    if x in b.nhwc:  # Keras' GlobalAveragePooling2D: the mean over axes 1, 2 of (N, H, W, C)
-        x, spatial = b.nhwc[x], [1, 2]
+    if nhwc := b.view(x, ChannelsLast):  # Keras' GlobalAveragePooling2D: the mean over axes
+        x, spatial = nhwc.data, [1, 2]  # 1, 2 of (N, H, W, C)
         if node.attr("keepdims", 1):
             raise Unsupported("keepdims=1 on a channels-last view")
     _, h, w = _image(node, b, x)
@@ -637,11 +631,12 @@ def reduce_mean(node: OnnxNode, b: Builder) -> str:
 def flatten(node: OnnxNode, b: Builder) -> str:
     """Flatten(axis=1) -> Flatten."""
     x = node.inputs[0]
-    rank = len(b.shape(b.nhwc.get(x, x))) + 1
+    nhwc = b.view(x, ChannelsLast)
+    rank = len(b.shape(nhwc.data if nhwc else x)) + 1
     axis = int(node.attr("axis", 1))
     if axis % rank != 1:
         raise Unsupported(f"axis={axis}; only axis=1 (keep the batch axis) is supported")
-    if x in b.nhwc:
+    if nhwc:
         target = np.array([0, -1])
         return _flatten_nhwc(node, b, (target, target), False)
     return b.add(node, Flatten(origin=node.origin), [b.tensor(x)])
@@ -651,7 +646,7 @@ def _flatten_nhwc(node: OnnxNode, b: Builder, targets: tuple[np.ndarray, np.ndar
                   allowzero: bool) -> str:
     """Flatten of a channels-last view (Keras' Flatten): the IR flattens (C, H, W) and the
     MatMul/Gemm that reads it gets its columns permuted (``fold_feature_permutations``)."""
-    src = b.nhwc[node.inputs[0]]
+    src = b.views[node.inputs[0]].data
     c, h, w = b.shape(src)
     const = targets[0] is targets[1] or np.array_equal(*targets)
     n = (b.fixed_batch if const else None) or b.batch_sizes[0]
@@ -684,7 +679,8 @@ def _resolve_reshape(in_full: tuple[int, ...], target: np.ndarray,
 def squeeze(node: OnnxNode, b: Builder) -> str:
     """Squeeze of size-1 axes after a global pool, (N, C, 1, 1) -> (N, C): Flatten."""
     x = node.inputs[0]
-    s = b.squeezed.get(x) or b.shape(x)
+    squeezed = b.view(x, Squeezed)
+    s = squeezed.shape if squeezed else b.shape(x)
     rank = len(s) + 1
     if len(node.inputs) > 1 and node.inputs[1]:
         axes = [int(a) for a in b.const(node.inputs[1], "axes").reshape(-1)]
@@ -703,7 +699,7 @@ def squeeze(node: OnnxNode, b: Builder) -> str:
     else:
         drop = {i + 1 for i, d in enumerate(s) if d == 1}
     kept = tuple(d for i, d in enumerate(s) if i + 1 not in drop)
-    if kept == tuple(s) or (x in b.squeezed and len(kept) == 1):
+    if kept == tuple(s) or (squeezed and len(kept) == 1):
         out = b.add(node, Identity(origin=node.origin, onnx_op="Squeeze"), [b.tensor(x)])
     elif len(kept) == 1 or math.prod(kept[1:]) == 1:
         out = b.add(node, Flatten(origin=node.origin), [b.tensor(x)])
@@ -712,7 +708,7 @@ def squeeze(node: OnnxNode, b: Builder) -> str:
                           "only squeezing to (N, C) is supported")
     if len(kept) > 1 and kept != tuple(b.shape(x)):
         # x.squeeze(-1).squeeze(-1): (N, C, 1) in between, flat in the IR
-        b.squeezed[node.outputs[0]] = kept
+        b.views[node.outputs[0]] = Squeezed(kept)
         b.unchecked.add(node.outputs[0])
     return out
 
@@ -724,9 +720,9 @@ def reshape(node: OnnxNode, b: Builder) -> str:
     if shape_name not in b.consts:
         raise Unsupported("the target shape is not a constant")
     allowzero = bool(node.attr("allowzero", 0))
-    if x in b.views:
+    if b.view(x, ChannelGroups):
         return _end_of_shuffle(node, b)
-    if x in b.nhwc:
+    if b.view(x, ChannelsLast):
         return _flatten_nhwc(node, b, b.consts[shape_name], allowzero)
     s = b.shape(x)
     targets = b.consts[shape_name]
@@ -746,7 +742,7 @@ def reshape(node: OnnxNode, b: Builder) -> str:
                            and math.prod(o2[1:-2]) == s[0] and o2[1:] == o[1:]
                            for n2, o2 in outs):
         # (N, C, H, W) -> (N, g1, g2, ..., H, W): the start of a channel shuffle
-        b.views[node.outputs[0]] = (b.tensor(x), np.arange(s[0]).reshape(o[1:-2]))
+        b.views[node.outputs[0]] = ChannelGroups(b.tensor(x), np.arange(s[0]).reshape(o[1:-2]))
         return b.tensor(x)
     shown = ", ".join("N" if v == n else str(v) for v in o)
     raise Unsupported(f"reshape from (N, {', '.join(map(str, s))}) to ({shown}); only "
@@ -757,7 +753,8 @@ def _end_of_shuffle(node: OnnxNode, b: Builder) -> str:
     """Reshape of a channel-group view back to (N, C, H, W): output channel i is input channel
     p[i], p the view's index array read in C order -> a 1×1 Conv2d with W[i, p[i]] = 1 (exact),
     folded into the next convolution's weights by ``fold_channel_permutations``."""
-    src, idx = b.views[node.inputs[0]]
+    groups = b.views[node.inputs[0]]
+    src, idx = groups.src, groups.index
     c, h, w = b.graph.shape(src)
     for n, target in zip(b.batch_sizes, b.consts[node.inputs[1]]):
         full = _resolve_reshape((n, *idx.shape, h, w), target, bool(node.attr("allowzero", 0)))
@@ -779,20 +776,22 @@ def transpose(node: OnnxNode, b: Builder) -> str:
     The view's channel index array is transposed the same way (batch and H, W stay put)."""
     x = node.inputs[0]
     perm = [int(p) for p in node.attr("perm", [])]
-    if x in b.spatial:
+    if b.view(x, SpatialGather):
         return _spatial_transpose(node, b, perm)
-    if x in b.nhwc:
+    if nhwc := b.view(x, ChannelsLast):
         if perm != [0, 3, 1, 2]:
             raise Unsupported(f"perm={perm} on a channels-last view; only [0, 3, 1, 2] back")
-        return b.tensor(b.nhwc[x])
-    if x not in b.views and perm == [0, 2, 3, 1] and len(b.shape(x)) == 3:
-        b.nhwc[node.outputs[0]] = x  # (N, C, H, W) -> (N, H, W, C): Keras' layout
+        return b.tensor(nhwc.data)
+    groups = b.view(x, ChannelGroups)
+    if groups is None and perm == [0, 2, 3, 1] and len(b.shape(x)) == 3:
+        b.views[node.outputs[0]] = ChannelsLast(x)  # (N, C, H, W) -> (N, H, W, C): Keras'
         return b.tensor(x)
-    if x not in b.views and perm == [2, 3, 0, 1] and len(b.shape(x)) == 3:
+    if groups is None and perm == [2, 3, 0, 1] and len(b.shape(x)) == 3:
         _, h, w = b.shape(x)  # (N, C, H, W) -> (H, W, N, C): a gather over positions follows
-        b.spatial[node.outputs[0]] = (b.tensor(x), np.arange(h * w).reshape(h, w), False)
+        b.views[node.outputs[0]] = SpatialGather(b.tensor(x), np.arange(h * w).reshape(h, w),
+                                                 False)
         return b.tensor(x)
-    if x not in b.views:
+    if groups is None:
         rank = len(b.shape(x)) + 1
         if perm == list(range(rank)):
             return b.add(node, Identity(origin=node.origin, onnx_op="Transpose"),
@@ -810,21 +809,23 @@ def transpose(node: OnnxNode, b: Builder) -> str:
             return src
         raise Unsupported(f"perm={perm} changes the memory layout of an activation; only "
                           "channel-group transposes inside a channel shuffle are supported")
-    src, idx = b.views[x]
-    k = idx.ndim
+    k = groups.index.ndim
     if len(perm) != k + 3 or perm[0] != 0 or perm[-2:] != [k + 1, k + 2]:
         raise Unsupported(f"perm={perm}; a channel shuffle keeps the batch and H, W axes")
-    b.views[node.outputs[0]] = (src, idx.transpose([p - 1 for p in perm[1:-2]]))
-    return src
+    b.views[node.outputs[0]] = ChannelGroups(
+        groups.src, groups.index.transpose([p - 1 for p in perm[1:-2]]))
+    return groups.src
 
 
 def _spatial_transpose(node: OnnxNode, b: Builder, perm: list[int]) -> str:
-    src, idx, lead = b.spatial[node.inputs[0]]
+    v = b.views[node.inputs[0]]
+    src, idx, lead = v.src, v.index, v.lead
     k = idx.ndim
     if not lead and perm == [k, k + 1, *range(k)]:
-        b.spatial[node.outputs[0]] = (src, idx, True)
+        b.views[node.outputs[0]] = SpatialGather(src, idx, True)
     elif lead and perm[:2] == [0, 1] and sorted(perm[2:]) == list(range(2, k + 2)):
-        b.spatial[node.outputs[0]] = (src, idx.transpose([p - 2 for p in perm[2:]]), True)
+        b.views[node.outputs[0]] = SpatialGather(src, idx.transpose([p - 2 for p in perm[2:]]),
+                                                 True)
     else:
         raise Unsupported(f"perm={perm} on a gathered spatial view")
     return src
@@ -835,16 +836,17 @@ def gather_nd(node: OnnxNode, b: Builder) -> str:
     """GatherND of spatial positions (constant indices) from an (H, W, N, C) view: how the
     dynamo exporter writes an adaptive average pool whose output does not divide the input."""
     x = node.inputs[0]
-    if x not in b.spatial or b.spatial[x][2] or int(node.attr("batch_dims", 0)):
+    v = b.view(x, SpatialGather)
+    if v is None or v.lead or int(node.attr("batch_dims", 0)):
         raise Unsupported("only a gather of spatial positions (batch_dims=0) inside an "
                           "exported adaptive average pool is supported")
-    src, idx, _ = b.spatial[x]
+    src, idx = v.src, v.index
     ind = b.const(node.inputs[1], "indices").astype(np.int64)
     if ind.shape[-1] != idx.ndim:
         raise Unsupported(f"indices of shape {ind.shape} do not address the {idx.ndim} "
                           "spatial axes")
     ind = ind % np.array(idx.shape)  # negative indices count from the end
-    b.spatial[node.outputs[0]] = (src, idx[tuple(np.moveaxis(ind, -1, 0))], False)
+    b.views[node.outputs[0]] = SpatialGather(src, idx[tuple(np.moveaxis(ind, -1, 0))], False)
     return src
 
 
@@ -853,7 +855,8 @@ def _spatial_mean(node: OnnxNode, b: Builder, axes: list[int]) -> str:
     with S[o, p] = (number of times position p is averaged into o) / (values averaged), as a
     Dense with weight I_C ⊗ S on the flattened input; ``fold_spatial_maps`` folds it into the
     Gemm that follows (the usual AdaptiveAvgPool -> Flatten -> Linear)."""
-    src, idx, lead = b.spatial[node.inputs[0]]
+    v = b.views[node.inputs[0]]
+    src, idx, lead = v.src, v.index, v.lead
     k = idx.ndim
     red = sorted({a % (k + 2) for a in axes})
     if not lead or any(a < 2 for a in red):
@@ -966,13 +969,13 @@ def pad(node: OnnxNode, b: Builder) -> str:
         raise Unsupported(f"pads={pads}, mode {mode}, value {value}; only zero padding of the "
                           "channels, H and W is supported")
     if rank == 4 and sel.is_identity and not pads[1] and not pads[5] and min(pads) >= 0:
-        b.padded[node.outputs[0]] = (x, (pads[2], pads[3], pads[6], pads[7]))
+        b.views[node.outputs[0]] = Padded(x, (pads[2], pads[3], pads[6], pads[7]))
         return b.tensor(x)
     for axis in range(1, rank):
         sel = sel.pad(axis - 1, pads[axis], pads[axis + rank], node.origin)
     if min(sel.shape) < 1:
         raise Unsupported(f"pads={pads} remove every entry of an axis")
-    b.selected[node.outputs[0]] = sel
+    b.views[node.outputs[0]] = sel
     return sel.src
 
 
@@ -1039,7 +1042,7 @@ def slice_(node: OnnxNode, b: Builder) -> str:
         if not len(kept):
             raise Unsupported(f"{start}:{end}:{step} of axis {axis} is empty")
         sel = sel.take(axis - 1, kept, node.origin)
-    b.selected[node.outputs[0]] = sel
+    b.views[node.outputs[0]] = sel
     return sel.src
 
 
@@ -1067,7 +1070,7 @@ def split(node: OnnxNode, b: Builder) -> str:
     start = 0
     for out, size in zip(node.outputs, sizes):
         if out:
-            b.selected[out] = sel.take(axis - 1, np.arange(start, start + size), node.origin)
+            b.views[out] = sel.take(axis - 1, np.arange(start, start + size), node.origin)
             b.tensors[out] = sel.src
         start += size
     return sel.src
@@ -1092,7 +1095,7 @@ def gather(node: OnnxNode, b: Builder) -> str:
     ind = ind.astype(np.int64)
     if np.any((ind < -n) | (ind >= n)):
         raise Unsupported(f"indices {ind.tolist()} out of range for an axis of {n}")
-    b.selected[node.outputs[0]] = sel.take(axis - 1, ind % n, node.origin)
+    b.views[node.outputs[0]] = sel.take(axis - 1, ind % n, node.origin)
     return sel.src
 
 
@@ -1108,9 +1111,9 @@ def cast(node: OnnxNode, b: Builder) -> str:
     if to != _FLOAT:
         raise Unsupported(f"to={to}; only a cast of an activation to float (1)")
     x = node.inputs[0]
-    if x in b.selected:
-        b.selected[node.outputs[0]] = b.selected[x]
-        return b.selected[x].src
+    if sel := b.view(x, Selection):
+        b.views[node.outputs[0]] = sel
+        return sel.src
     return b.add(node, Identity(origin=node.origin, onnx_op="Cast"), [b.tensor(x)])
 
 
