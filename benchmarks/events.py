@@ -2,7 +2,8 @@
 fed one event frame per step, at T = 1..16, with and without temporal-consistency fine-tuning
 on the frames.
 
-    .venv/bin/python -m benchmarks.events --steps 1,2,4,8,16 --finetune-steps 2,8 --finetune-epochs 2
+    .venv/bin/python -m benchmarks.events --steps 1,2,4,8,16 --finetune-steps 2,8 \
+        --finetune-epochs 2                                # the README table
     .venv/bin/python -m benchmarks.events                  # T = 1..16, fine-tuned at 1, 2, 4, 8, 16
     .venv/bin/python -m benchmarks.events --quick          # smoke run
 
