@@ -208,6 +208,30 @@ def test_quantized_weights(granularity: str, rng, digits_train) -> None:
     assert res.predictions.shape == (8, 64)
 
 
+@pytest.mark.parametrize("kernel,stride,padding,include", [
+    ((2, 2), (2, 2), (0, 0, 0, 0), True), ((3, 3), (2, 2), (1, 1, 1, 1), True),
+    ((2, 3), (2, 1), (0, 0, 0, 0), True), ((3, 3), (1, 1), (0, 1, 1, 0), True),
+    ((4, 4), (4, 4), (0, 0, 0, 0), True), ((3, 3), (2, 2), (1, 1, 1, 1), False)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpu_avgpool_is_torchs_bit_for_bit(kernel, stride, padding, include, dtype) -> None:
+    """interp.avgpool's strided-slice sum on CPU gives F.avg_pool2d's values exactly, so the
+    spikes downstream do not change with it (θ-weighted sparse maps, as a simulation pools)."""
+    import torch.nn.functional as F
+
+    from snncompile.interp import avgpool, pad2d
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 4, 13, 13, generator=g, dtype=dtype) * 3.7
+    x = x * (torch.rand(x.shape, generator=g) < 0.3)
+    op = AvgPool2d(kernel=kernel, stride=stride, padding=padding, count_include_pad=include)
+    p = padding
+    if p[0] == p[2] and p[1] == p[3]:
+        want = F.avg_pool2d(x, kernel, stride, (p[0], p[1]), count_include_pad=include)
+    else:
+        want = F.avg_pool2d(pad2d(x, p), kernel, stride)
+    assert torch.equal(avgpool(op, x), want)
+
+
 def test_avgpool_is_exact_and_maxpool_gate(digits_train) -> None:
     """Spikes through AvgPool equal the pool of the spikes (a linear op); the max-pool gate
     passes, per window and step, the spike of the unit with the most spikes so far."""

@@ -107,24 +107,24 @@ def scan_signed_if(current: Tensor, theta: Tensor, alpha: float, members: int = 
     n = _init(state, "n", lambda: torch.zeros_like(v))
     steps = current.shape[0]
     if not torch.is_grad_enabled() and spike is heaviside:  # in place, no per-step allocation
+        # comparisons straight into float 1.0 / 0.0 (a bool -> float copy costs 7x a compare
+        # on CPU); products of 0/1 values are exact, so this is the logical and
         out = torch.empty_like(current)
-        fired = torch.empty(v.shape, dtype=torch.bool, device=v.device)
-        pos = torch.empty(v.shape, dtype=torch.bool, device=v.device)
+        pos = torch.empty_like(v)
         neg = torch.empty_like(v)
         low = -SIGNED_EPS * theta
         for t in range(current.shape[0]):
+            s = out[t]
             v.add_(current[t])
-            torch.ge(v, theta, out=fired)
-            out[t].copy_(fired)
-            v.addcmul_(out[t], theta, value=-1.0)
-            n.add_(out[t])
-            torch.le(v, low, out=fired)
+            torch.ge(v, theta, out=s)
+            v.addcmul_(s, theta, value=-1.0)
+            n.add_(s)
+            torch.le(v, low, out=neg)
             torch.gt(n, 0, out=pos)
-            fired.logical_and_(pos)
-            neg.copy_(fired)
+            neg.mul_(pos)
             v.addcmul_(neg, theta)
             n.sub_(neg)
-            out[t].sub_(neg)
+            s.sub_(neg)
         return _keep(state, out, steps, v=v, n=n)
     spikes = []
     for t in range(current.shape[0]):
@@ -147,16 +147,16 @@ def scan_gn(current: Tensor, theta: Tensor, alpha: float, members: int = 1,
     steps = current.shape[0]
     if not torch.is_grad_enabled() and spike is heaviside:  # in place, no per-step allocation
         out = torch.empty_like(current)
-        fired = torch.empty(v.shape, dtype=torch.bool, device=v.device)
+        fired = torch.empty_like(v)  # float 1.0 / 0.0: no bool -> float copy (scan_signed_if)
         levels = [k * theta for k in range(1, members + 1)]
         for t in range(current.shape[0]):
+            s = out[t]
             v.add_(current[t])
-            torch.ge(v, levels[0], out=fired)
-            out[t].copy_(fired)
+            torch.ge(v, levels[0], out=s)
             for lv in levels[1:]:
                 torch.ge(v, lv, out=fired)
-                out[t].add_(fired)
-            v.addcmul_(out[t], theta, value=-1.0)
+                s.add_(fired)
+            v.addcmul_(s, theta, value=-1.0)
         return _keep(state, out, steps, v=v)
     spikes = []
     for t in range(current.shape[0]):
