@@ -14,7 +14,7 @@ Networks (``snncompile.zoo``, exported as written with torch's TorchScript expor
 - ``resnet20a``: He et al.'s ResNet-20 with option-A shortcuts (strided Slice + channel Pad);
 - ``vgg11``: VGG-11 with BatchNorm and 2×2 MaxPool, channels × ``--vgg-width``;
 - ``resnet20a_qcfs4``: ``resnet20a`` with every ReLU replaced by a QCFS activation with L = 4
-  levels (``snncompile.train.quantize_relus``), fine-tuned.
+  levels (``snncompile.qat.quantize_relus``), fine-tuned.
 
 Recipe: SGD (momentum 0.9, Nesterov, weight decay 5e-4), one-cycle learning rate (peak 0.1),
 batch 128, random crop with 4-pixel padding and horizontal flips; inputs normalised with the
@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from snncompile import zoo
 from snncompile.data import PRESETS
-from snncompile.train import quantize_relus
+from snncompile.qat import quantize_relus
 
 MEAN = np.asarray(PRESETS["cifar10"].mean, np.float32).reshape(1, 3, 1, 1)
 STD = np.asarray(PRESETS["cifar10"].std, np.float32).reshape(1, 3, 1, 1)

@@ -9,7 +9,7 @@ Models (all on the bundled digits data, 1×8×8, seeded; trained here in seconds
 - ``resnet``: ``tests/models.resnet_block`` (stem + identity block + downsampling block with a
   1×1 projection shortcut, BatchNorm) trained for ``--resnet-epochs`` epochs;
 - ``cnn_qL`` for L = 2, 4, 8: the digits CNN architecture (``examples/train_digits.build``)
-  trained as a float ANN, every ReLU swapped for ``snncompile.train.QuantReLU(L)`` and
+  trained as a float ANN, every ReLU swapped for ``snncompile.qat.QuantReLU(L)`` and
   fine-tuned (the recipe of ``examples/train_quantized_digits.py``, fewer epochs).
 
 Neuron options: if, if-hard, signed-if, gn (M=2, M=4), bistable (window ρ=2), sigma-delta
@@ -61,7 +61,7 @@ RESNET_EXTRA = {"if +sync": {"sync_shortcuts": True},
 
 # ------------------------------------------------------------------ models
 def make_models(tmp: Path, quick: bool, resnet_epochs: int) -> dict[str, Path]:
-    from snncompile.train import quantize_relus
+    from snncompile.qat import quantize_relus
 
     build, export, train = (models.train_digits.build, models.train_digits.export,
                             models.train_digits.train)

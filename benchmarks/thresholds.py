@@ -7,8 +7,8 @@ tests use, ``tests/models.py``'s ``resnet_block`` (10 epochs) and ``vgg_maxpool`
 Calibration: the first 512 digits training images; evaluation: the 540 test images; direct
 coding, IF neurons, α = 0.5; one run to T = 64 per setting gives every t ≤ 64 (these fixed rows
 use ``no_tune=True``). The ``tuned`` row is what no flags at all give: for each T one
-``snncompile.compile(..., timesteps=T)`` whose conversion ``snncompile.tune`` chose on held-out
-calibration samples (default budget: 8192 simulated samples), its accuracy at that
+``snncompile.compile(..., timesteps=T)`` whose conversion ``snncompile.pipeline_search``
+chose on held-out calibration samples (default budget: 8192 simulated samples), its accuracy at that
 T and the tuning time (seconds, per T; the JSON also has the simulated samples spent).
 Writes benchmarks/results/thresholds.json and prints a markdown table.
 """

@@ -3,7 +3,7 @@
     .venv/bin/python examples/train_quantized_digits.py --levels 4   # examples/digits_cnn_q4.onnx
 
 Same architecture as ``examples/train_digits.py`` (its ``build()``). Recipe
-(``snncompile.train.quant``): train the float ANN, swap every ReLU for ``QuantReLU(L)`` with λ
+(``snncompile.qat.quant``): train the float ANN, swap every ReLU for ``QuantReLU(L)`` with λ
 initialised at the 99th percentile of that ReLU's output, fine-tune a few epochs at a lower
 learning rate, export. Fixed seed; a few seconds on a 2-core CPU. The first Conv's ReLU, the
 second's and the hidden Linear's each become one quantized activation with L levels.
@@ -22,7 +22,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from examples.train_digits import build, export, train  # noqa: E402
 from snncompile.data import digits  # noqa: E402
-from snncompile.train import quant_parameters, quantize_relus  # noqa: E402
+from snncompile.qat import quant_parameters, quantize_relus  # noqa: E402
 
 
 def finetune(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> None:

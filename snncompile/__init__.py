@@ -109,7 +109,8 @@ def convert(model: str | Path | Graph, *, target: str = "gpu",
     holds per-pass results).
 
     Without ``passes``, with calibration data and tuning on (the default), the conversion
-    passes are chosen for ``timesteps`` by ``snncompile.tune`` on held-out calibration samples;
+    passes are chosen for ``timesteps`` by ``snncompile.pipeline_search`` on held-out
+    calibration samples;
     ``ctx.notes["tuning"]`` says what was chosen; ``no_tune=True`` (or an explicit ``norm``,
     ``channelwise`` or ``alpha``, as on the command line: ``driver.tuning_on``) gives the
     fixed pipeline. Samples in memory are used as given; a path is read as the command line

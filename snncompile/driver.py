@@ -104,7 +104,7 @@ class Compilation:
     calibration_is_eval: bool = False
     passes: PassManager | None = None
     context: PassContext | None = None
-    tuning: Any = None  # snncompile.tune.TuneResult when the pipeline was tuned
+    tuning: Any = None  # snncompile.pipeline_search.TuneResult when the pipeline was tuned
     snn: Graph | None = None
     finetune_info: dict[str, Any] | None = None
     t0: float = field(default_factory=time.perf_counter)
@@ -319,9 +319,10 @@ def choose_pipeline(c: Compilation) -> PassManager:
 
 
 def _tune(c: Compilation) -> Any:
-    """The one call of ``snncompile.tune``: rank 0 tunes on at most ``MAX_SAMPLES`` spread
-    calibration samples (in memory) and broadcasts its choice to all ranks."""
-    from snncompile.tune import MAX_SAMPLES, neuron_choices, tune
+    """The one call of ``snncompile.pipeline_search``: rank 0 tunes on at most
+    ``MAX_SAMPLES`` spread calibration samples (in memory) and broadcasts its choice to all
+    ranks."""
+    from snncompile.pipeline_search import MAX_SAMPLES, neuron_choices, tune
 
     o = c.options
     result = None

@@ -17,7 +17,7 @@ them, so that what the frontend meets in a test is what it meets in a user's ONN
   stages, one linear classifier on the 1×1×512 map).
 - ``act``: ``"relu"``; ``"relu6"`` (``nn.ReLU6``: ONNX ``Clip(0, 6)``); ``"clip"``
   (``torch.clamp(relu(x), max=m)`` as hardware-aware training writes it: ``Relu`` then
-  ``Clip(max=m)``). ``snncompile.train.quantize_relus`` turns the ReLUs of a trained model into
+  ``Clip(max=m)``). ``snncompile.qat.quantize_relus`` turns the ReLUs of a trained model into
   QCFS activations.
 """
 

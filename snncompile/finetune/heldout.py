@@ -10,13 +10,14 @@ Score of a network on held-out sample i, in the gpu simulator (direct or the run
     correct_i = [argmax_k V_k(T) = target_i]     (target: the label, else the ANN's argmax)
     loss_i    = log(1 + KL(softmax(z_i) ‖ softmax(V(T)/T)))
 
-with V(T) the readout's accumulated potential (V(T)/T in logit units) and z_i the teacher
-ANN's logits (the tuner's loss, ``snncompile.tune``). A network's score is (held-out accuracy,
-−mean loss), compared lexicographically: the accuracy decides, the loss breaks ties. The run
-returns the best-scoring network (later steps win exact ties), so fine-tuning that would lower
-the held-out accuracy keeps the network it started from, and says so (``HeldOutCheck.summary``,
-``report``). With fewer than ``2·MIN_HELD`` samples nothing is held out and the check scores
-the training samples themselves (it says so: the guarantee is then only on what was trained).
+with V(T) the readout's accumulated potential (V(T)/T in logit units) and z_i the teacher ANN's
+logits (the tuner's loss, ``snncompile.pipeline_search``). A network's score is (held-out
+accuracy, −mean loss), compared lexicographically: the accuracy decides, the loss breaks ties.
+The run returns the best-scoring network (later steps win exact ties), so fine-tuning that
+would lower the held-out accuracy keeps the network it started from, and says so
+(``HeldOutCheck.summary``, ``report``). With fewer than ``2·MIN_HELD`` samples nothing is held
+out and the check scores the training samples themselves (it says so: the guarantee is then
+only on what was trained).
 """
 
 from __future__ import annotations

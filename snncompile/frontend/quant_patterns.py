@@ -8,7 +8,7 @@ Two ONNX spellings of it are recognised and replaced by one node
 ``QuantReLU(x) {levels=L, hi=λ, shift=s}`` in the domain ``ai.snncompile`` (the converter at
 the end of this module turns that node into ``ReLU(act=Activation(...))``):
 
-1. **Clip-floor-shift chains** (QCFS; ``snncompile.train.QuantReLU`` exported by
+1. **Clip-floor-shift chains** (QCFS; ``snncompile.qat.QuantReLU`` exported by
    ``torch.onnx.export(..., dynamo=False)`` at opsets 13-20 emits exactly
    ``Div(x, λ) → Mul(·, L) → Add(·, 0.5) → Floor → Div(·, L) → Clip(·, 0, 1) → Mul(·, λ)``).
    The matcher is not tied to that sequence: it works by algebra, not spelling. Around a

@@ -31,7 +31,7 @@ sharding.
 ``layers`` overrides the statistic and granularity per layer (``NAME:NORM:layer|channel``
 entries separated by ``;``, see ``layer_options``), e.g.
 ``balance-thresholds{norm=p99.9,layers=/0/Conv:max:channel;/3/Conv:p99:layer}``: what the
-automatic tuner (``snncompile.tune``) writes, so its choice replays as a plain pipeline.
+automatic tuner (``snncompile.pipeline_search``) writes, so its choice replays as a plain pipeline.
 """
 
 from __future__ import annotations

@@ -10,10 +10,11 @@ takes α = its shift s instead: then n(L) = clip(floor(a·L/θ + s), 0, L) at T 
 ANN's quantized activation (θ = λ comes from balance-thresholds).
 
 ``layers`` sets α per layer (``NAME:ALPHA`` entries separated by ``;``), e.g.
-``initial-potential{alpha=0.5,layers=/0/Conv:0.25}``: the tuner (``snncompile.tune``) writes
-these. Why per layer: before a MaxPool gate, a higher α makes every unit fire early, so the gate
-picks the winner from counts that are less quantized at small T; a layer fed by noisy spike
-trains may prefer a different rounding point than the first layer, which sees constant input.
+``initial-potential{alpha=0.5,layers=/0/Conv:0.25}``: the tuner
+(``snncompile.pipeline_search``) writes these. Why per layer: before a MaxPool gate, a higher
+α makes every unit fire early, so the gate picks the winner from counts that are less quantized
+at small T; a layer fed by noisy spike trains may prefer a different rounding point than the
+first layer, which sees constant input.
 """
 
 from __future__ import annotations

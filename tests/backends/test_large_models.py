@@ -258,7 +258,7 @@ def test_checker_sees_large_initializers_as_inputs(monkeypatch):
 def test_tuner_fit_samples_bounded_by_memory(digits_train):
     """The tuner records every op's activations of its fit samples: it keeps as many as half
     the free memory under the budget holds (at least 8), a random part of them."""
-    from snncompile.tune import fit_cap, tune
+    from snncompile.pipeline_search import fit_cap, tune
 
     graph = load_onnx(MODEL)
     x, y = digits_train.x[:64], digits_train.y[:64]
@@ -285,7 +285,7 @@ def test_cli_reads_at_most_max_samples_for_the_tuner(tmp_path, monkeypatch):
     10,000-image folder would otherwise be read into memory whole)."""
     import json
 
-    import snncompile.tune as tune_module
+    import snncompile.pipeline_search as tune_module
 
     monkeypatch.setattr(tune_module, "MAX_SAMPLES", 40)
     report = tmp_path / "r.json"

@@ -4,7 +4,7 @@ Each module below is our own code for a formula from a paper (QCFS: Bu et al. 20
 Hu et al. 2023), spelled the ways people spell it: ``x/λ`` or ``x·(1/λ)``, ``clamp`` or
 ``min``/``max`` or ``relu`` + ``min``, ``floor(·L + 0.5)`` or ``round``, the ``/L·λ`` tail in
 either order, λ a trainable parameter or a Python constant, a straight-through estimator or
-not. Every one must import as ``snncompile.train.QuantReLU`` with the same L and λ does, and
+not. Every one must import as ``snncompile.qat.QuantReLU`` with the same L and λ does, and
 the IR's ANN execution must equal onnxruntime's.
 """
 
@@ -21,7 +21,7 @@ from torch import nn
 from snncompile.frontend import load_onnx, run_onnxruntime
 from snncompile.interp import run_ann
 from snncompile.ir import Conv2d, Dense, ReLU
-from snncompile.train import QuantReLU
+from snncompile.qat import QuantReLU
 
 L, LAM = 4, 0.75
 
@@ -114,3 +114,17 @@ def test_spelling_imports_as_quant_relu(spelling: str, trainable: bool, opset: i
     x = np.random.default_rng(0).standard_normal((16, 1, 8, 8)).astype(np.float32)
     np.testing.assert_allclose(run_ann(load_onnx(theirs), x), run_onnxruntime(theirs, x),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_old_train_name_still_loads_with_a_warning() -> None:
+    """``snncompile.train`` (the old name of ``snncompile.qat``) and its ``quant`` module, which
+    pickled models name, still resolve, with a DeprecationWarning."""
+    import importlib
+    import sys
+
+    sys.modules.pop("snncompile.train", None)
+    sys.modules.pop("snncompile.train.quant", None)
+    with pytest.warns(DeprecationWarning, match="snncompile.qat"):
+        old = importlib.import_module("snncompile.train")
+    assert old.QuantReLU is QuantReLU
+    assert importlib.import_module("snncompile.train.quant").QuantReLU is QuantReLU

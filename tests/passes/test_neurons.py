@@ -49,7 +49,7 @@ def _one_unit(model: str, threshold: float, *, members: int = 1, alpha: float = 
 class _QLayer(nn.Module):
     def __init__(self, levels: int) -> None:
         super().__init__()
-        from snncompile.train import QuantReLU
+        from snncompile.qat import QuantReLU
 
         torch.manual_seed(levels)
         self.fc = nn.Linear(64, 24)

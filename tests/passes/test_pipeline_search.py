@@ -1,4 +1,4 @@
-"""Conversion tuned for T (snncompile.tune) and the passes it chooses from."""
+"""Conversion tuned for T (snncompile.pipeline_search) and the passes it chooses from."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from snncompile.ir import CompileError
 from snncompile.ir.verify import verify
 from snncompile.passes import PassContext, PassManager, get_pass, pass_spec, split_pipeline
 from snncompile.passes.threshold_search import mse_thresholds, rate_quantize
-from snncompile.tune import FRONT, tune
+from snncompile.pipeline_search import FRONT, tune
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -116,7 +116,7 @@ def test_same_choice_on_a_slow_machine(digits_cnn_onnx: Path, digits_train,
     """The budget is not wall time: a clock that runs 1000 s per reading (a very slow or very
     loaded machine) changes nothing — same pipeline, same candidates, same scores — where the
     budget cuts the search short (where a time budget would have cut elsewhere)."""
-    import snncompile.tune as tune_mod
+    import snncompile.pipeline_search as tune_mod
 
     ann = snncompile.load_onnx(digits_cnn_onnx)
     calib = digits_train.take(256)
@@ -253,7 +253,7 @@ def test_bias_calibration_pass(digits_cnn_onnx: Path, digits_train) -> None:
 def test_summary_when_the_budget_left_the_default_unconfirmed():
     """A budget cut can confirm the global setting but not the default (seen under load in
     ``make demo``): the summary says so instead of crashing."""
-    from snncompile.tune import TuneResult
+    from snncompile.pipeline_search import TuneResult
 
     res = TuneResult(passes=[], pipeline="", chosen={}, default_score=None, tuned_score=0.98,
                      winner="global", cut_by_budget=True, timesteps=64, held_out=256)
@@ -264,7 +264,7 @@ def test_summary_when_the_budget_left_the_default_unconfirmed():
 # ------------------------------------------------------------------ the neuron model
 def test_neuron_choices_respect_the_user_and_the_target() -> None:
     from snncompile.options import CompileOptions
-    from snncompile.tune import neuron_choices
+    from snncompile.pipeline_search import neuron_choices
 
     assert neuron_choices(CompileOptions(), "gpu") == ("if", "signed-if", "gn")
     assert neuron_choices(CompileOptions(), "loihi") == ("if", "signed-if", "gn")
@@ -336,7 +336,7 @@ def test_default_budget_scales_with_what_a_candidate_costs(digits_cnn_onnx: Path
     """The default budget is a share of the evaluation and of a fixed compute allowance:
     a network with more MACs per step, or a larger T, gets fewer simulated samples."""
     from snncompile.ir.nodes import Conv2d
-    from snncompile.tune import (
+    from snncompile.pipeline_search import (
         COMPUTE_BUDGET,
         DEFAULT_BUDGET,
         EVAL_SHARE,
@@ -376,7 +376,7 @@ def test_quantized_network_still_gets_its_neuron_model_tuned() -> None:
     quantized ANN far better than IF, and the pipeline replays."""
     from snncompile.data import digits
     from snncompile.options import CompileOptions
-    from snncompile.tune import neuron_choices
+    from snncompile.pipeline_search import neuron_choices
 
     q4 = Path(__file__).resolve().parents[2] / "examples" / "digits_cnn_q4.onnx"
     tr = digits("train")
