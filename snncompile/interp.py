@@ -136,6 +136,21 @@ KERNELS: dict[type[Node], Callable[..., Tensor]] = {
 }
 
 
+def standard_layout(x: Tensor) -> Tensor:
+    """``x`` with the row-major strides of its shape. An input whose size-1 axes carry other
+    strides (an (N, 1, H, W) array made by a transpose has the strides of channels-last) is
+    contiguous to torch, but its convolutions then take a channels-last kernel, which rounds
+    its sums differently on some CPUs (seen on an AMD EPYC): the same values would give other
+    activations, thresholds and spikes than the same array laid out row-major."""
+    want, step = [], 1
+    for d in reversed(x.shape):
+        want.append(step)
+        step *= d
+    if tuple(reversed(want)) == x.stride():
+        return x
+    return x.clone(memory_format=torch.contiguous_format)
+
+
 def run_ann_torch(graph: Graph, x: Tensor, *, record: bool = False,
                   pre_activation: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
     """Run ``graph`` on ``x`` (B, *input shape). Returns the output and, with ``record``, every
@@ -147,7 +162,7 @@ def run_ann_torch(graph: Graph, x: Tensor, *, record: bool = False,
     last = {i: k for k, (n, _) in enumerate(order) for i in graph.inputs(n)}
     for k, (name, op) in enumerate(order):
         if isinstance(op, Input):
-            vals[name] = x
+            vals[name] = standard_layout(x)
             continue
         kernel = KERNELS.get(type(op))
         if kernel is None:

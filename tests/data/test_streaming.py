@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+import snncompile
 from snncompile import data
 from snncompile.backends.common import SimResult
 from snncompile.passes.statistics import (
@@ -285,3 +286,30 @@ def test_a_subset_of_a_class_sorted_folder_spans_every_class(digits_test: data.D
                                       "sorted"))
     assert np.array_equal(mem.spread(20).materialize().y, y[(np.arange(20) * 200) // 20])
     assert np.allclose(mem.spread(20).materialize().x, got.x, atol=1e-6)
+
+
+def test_inputs_run_in_row_major_layout_whatever_their_strides(digits_cnn_onnx: Path) -> None:
+    """A (N, 1, H, W) array made by a transpose has channels-last strides, which torch calls
+    contiguous; its convolutions then took a channels-last kernel that rounds differently on
+    some CPUs (AMD EPYC: thresholds one float32 ulp apart between the in-memory digits and the
+    same images streamed from a module). The ANN and the simulator now run it row-major."""
+    from snncompile.backends import gpu
+    from snncompile.interp import run_ann_torch, standard_layout
+    from snncompile.passes.pipelines import FRONT
+
+    x = data.digits("train").x[:64]
+    nhwc = torch.as_tensor(np.ascontiguousarray(x.transpose(0, 2, 3, 1))).permute(0, 3, 1, 2)
+    row = torch.as_tensor(np.array(x, order="C"))
+    assert torch.equal(nhwc, row) and nhwc.stride() != row.stride()
+    assert standard_layout(nhwc).stride() == (64, 64, 8, 1)
+    assert row.stride() == (64, 64, 8, 1) and standard_layout(row) is row
+    g = snncompile.load_onnx(digits_cnn_onnx)
+    for p in FRONT:
+        g = p.run(g, snncompile.PassContext())
+    a, b = run_ann_torch(g, nhwc)[0], run_ann_torch(g, row)[0]
+    assert torch.equal(a, b)
+    snn, _, _ = snncompile.convert(digits_cnn_onnx, target="gpu", calibration=x, no_tune=True)
+    net = gpu.compile(snn, snncompile.CompileOptions(device="cpu"))
+    s1 = net.module.simulate(nhwc, 4)[0]
+    s2 = net.module.simulate(row, 4)[0]
+    assert torch.equal(s1, s2)

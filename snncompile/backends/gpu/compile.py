@@ -45,6 +45,7 @@ from snncompile.backends.common import (
 )
 from snncompile.backends.gpu.lowerings import fanout, lower
 from snncompile.backends.gpu.neurons import SpikeFn, get_model, heaviside
+from snncompile.interp import standard_layout
 from snncompile.ir.diagnostics import CompileError, Diagnostic
 from snncompile.ir.graph import Graph
 from snncompile.ir.nodes import Input, Layer, Output
@@ -178,6 +179,7 @@ class SpikingNetwork(nn.Module):
                   chunk: int | None) -> tuple[Tensor, dict[str, Tensor]]:
         n_in = len(self.graph.shape(self.input_name)) + 1
         static = x.dim() == n_in
+        x = standard_layout(x)  # the first convolution's kernel must not depend on strides
         if chunk is None or not self.chunkable:
             chunk = steps
         chunk = max(1, min(int(chunk), steps))
