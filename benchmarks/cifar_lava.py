@@ -82,6 +82,7 @@ def main() -> None:
         f"{row['spike_exact']} ({row['spikes_mismatched']} mismatched) | "
         f"{row['spikes_per_sample']:.0f} | {row['lava_samples_per_second']:.3g} | {wall:.0f} |"])
     result = {"benchmark": "cifar_lava", "row": row, "table": table,
+              "command": " ".join(["python -m benchmarks.cifar_lava", *sys.argv[1:]]),
               "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
               "load_average_at_end": os.getloadavg()}
     a.out.parent.mkdir(parents=True, exist_ok=True)
