@@ -919,7 +919,20 @@ def _fold_permutation(b: Builder, name: str, perm: np.ndarray,
         w = np.empty_like(op.weight)
         w[:, perm] = op.weight
         g.replace(u, weight=w, origin=f"{g.op(name).origin} + {op.origin}")
+        _compose_index(b, u, perm)
     return True
+
+
+def _compose_index(b: Builder, reader: str, idx: np.ndarray) -> None:
+    """``reader`` read y = x[idx] and now reads x (the index moved into its weights): if the
+    reader is itself a channel permutation or selection still to be folded, its own index
+    must now count x's channels too, z = y[j] = x[idx[j]] (−1, a zero, stays −1). Without
+    this a shuffle followed by the next block's split (ShuffleNet) folded the split's stale
+    index into the convolutions after it."""
+    for table in (b.permutations, b.channel_selections):
+        if reader in table:
+            j = table[reader]
+            table[reader] = np.where(j >= 0, idx[np.maximum(j, 0)], -1)
 
 
 def fold_feature_permutations(b: Builder) -> list[str]:
@@ -1133,6 +1146,7 @@ def fold_channel_selections(b: Builder) -> None:
             op = g.op(u)
             g.replace(u, weight=fold_into(op.weight, idx, c_in),
                       origin=f"{g.op(name).origin} + {op.origin}")
+            _compose_index(b, u, idx)
         g.bypass(name)
 
 
