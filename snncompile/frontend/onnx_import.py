@@ -25,6 +25,12 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
+from snncompile.frontend.layout_ops import (
+    fold_channel_permutations,
+    fold_channel_selections,
+    fold_feature_permutations,
+    fold_spatial_maps,
+)
 from snncompile.frontend.op_table import (
     CONVERTERS,
     OUTPUT_ONLY,
@@ -32,10 +38,6 @@ from snncompile.frontend.op_table import (
     Builder,
     OnnxNode,
     Unsupported,
-    fold_channel_permutations,
-    fold_channel_selections,
-    fold_feature_permutations,
-    fold_spatial_maps,
     sanitize,
     supported_ops,
 )
