@@ -478,17 +478,22 @@ def slice_(node: OnnxNode, b: Builder) -> str:
     return sel.src
 
 
+def _selection_axis(node: OnnxNode, b: Builder, refusal: str) -> tuple[Selection, int]:
+    """The input of a Split or Gather as a selection, and its ``axis`` attribute as 1, 2 or 3
+    (C, H or W); any other axis is refused with ``refusal``."""
+    sel = b.selection(node.inputs[0])
+    rank = len(sel.shape) + 1
+    axis = int(node.attr("axis", 0))
+    if not -rank <= axis < rank or axis % rank == 0:
+        raise Unsupported(f"axis={axis}; {refusal}")
+    return sel, axis % rank
+
+
 @converts("Split")
 def split(node: OnnxNode, b: Builder) -> str:
     """Split along C, H or W (``torch.chunk``, shufflenet's channel split) -> one selection
     per output."""
-    x = node.inputs[0]
-    sel = b.selection(x)
-    rank = len(sel.shape) + 1
-    axis = int(node.attr("axis", 0))
-    if not -rank <= axis < rank or axis % rank == 0:
-        raise Unsupported(f"axis={axis}; only C, H or W may be split")
-    axis %= rank
+    sel, axis = _selection_axis(node, b, "only C, H or W may be split")
     n = sel.shape[axis - 1]
     sizes = node.attr("split")
     if len(node.inputs) > 1 and node.inputs[1]:
@@ -512,13 +517,7 @@ def split(node: OnnxNode, b: Builder) -> str:
 def gather(node: OnnxNode, b: Builder) -> str:
     """Gather of constant indices (a 1-D list; negative ones count from the end) along C, H or
     W of an activation -> a selection."""
-    x = node.inputs[0]
-    sel = b.selection(x)
-    rank = len(sel.shape) + 1
-    axis = int(node.attr("axis", 0))
-    if not -rank <= axis < rank or axis % rank == 0:
-        raise Unsupported(f"axis={axis}; only a gather along C, H or W")
-    axis %= rank
+    sel, axis = _selection_axis(node, b, "only a gather along C, H or W")
     ind = b.const(node.inputs[1], "indices")
     n = sel.shape[axis - 1]
     if ind.ndim != 1 or not len(ind):
