@@ -116,6 +116,18 @@ def test_budget_picks_chunks_and_keeps_the_spikes(x, caplog):
     assert big.pieces == Pieces(len(x), T)
 
 
+@pytest.mark.parametrize("model", ["if", "signed-if"])
+def test_final_potential_in_pieces_is_the_whole_batch_run(model, x):
+    # the tuner scores candidates with final_potential: pieces of the evaluation's plan
+    ir = _snn("residual", model, x)
+    module = gpu_compile(ir, CompileOptions(device="cpu", timesteps=T)).module
+    xb = torch.from_numpy(x)
+    whole = module.simulate(xb, T)[0][-1]
+    assert module.plan(T, len(x), "1K") == Pieces(1, 1)  # one sample, one step at a time
+    torch.testing.assert_close(module.final_potential(xb, T, "1K"), whole, rtol=0, atol=0)
+    torch.testing.assert_close(module.final_potential(xb, T), whole, rtol=0, atol=0)
+
+
 def test_plan_pieces():
     fp = Footprint(row_bytes=1000, sample_bytes=500, widest=10)
     assert plan_pieces(fp, 32, 8, budget=10**9, held=0, itemsize=4) == Pieces(8, 32)

@@ -279,6 +279,49 @@ class SpikingNetwork(nn.Module):
     def forward(self, x: Tensor, steps: int) -> Tensor:
         return self.simulate(x, steps)[0]
 
+    @torch.no_grad()
+    def final_potential(self, x: Tensor, steps: int,
+                        memory_bytes: int | str | None = None) -> Tensor:
+        """The readout's potential after ``steps`` steps, V(T) (B, K), of a static batch x (B,
+        *in), simulated in the pieces ``GpuNetwork.run`` uses (``plan``): on the CPU a few
+        samples at a time, so that the widest value stays in cache. The same V(T) as
+        ``forward(x, steps)[-1]`` (each sample is simulated alone either way)."""
+        pieces = self.plan(steps, len(x), memory_bytes)
+        outs = [self.simulate(xc, steps, chunk=pieces.chunk)[0][-1]
+                for xc in torch.split(x, pieces.batch)]
+        return torch.cat(outs)
+
+    def footprint(self, steps: int, record: bool = False) -> Footprint:
+        """Bytes per sample and per (sample, step) row of a simulation (``memory.footprint``)."""
+        itemsize = torch.finfo(self.dtype).bits // 8
+        states = {n: _STATE_TENSORS.get(m[0].name, 2) for n, m in self.neurons.items()}
+        return footprint(self.graph, self.order, self.inputs, states, itemsize,
+                         record=record, steps=steps)
+
+    def plan(self, steps: int, batch: int, memory_bytes: int | str | None = None,
+             record: bool = False, device: torch.device | None = None) -> Pieces:
+        """Samples simulated at once and the time chunk, from ``memory_bytes`` (a budget,
+        ``snncompile.memory``). CPU: also at most ``CPU_CHUNK_BYTES`` in the widest value, so
+        that the allocator reuses freed memory instead of mapping fresh pages for every op
+        (page faults cost more than the arithmetic) and the scans work in cache."""
+        itemsize = torch.finfo(self.dtype).bits // 8
+        if device is None:  # where the module lives (a network without neurons: the CPU)
+            device = next((b.device for b in self.buffers()), torch.device("cpu"))
+        fp = self.footprint(steps, record)
+        budget = budget_bytes(memory_bytes, device)
+        held = current_bytes(device)
+        cache = CPU_CHUNK_BYTES if device.type == "cpu" else None
+        pieces = plan_pieces(fp, steps, batch, budget=budget, held=held, itemsize=itemsize,
+                             cache_bytes=cache)
+        if not self.chunkable and pieces.chunk < steps:
+            pieces = Pieces(pieces.batch, steps)
+        need = held + pieces.batch * (fp.sample_bytes + pieces.chunk * fp.row_bytes)
+        if need > budget:
+            log.warning("memory budget %.3g GB is below the estimated %.3g GB of one sample "
+                        "and one step (the process holds %.3g GB)", budget / 1e9, need / 1e9,
+                        held / 1e9)
+        return pieces
+
 
 @contextmanager
 def _serial_on_cpu(x: Tensor) -> Iterator[None]:
@@ -394,34 +437,12 @@ class GpuNetwork:
 
     def plan_bytes(self, steps: int, batch: int, *, record: bool = False) -> int:
         """Bytes the pieces ``plan`` picks will allocate (``memory.piece_bytes``)."""
-        return piece_bytes(self._footprint(steps, record), self.plan(steps, batch, record=record))
-
-    def _footprint(self, steps: int, record: bool) -> Footprint:
-        itemsize = torch.finfo(self.dtype).bits // 8
-        states = {n: _STATE_TENSORS.get(m[0].name, 2) for n, m in self.module.neurons.items()}
-        return footprint(self.graph, self.module.order, self.module.inputs, states, itemsize,
-                         record=record, steps=steps)
+        return piece_bytes(self.module.footprint(steps, record),
+                           self.plan(steps, batch, record=record))
 
     def plan(self, steps: int, batch: int, *, record: bool = False) -> Pieces:
-        """Samples simulated at once and the time chunk, from ``options.memory_budget``
-        (``snncompile.memory``). CPU: also at most ``CPU_CHUNK_BYTES`` in the widest value, so
-        that the allocator reuses freed memory instead of mapping fresh pages for every op
-        (page faults cost more than the arithmetic) and the scans work in cache."""
-        itemsize = torch.finfo(self.dtype).bits // 8
-        fp = self._footprint(steps, record)
-        budget = budget_bytes(self.options.memory_bytes, self.device)
-        held = current_bytes(self.device)
-        cache = CPU_CHUNK_BYTES if self.device.type == "cpu" else None
-        pieces = plan_pieces(fp, steps, batch, budget=budget, held=held, itemsize=itemsize,
-                             cache_bytes=cache)
-        if not self.module.chunkable and pieces.chunk < steps:
-            pieces = Pieces(pieces.batch, steps)
-        need = held + pieces.batch * (fp.sample_bytes + pieces.chunk * fp.row_bytes)
-        if need > budget:
-            log.warning("memory budget %.3g GB is below the estimated %.3g GB of one sample "
-                        "and one step (the process holds %.3g GB)", budget / 1e9, need / 1e9,
-                        held / 1e9)
-        return pieces
+        """The pieces of a run under ``options.memory_budget`` (``SpikingNetwork.plan``)."""
+        return self.module.plan(steps, batch, self.options.memory_bytes, record, self.device)
 
     def save(self, directory: str | Path) -> None:
         """Write the spiking IR (ir.json + ir.npz) and gpu.json (how to rebuild this network);
