@@ -96,6 +96,25 @@ def test_no_tuning_on_the_evaluation_set(digits_cnn_onnx: Path, digits_test,
     assert reports[0]["accuracy_by_timestep"] == reports[1]["accuracy_by_timestep"]
 
 
+def test_no_search_where_the_default_already_matches_the_ann(digits_cnn_onnx: Path,
+                                                            digits_train) -> None:
+    """At T = 64 the fixed default is within a KL of 1e-4 of the ANN on the digits CNN: the
+    tuner scores it once on the search samples and stops (nothing any candidate could gain);
+    at T = 4 (loss ~0.09) it searches."""
+    from snncompile.options import CompileOptions
+    from snncompile.pipeline_search import LOSS_FLOOR, conversion_passes
+
+    ann = snncompile.load_onnx(digits_cnn_onnx)
+    calib = digits_train.take(256)
+    r = tune(ann, calib.x, calib.y, 64)
+    assert r.stopped and "nothing to search" in r.summary() and r.winner == "default"
+    assert len(r.scores) == 1 and r.spent == r.scores[0]["samples"] == r.held_out
+    assert r.tuned_loss <= LOSS_FLOOR and r.report()["stopped"] == r.stopped
+    assert r.passes == conversion_passes(CompileOptions(timesteps=64))
+    low = tune(ann, calib.x, calib.y, 4, budget=600)
+    assert not low.stopped and len(low.scores) > 1 and low.scores[0]["loss"] > LOSS_FLOOR
+
+
 def test_budget_is_honoured(digits_cnn_onnx: Path, digits_train) -> None:
     """The budget counts simulated samples: a small one cuts the search, is never exceeded,
     and still gives a replayable pipeline; the default one (8192) completes the search here."""
