@@ -23,9 +23,10 @@ on the training recordings' summed frames (event counts per pixel and polarity),
 ONNX. SNN: ``snncompile.convert`` with the default pipeline and tuning for each T on 512
 training recordings (summed frames), simulated on the gpu target (CPU) on the test recordings
 binned into T frames by time (frame t at step t). Fine-tuned: ``temporal-consistency`` on all
-training recordings binned into T frames (``--finetune-epochs`` epochs, Adam lr 1e-3, batch
-64), at T in ``--finetune-steps``. Energies are the report's estimates (``evaluate.energy``):
-per sample, the SNN on Loihi (Davies et al. 2018) vs the ANN at 45 nm (Horowitz 2014).
+training recordings binned into T frames (``--finetune-epochs`` epochs, the default relative
+Adam lr, batch 64), at T in ``--finetune-steps``. Energies are the report's estimates
+(``evaluate.energy``): per sample, the SNN on Loihi (Davies et al. 2018) vs the ANN at 45 nm
+(Horowitz 2014).
 
 Writes benchmarks/results/events.json and events.md (the table) and prints the table.
 """
@@ -218,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                             == test_sum.y))
         rows = []
         for steps_t in steps:
-            ft = (FinetuneConfig(epochs=a.finetune_epochs, lr=1e-3, timesteps=steps_t,
+            ft = (FinetuneConfig(epochs=a.finetune_epochs, timesteps=steps_t,
                                  seed=a.seed, batch_size=64, device="cpu", progress=False)
                   if steps_t in ft_steps else None)
             frames = read(root / "train", steps_t) if ft is not None else None

@@ -16,12 +16,12 @@ test images are scored, by the gpu simulator in one run to T = 8.
 
 Conversion: what ``snn-compile`` does without flags at ``--timesteps`` T = 4: the tuner's
 pipeline (``snncompile.convert(..., timesteps=4)``; its choice is in the JSON). Fine-tuning:
-``--finetune METHOD`` at T = 4 with the CLI's defaults (5 epochs, Adam lr 1e-3, batch 64, seed
-0), the ANN (the ONNX graph) teaching, 10 % of the training images held out
-(``finetune.heldout``): the network kept is the better of the converted and the fine-tuned one
-there. Columns: the converted SNN at T = 2, 4, 8, the network fine-tuning returned, the ANN,
-``kept`` and the held-out accuracy converted → fine-tuned (``ho``); ``old`` = the same
-fine-tuning as before issue 22 (the converted IR's own ANN mode teaching — the biases
+``--finetune METHOD`` at T = 4 with the CLI's defaults (5 epochs, Adam lr 2e-3 relative to
+each tensor's RMS, batch 64, seed 0), the ANN (the ONNX graph) teaching, 10 % of the training
+images held out (``finetune.heldout``): the network kept is the better of the converted and the
+fine-tuned one there. Columns: the converted SNN at T = 2, 4, 8, the network fine-tuning
+returned, the ANN, ``kept`` and the held-out accuracy converted → fine-tuned (``ho``); ``old`` =
+the same fine-tuning as before issue 22 (the converted IR's own ANN mode teaching — the biases
 ``bias-calibration`` shifted — no held-out check, all samples), at T = 4 (``--no-old`` skips it);
 ``s`` = fine-tuning seconds (1 torch thread; grows with the machine's load, in the JSON).
 Writes benchmarks/results/finetune.json and prints a markdown table.

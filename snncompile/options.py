@@ -248,8 +248,8 @@ class DataOptions:
 @dataclass(frozen=True, kw_only=True)
 class FinetuneOptions:
     """The ``--finetune*`` flags (``snncompile.finetune.cli``): the method (``+`` chains methods,
-    ``name{k=v}`` sets a method's options), epochs per method, Adam's learning rate, the T
-    trained for (None: ``timesteps``), the batch size, at most this many calibration samples
+    ``name{k=v}`` sets a method's options), epochs per method, Adam's relative learning rate, the
+    T trained for (None: ``timesteps``), the batch size, at most this many calibration samples
     (None: all), the spike's surrogate gradient."""
 
     finetune: str | None = option(
@@ -258,8 +258,9 @@ class FinetuneOptions:
         "distill+temporal-consistency; options as distill{layer_loss=rate}", group="finetune",
         metavar="METHOD")
     finetune_epochs: int = option(5, "epochs per method", group="finetune", range=(0, None))
-    finetune_lr: float = option(1e-3, "Adam learning rate", group="finetune", range=(0, None),
-                                lo_open=True)
+    finetune_lr: float = option(2e-3, "Adam learning rate relative to each trained tensor's "
+                                "RMS (a step moves a weight by about lr x its tensor's size)",
+                                group="finetune", range=(0, None), lo_open=True)
     finetune_timesteps: int | None = option(None, "the T trained for (default: --timesteps)",
                                             group="finetune", range=(1, None))
     finetune_batch_size: int = option(64, "samples per training batch", group="finetune",

@@ -142,7 +142,7 @@ def parse_method(spec: str) -> list[tuple[str, dict[str, str]]]:
     return out
 
 
-def train(ir: Graph, data: Any, method: str = "distill", *, epochs: int = 5, lr: float = 1e-3,
+def train(ir: Graph, data: Any, method: str = "distill", *, epochs: int = 5, lr: float = 2e-3,
           timesteps: int = 4, seed: int = 0, out_dir: str | Path | None = None,
           progress: bool = True, options: Mapping[str, Any] | None = None,
           config: FinetuneConfig | None = None,
@@ -202,7 +202,7 @@ def train(ir: Graph, data: Any, method: str = "distill", *, epochs: int = 5, lr:
     return results
 
 
-def finetune(ir: Graph, data: Any, method: str = "distill", *, epochs: int = 5, lr: float = 1e-3,
+def finetune(ir: Graph, data: Any, method: str = "distill", *, epochs: int = 5, lr: float = 2e-3,
              timesteps: int = 4, seed: int = 0, out_dir: str | Path | None = None,
              progress: bool = True, options: Mapping[str, Any] | None = None,
              teacher: Graph | None = None) -> Graph:
@@ -215,7 +215,8 @@ def finetune(ir: Graph, data: Any, method: str = "distill", *, epochs: int = 5, 
             ``distill``, required for ``temporal-consistency``.
         method: a name from ``METHODS``, with ``{key=value}`` options, chained with ``+``.
         epochs: epochs of each method's main stage (distill adds ``layer_epochs`` per layer).
-        lr: Adam learning rate.
+        lr: Adam learning rate relative to each trained tensor's RMS
+            (``training.step_scales``).
         timesteps: the T trained for.
         seed: batch order (and Poisson input) seed; a run is reproducible.
         out_dir: where checkpoints go (``<out_dir>/<i>-<method>/checkpoint.pt``); a second call
@@ -235,7 +236,7 @@ class _DeprecatedCallableModule(types.ModuleType):
     spelling) calls ``finetune`` with a DeprecationWarning; use ``snncompile.finetune_snn``."""
 
     def __call__(self, ir: Graph, data: Any, method: str = "distill", *, epochs: int = 5,
-                 lr: float = 1e-3, timesteps: int = 4, seed: int = 0,
+                 lr: float = 2e-3, timesteps: int = 4, seed: int = 0,
                  out_dir: str | Path | None = None, progress: bool = True,
                  options: Mapping[str, Any] | None = None, teacher: Graph | None = None) -> Graph:
         import warnings

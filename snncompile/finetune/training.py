@@ -95,7 +95,7 @@ class FinetuneConfig:
     (strings from the command line or typed values from Python; each method parses them)."""
 
     epochs: int = 5
-    lr: float = 1e-3
+    lr: float = 2e-3  # relative to each tensor's RMS (``step_scales``)
     timesteps: int = 4  # the T trained for
     seed: int = 0
     batch_size: int = 64
@@ -342,6 +342,7 @@ def run_stages(net: Any, stages: Sequence[Stage], data: TrainData, cfg: Finetune
     device = resolve_device(cfg.device)
     net.to(device)
     trainables = dict(net.named_trainables())
+    scale = step_scales(trainables.values())  # of the converted network: before a resume
     ckpt_path = cfg.out_dir / "checkpoint.pt" if cfg.out_dir is not None else None
     history, start_stage, start_epoch, opt_state, resumed = _resume(
         ckpt_path, device, fp, trainables)
@@ -350,7 +351,7 @@ def run_stages(net: Any, stages: Sequence[Stage], data: TrainData, cfg: Finetune
         if si < start_stage or not stage.params:
             continue
         params = list({id(p): p for p in stage.params}.values())  # no duplicates
-        opt = torch.optim.Adam(params, lr=cfg.lr)
+        opt = torch.optim.Adam([{"params": [p], "lr": cfg.lr * scale[id(p)]} for p in params])
         first = start_epoch if si == start_stage else 0
         if si == start_stage and opt_state is not None and first > 0:
             try:
@@ -370,6 +371,21 @@ def run_stages(net: Any, stages: Sequence[Stage], data: TrainData, cfg: Finetune
                     "optimizer": opt.state_dict(), "history": history})
         start_epoch, opt_state = 0, None
     return history, loop.meter.peak, resumed
+
+
+def step_scales(params: typing.Iterable[torch.Tensor]) -> dict[int, float]:
+    """Each trainable tensor's step scale: its root mean square in the converted network (1 for
+    an all-zero tensor, e.g. a bias that is 0 everywhere). Adam moves every element by about its
+    learning rate per step whatever the element's size, so an absolute rate that suits the
+    8×8 digits nets (weights of RMS 0.15-0.9) moves the CIFAR ResNet-20's (RMS 0.02-0.08, after
+    the BatchNorm fold) by 2-5 % of their size per step: its distillation at lr 1e-3 fell
+    from 71 % to 19 % on held-out samples. ``lr`` is therefore relative: each tensor's Adam
+    learning rate is ``lr`` × its scale, one relative step for every layer of every network."""
+    out = {}
+    for p in params:
+        rms = float(p.detach().float().pow(2).mean().sqrt()) if p.numel() else 0.0
+        out[id(p)] = rms if rms > 0 and np.isfinite(rms) else 1.0
+    return out
 
 
 def _resume(ckpt_path: Path | None, device: torch.device, fp: str,

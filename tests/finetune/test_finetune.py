@@ -71,7 +71,7 @@ def test_differentiable_matches_simulator_and_has_gradients(rng, digits_train):
 
 def test_loss_falls_on_small_model(digits_snn, digits_train):
     """temporal-consistency on the small digits CNN (13.7k weights): the training loss falls."""
-    res = train(digits_snn, digits_train.take(192), "temporal-consistency", epochs=3, lr=3e-3,
+    res = train(digits_snn, digits_train.take(192), "temporal-consistency", epochs=3, lr=1e-2,
                 timesteps=T, progress=False)[-1]
     losses = [h["loss"] for h in res.history]
     assert len(losses) == 3 and losses[-1] < 0.8 * losses[0], losses
@@ -118,7 +118,7 @@ def test_tuned_ir_round_trips_and_runs_on_gpu(digits_snn, digits_train, digits_t
 def test_quantized_weights_stay_on_their_grid(digits_cnn_onnx, digits_train):
     snn, _, _ = snncompile.convert(digits_cnn_onnx, calibration=digits_train.take(256),
                                    weight_bits=6)
-    tuned = train(snn, digits_train.take(64), "distill{layer_epochs=0}", epochs=1, lr=1e-2,
+    tuned = train(snn, digits_train.take(64), "distill{layer_epochs=0}", epochs=1, lr=1e-1,
                   timesteps=2, progress=False)[-1].trained  # trained, kept or not
     moved = 0
     for name, op in tuned.topo():
@@ -353,6 +353,46 @@ def test_finetuning_never_returns_a_worse_network(digits_snn, digits_train):
     assert (sc["fine-tuned"]["accuracy"], -sc["fine-tuned"]["loss"]) >= (
         sc["converted"]["accuracy"], -sc["converted"]["loss"])
     assert good.graph is good.trained and good.check.kept == "fine-tuned"
+
+
+def test_learning_rate_is_relative_to_each_tensors_scale(digits_snn, digits_train,
+                                                         monkeypatch):
+    """The bug: Adam's absolute step (lr per weight per step) suited the digits nets and wrecked
+    the CIFAR ResNet-20, whose weights are 5-10x smaller. Scaling the first layer's weights,
+    bias and threshold by c and the next conv's weights by 1/c gives the same SNN (c a power of
+    two: exactly); with the relative lr its fine-tuning is the same up to that scale too.
+    With an absolute lr (every scale 1) it is not."""
+    import dataclasses
+
+    from snncompile.finetune import FinetuneConfig
+    from snncompile.finetune import training as training_mod
+
+    c = 0.125
+    g = digits_snn.copy()
+    a, b = g.op("0_Conv"), g.op("4_Conv")
+    g.replace("0_Conv", weight=a.weight * c, bias=a.bias * c, neuron=dataclasses.replace(
+        a.neuron, threshold=a.neuron.threshold * c))
+    g.replace("4_Conv", weight=b.weight / c)
+    data = digits_train.take(128)
+    cfg = FinetuneConfig(epochs=1, timesteps=2, progress=False, holdout=0, batch_size=32)
+
+    def trained(graph):
+        return train(graph, data, "distill{layer_epochs=0}", config=cfg)[-1].trained
+
+    def gaps(r1, r2):
+        return [float(np.abs(r2.op("0_Conv").weight - c * r1.op("0_Conv").weight).max()
+                      / np.abs(c * r1.op("0_Conv").weight).max()),
+                float(np.abs(r2.op("4_Conv").weight - r1.op("4_Conv").weight / c).max()
+                      / np.abs(r1.op("4_Conv").weight / c).max()),
+                float(np.abs(r2.op("0_Conv").neuron.threshold
+                             - c * r1.op("0_Conv").neuron.threshold).max())]
+
+    r1 = trained(digits_snn)
+    moved = np.abs(r1.op("0_Conv").weight - digits_snn.op("0_Conv").weight).max()
+    assert moved > 1e-4  # training changed the weights
+    assert max(gaps(r1, trained(g))) < 1e-5
+    monkeypatch.setattr(training_mod, "step_scales", lambda ps: {id(p): 1.0 for p in ps})
+    assert max(gaps(trained(digits_snn), trained(g))) > 3e-3  # absolute: not scale-free
 
 
 def test_cli_says_when_it_kept_the_converted_network(digits_cnn_onnx, digits_train,
