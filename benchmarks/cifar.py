@@ -2,6 +2,7 @@
 
     python -m benchmarks.cifar [--data ../shared/data/cifar10-jpeg.tar.gz] [--work DIR]
         [--eval-samples 2000] [--timesteps 1 2 4 8 16 32 64] [--finetune] [--sj-python PY]
+        [--finetune-timesteps 4] [--nets resnet20a ...] [--out FILE]
 
 Networks: ``benchmarks/cifar_train.py`` trains them on the JPEG copy of CIFAR-10 (if their
 checkpoints are not in ``--work`` yet) and exports them to ONNX as written (option-A
@@ -187,6 +188,8 @@ def main() -> None:
     ap.add_argument("--eval-samples", type=int, default=1000)
     ap.add_argument("--calibration-samples", type=int, default=1024)
     ap.add_argument("--finetune", action="store_true", help="add the --finetune distill rows")
+    ap.add_argument("--finetune-timesteps", type=int, nargs="+", default=None,
+                    help=f"the T of the --finetune rows (default: those <= {FINETUNE_MAX_T})")
     ap.add_argument("--sj-python", default=None)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reuse", action="store_true",
@@ -219,7 +222,7 @@ def main() -> None:
             rows["snn-compile --finetune distill"] = snn_rows(
                 net, onnx, calib, test, args,
                 ["--finetune", "distill", "--finetune-epochs", "2"], "finetune",
-                [t for t in args.timesteps if t <= FINETUNE_MAX_T])
+                args.finetune_timesteps or [t for t in args.timesteps if t <= FINETUNE_MAX_T])
         first = next(v for v in rows["snn-compile (defaults)"].values() if "accuracy" in v)
         results["networks"][net] = {"ann_accuracy": first["ann_accuracy"], "rows": rows}
     if args.sj_python:

@@ -98,9 +98,10 @@ def main() -> None:
                 timed([*ours, "--out", str(out)], env))
             rep = json.loads((out / "report.json").read_text())
             tuning.append(rep["tuning"]["seconds"])
-            acc = rep["snn_accuracy"]
+            acc, ann, winner = rep["snn_accuracy"], rep["ann_accuracy"], rep["tuning"]["winner"]
             rows.setdefault("snn-compile --no-tune", []).append(
                 timed([*ours, "--no-tune", "--out", str(tmp / "o2")], env))
+            acc_fixed = json.loads((tmp / "o2" / "report.json").read_text())["snn_accuracy"]
             if a.sj_python:
                 rows.setdefault("SpikingJelly 2.0 (rate 99.9%)", []).append(timed(
                     [a.sj_python, str(ROOT / "benchmarks" / "sj2_runner.py"),
@@ -115,13 +116,16 @@ def main() -> None:
         lines.append(f"| {k} | {np.median(v):.1f} | {ratio} |")
     share = float(np.median(tuning)) / float(np.median(rows["snn-compile (defaults)"]))
     lines.append(f"\ntuning {np.median(tuning):.1f} s = {share:.0%} of the default job; "
-                 f"accuracy at T = {STEPS}: ours {acc:.4f}"
+                 f"tuner's choice: {winner}; accuracy at T = {STEPS}: ANN {ann:.4f}, ours "
+                 f"{acc:.4f} (--no-tune {acc_fixed:.4f})"
                  + (f", SpikingJelly {sj_acc:.4f}" if a.sj_python else ""))
     text = "\n".join(lines)
     print(text)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps({
         "benchmark": "whole_job", "rows": rows, "tuning_seconds": tuning, "table": text,
+        "accuracy": {"ann": ann, "defaults": acc, "no_tune": acc_fixed,
+                     **({"spikingjelly": sj_acc} if a.sj_python else {})},
         "threads": 1, "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
         "load_average_at_end": os.getloadavg()}, indent=1) + "\n")
     print(f"wrote {a.out}", file=sys.stderr)
