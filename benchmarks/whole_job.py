@@ -127,6 +127,7 @@ def main() -> None:
         "accuracy": {"ann": ann, "defaults": acc, "no_tune": acc_fixed,
                      **({"spikingjelly": sj_acc} if a.sj_python else {})},
         "threads": 1, "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
+        "command": "python -m benchmarks.whole_job --repeats " + str(a.repeats),
         "load_average_at_end": os.getloadavg()}, indent=1) + "\n")
     print(f"wrote {a.out}", file=sys.stderr)
 
