@@ -36,7 +36,7 @@ Method:
    the default and stops there, having simulated the ``few`` search samples once. Measured
    (the 4 digits models of ``benchmarks/vs_spikingjelly.py`` × T ∈ {4, .., 64} and the MNIST
    CNN of ``benchmarks/whole_job.py`` at T = 32, 21 cells, accuracy on test images the tuning
-   never saw): in the 7 cells below the floor (losses 9·10⁻⁵ .. 9·10⁻⁴, all at T ≥ 32) the
+   never saw): in the 7 cells below the floor (losses 8·10⁻⁵ .. 9·10⁻⁴, all at T ≥ 32) the
    full search changed the test accuracy by 0, 0, 0, 0, 0, −0.12 and −0.37 points while
    taking 6–26 s; the two cells just above it (1.1·10⁻³, 1.3·10⁻³) gained 0.55 and 0.18.
 5. Search, each candidate simulated on the first ``few`` held-out samples (``FEW`` = 128, or
