@@ -281,7 +281,13 @@ def test_lava_neuron_models(model, digits_snn, digits_test):
 @pytest.mark.lava
 @pytest.mark.timeout(150)
 def test_lava_float_matches_gpu_float(digits_snn, digits_test):
-    """floating_pt vs the GPU float simulator: ≥ 99% same predictions, spikes within 0.5%.
+    """floating_pt vs the GPU float simulator: ≥ 99% same predictions, spikes within 0.5%,
+    at most 1 in 10^4 spike entries different, and the same readout potentials in every sample
+    whose spikes all agree. Lava's float models compute in float64, the simulator in float32:
+    a membrane within rounding of θ may fire a step earlier or later in one of them (the
+    digits CNN with the fixed default: one spike of 4_Conv moved by two steps in one of 24
+    samples, the layers after it followed), which changes that sample's potentials by a
+    weight, not by rounding.
 
     Effective steps: Lava layer at depth d sees sample step τ at Lava step k·T + τ + d; the
     backend slices its recordings that way, so step τ compares with the GPU's step τ."""
@@ -293,7 +299,14 @@ def test_lava_float_matches_gpu_float(digits_snn, digits_test):
     total_l = sum(v.sum() for v in lava.layer_spikes.values())
     total_g = sum(v.sum() for v in ref.layer_spikes.values())
     assert abs(total_l / total_g - 1) <= 0.005
-    np.testing.assert_allclose(lava.potentials, ref.potentials, rtol=1e-3, atol=1e-3)
+    differ = {k: lava.spike_trains[k] != ref.spike_trains[k] for k in ref.spike_trains}
+    entries = sum(d.size for d in differ.values())
+    assert sum(int(d.sum()) for d in differ.values()) <= 1e-4 * entries
+    same = ~np.any([d.reshape(d.shape[0], d.shape[1], -1).any((0, 2))
+                    for d in differ.values()], axis=0)  # samples whose spikes all agree
+    assert same.mean() >= 0.9
+    np.testing.assert_allclose(lava.potentials[:, same], ref.potentials[:, same], rtol=1e-3,
+                               atol=1e-3)
 
 
 @pytest.mark.lava
