@@ -38,7 +38,8 @@ Method:
    CNN of ``benchmarks/whole_job.py`` at T = 32, 21 cells, accuracy on test images the tuning
    never saw): in the 7 cells below the floor (losses 8·10⁻⁵ .. 9·10⁻⁴, all at T ≥ 32) the
    full search changed the test accuracy by 0, 0, 0, 0, 0, −0.12 and −0.37 points while
-   taking 6–26 s; the two cells just above it (1.1·10⁻³, 1.3·10⁻³) gained 0.55 and 0.18.
+   taking 2–10 s each (6.6 s on the MNIST CNN); the two cells just above it (1.1·10⁻³,
+   1.3·10⁻³) gained 0.55 and 0.18 (``benchmarks/tuner_floor.py``).
 5. Search, each candidate simulated on the first ``few`` held-out samples (``FEW`` = 128, or
    budget/16 down to ``MIN_FEW`` = 32 where the budget is small), most promising stage first,
    so that a small budget cuts the least useful stages: the neuron model (``neurons``: plain
