@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import tempfile
 from pathlib import Path
 
@@ -59,9 +61,11 @@ def main() -> None:
                              "pipeline": info["pipeline"]})
                 print(f"{name} T={t}: default loss {first['loss']:.2e}, tuned {acc['tuned']:.4f}"
                       f", default {acc['default']:.4f}, {info['seconds']:.1f} s", flush=True)
-    a.out.write_text(json.dumps({"benchmark": "tuner_floor", "floor": a.floor, "rows": rows,
-                                 "command": "python -m benchmarks.tuner_floor"}, indent=1)
-                     + "\n")
+    a.out.write_text(json.dumps({
+        "benchmark": "tuner_floor", "floor": a.floor, "rows": rows,
+        "command": "python -m benchmarks.tuner_floor", "threads": 1,
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
+        "load_average_at_end": os.getloadavg()}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
